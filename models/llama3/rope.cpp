@@ -1,0 +1,44 @@
+#include "models/llama3/rope.h"
+
+#include <cmath>
+
+namespace titan::llama3 {
+
+torch::Tensor rope_inv_freq(int64_t head_dim, double theta, const std::optional<RopeScaling>& scaling) {
+  auto fp32 = torch::TensorOptions().dtype(torch::kFloat32);
+  // 1 / theta^(2i/d), computed in fp32 like TorchTitan's precompute_freqs_cis.
+  auto exponent = torch::arange(0, head_dim, 2, torch::kInt64).slice(0, 0, head_dim / 2).to(torch::kFloat32) / head_dim;
+  auto freqs = 1.0 / torch::pow(torch::scalar_tensor(theta, fp32), exponent);  // (head_dim/2,)
+  if (!scaling) return freqs;
+  const double orig = static_cast<double>(scaling->original_max_position_embeddings);
+  auto wavelen = 2 * M_PI / freqs;
+  const double high_freq_wavelen = orig / scaling->high_freq_factor;
+  const double low_freq_wavelen = orig / scaling->low_freq_factor;
+  // Long wavelengths are slowed by `factor`, short ones kept, the band in between interpolated.
+  freqs = torch::where(wavelen > low_freq_wavelen, freqs / scaling->factor, freqs);
+  auto smooth = (orig / wavelen - scaling->low_freq_factor) / (scaling->high_freq_factor - scaling->low_freq_factor);
+  auto smoothed = (1 - smooth) * freqs / scaling->factor + smooth * freqs;
+  auto is_medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+  return torch::where(is_medium, smoothed, freqs);
+}
+
+std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelArgs& args) {
+  auto inv_freq = rope_inv_freq(args.head_dim(), args.rope_theta, args.rope_scaling);  // (hd/2,)
+  auto t = torch::arange(args.max_seq_len, torch::kInt64).to(torch::kFloat32);          // (T,)
+  auto angles = torch::outer(t, inv_freq);                                              // (T, hd/2)
+  return {angles.cos(), angles.sin()};
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), hd = x.size(3);
+  auto pairs = x.to(torch::kFloat32).reshape({B, T, H, hd / 2, 2});
+  auto x0 = pairs.select(-1, 0);  // (B, T, H, hd/2)
+  auto x1 = pairs.select(-1, 1);
+  auto c = cos.slice(0, 0, T).view({1, T, 1, hd / 2});
+  auto s = sin.slice(0, 0, T).view({1, T, 1, hd / 2});
+  // (x0 + i x1) * (c + i s)
+  auto rotated = torch::stack({x0 * c - x1 * s, x0 * s + x1 * c}, -1);  // (B, T, H, hd/2, 2)
+  return rotated.view({B, T, H, hd}).to(x.scalar_type());
+}
+
+}  // namespace titan::llama3

@@ -1,0 +1,31 @@
+// Parallelism degrees and their rules (TorchTitan's ParallelDims): mesh order
+// [pp, dp_replicate, dp_shard, cp, tp], dp_shard = -1 takes the leftover ranks, and the product
+// must equal the world size. EP is carved out of dp_shard * cp * tp, not a world factor.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace titan {
+
+struct ParallelDims {
+  int64_t dp_replicate = 1, dp_shard = 1, cp = 1, tp = 1, pp = 1, ep = 1, etp = 1;
+  int64_t world_size = 1;
+
+  // Resolves dp_shard = -1 and checks every rule; throws std::invalid_argument naming the degree.
+  static ParallelDims build(int64_t dp_replicate, int64_t dp_shard, int64_t cp, int64_t tp, int64_t pp, int64_t ep,
+                            int64_t etp, int64_t world_size);
+
+  int64_t dp() const { return dp_replicate * dp_shard; }  // the batch dimension: ranks reading different data
+  int64_t non_data_parallel_size() const { return cp * tp * pp; }
+  bool any_parallelism() const { return world_size > 1; }
+  std::string describe() const;  // "dp_replicate=1 dp_shard=2 cp=1 tp=1 pp=1 (world 2)"
+};
+
+// Rank layout from the launcher's environment (torchrun, Slurm or Open MPI variables).
+struct RankEnv {
+  int64_t rank = 0, local_rank = 0, world_size = 1, local_world_size = 1;
+  static RankEnv from_environment();  // throws std::invalid_argument on malformed values
+};
+
+}  // namespace titan

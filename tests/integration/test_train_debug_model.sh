@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The debug model trains on the bundled corpus: 30 steps, loss at step 30 well below step 1 and
+# below ln(vocab); the log line and the effective config are TorchTitan's.
+source "$(dirname "$0")/lib.sh"
+
+train "$WORK/run.log" "${SMALL[@]}" --training.steps 30 --optimizer.lr 1e-3 --job.dump_folder "$WORK/out"
+[[ $RC -eq 0 ]] || { cat "$WORK/run.log"; fail "training exited $RC"; }
+losses "$WORK/run.log" >"$WORK/losses"
+[[ $(wc -l <"$WORK/losses") -eq 30 ]] || fail "expected 30 logged steps, got $(wc -l <"$WORK/losses")"
+first=$(awk 'NR==1 {print $2}' "$WORK/losses")
+last=$(awk 'END {print $2}' "$WORK/losses")
+echo "step 1 loss $first, step 30 loss $last, ln(2048) = 7.625"
+awk -v a="$first" 'BEGIN {exit !(a > 7.3 && a < 8.6)}' || fail "step-1 loss $first is not near ln(2048)+0.5 (random init, embedding std 1)"
+awk -v a="$first" -v b="$last" 'BEGIN {exit !(b < a - 1.5 && b < 7.625 - 1.0)}' || fail "loss did not fall: $first -> $last"
+
+grep -qE "step:  1  loss: +[0-9]+\.[0-9]{5}  grad_norm: +[0-9]+\.[0-9]{4}  memory: +[0-9]+\.[0-9]{2}GiB\([0-9]+\.[0-9]{2}%\)  tps: [0-9,]+  tflops: [0-9.]+  mfu: [0-9.]+%" \
+  "$WORK/run.log" || fail "log line does not match TorchTitan's format"
+grep -q "Model llama3 debugmodel size: 6,163,712 total parameters" "$WORK/run.log" || fail "model size line missing"
+grep -q "Peak FLOPS used for computing MFU" "$WORK/run.log" || fail "peak FLOPS line missing"
+grep -q "Training completed" "$WORK/run.log" || fail "no completion line"
+grep -q '^steps = 30$' "$WORK/out/config.toml" || fail "effective config not written to the dump folder"
+grep -q '^lr = 0.001$' "$WORK/out/config.toml" || fail "CLI override missing from the effective config"
+grep -q '^decay_ratio = 0.8$' "$WORK/out/config.toml" || fail "TOML value missing from the effective config"
+echo "PASS"

@@ -1,0 +1,203 @@
+#!/usr/bin/python3
+"""Reference numbers for the Llama 3 unit tests, from an independent eager-PyTorch implementation.
+
+Written from the math (Meta's reference layout: complex RoPE on adjacent pairs with Llama 3.1
+scaling, GQA by repeat_interleave, RMSNorm in fp32, SwiGLU), with torch.optim.AdamW,
+torch.nn.utils.clip_grad_norm_ and a LambdaLR warmup-stable-decay schedule. Uses Debian's
+python3-torch (1.13, the same libtorch as the C++ build), so a model initialised from the same
+seed in the same order gets the same weights.
+
+Usage: /usr/bin/python3 tests/reference/llama3_reference.py > tests/assets/reference/llama3_tiny.json
+"""
+import json
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CFG = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, multiple_of=16, norm_eps=1e-5,
+           rope_theta=500000.0, seq_len=16, batch=2, seed=1234, data_seed=7, steps=4,
+           lr=1e-2, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, max_norm=1.0,
+           warmup_steps=2, decay_ratio=0.5, min_lr_factor=0.1)
+
+
+def ffn_hidden(dim, multiple_of):
+    h = int(2 * 4 * dim / 3)
+    return multiple_of * ((h + multiple_of - 1) // multiple_of)
+
+
+def rope_freqs_cis(head_dim, end, theta):
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
+    factor, low, high, orig = 8.0, 1.0, 4.0, 8192
+    out = []
+    for f in freqs.tolist():  # per band, as in Meta's llama3 apply_scaling
+        wavelen = 2 * math.pi / f
+        if wavelen < orig / high:
+            out.append(f)
+        elif wavelen > orig / low:
+            out.append(f / factor)
+        else:
+            smooth = (orig / wavelen - low) / (high - low)
+            out.append((1 - smooth) * f / factor + smooth * f)
+    freqs = torch.tensor(out, dtype=torch.float32)
+    angles = torch.outer(torch.arange(end, dtype=torch.float32), freqs)
+    return torch.polar(torch.ones_like(angles), angles)  # (end, head_dim/2) complex64
+
+
+def apply_rope(x, freqs_cis):  # x: (B, T, H, hd)
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    out = torch.view_as_real(xc * freqs_cis[: x.shape[1]].view(1, x.shape[1], 1, -1)).flatten(3)
+    return out.type_as(x)
+
+
+class Norm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class Attention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.h, self.kv, self.hd = c["n_heads"], c["n_kv_heads"], c["dim"] // c["n_heads"]
+        self.wq = nn.Linear(c["dim"], self.h * self.hd, bias=False)
+        self.wk = nn.Linear(c["dim"], self.kv * self.hd, bias=False)
+        self.wv = nn.Linear(c["dim"], self.kv * self.hd, bias=False)
+        self.wo = nn.Linear(self.h * self.hd, c["dim"], bias=False)
+
+    def forward(self, x, freqs_cis):
+        B, T, _ = x.shape
+        q = apply_rope(self.wq(x).view(B, T, self.h, self.hd), freqs_cis).transpose(1, 2)
+        k = apply_rope(self.wk(x).view(B, T, self.kv, self.hd), freqs_cis).transpose(1, 2)
+        v = self.wv(x).view(B, T, self.kv, self.hd).transpose(1, 2)
+        k = k.repeat_interleave(self.h // self.kv, dim=1)  # q head h reads kv head h // n_rep
+        v = v.repeat_interleave(self.h // self.kv, dim=1)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.hd)
+        mask = torch.full((T, T), float("-inf")).triu(1)
+        out = torch.softmax(scores + mask, dim=-1) @ v
+        return self.wo(out.transpose(1, 2).reshape(B, T, -1))
+
+
+class Block(nn.Module):
+    def __init__(self, layer_id, c):
+        super().__init__()
+        hidden = ffn_hidden(c["dim"], c["multiple_of"])
+        self.attention = Attention(c)
+        self.feed_forward = nn.Module()
+        self.feed_forward.w1 = nn.Linear(c["dim"], hidden, bias=False)
+        self.feed_forward.w2 = nn.Linear(hidden, c["dim"], bias=False)
+        self.feed_forward.w3 = nn.Linear(c["dim"], hidden, bias=False)
+        self.attention_norm = Norm(c["dim"], c["norm_eps"])
+        self.ffn_norm = Norm(c["dim"], c["norm_eps"])
+        self.init_std = 0.02 / (2 * (layer_id + 1)) ** 0.5
+
+    def forward(self, x, freqs_cis):
+        h = x + self.attention(self.attention_norm(x), freqs_cis)
+        ff = self.feed_forward
+        y = self.ffn_norm(h)
+        return h + ff.w2(F.silu(ff.w1(y)) * ff.w3(y))
+
+    def init_weights(self):
+        self.attention_norm.weight.data.fill_(1.0)
+        self.ffn_norm.weight.data.fill_(1.0)
+        a, ff = self.attention, self.feed_forward
+        for w in (a.wq.weight, a.wk.weight, a.wv.weight):
+            nn.init.trunc_normal_(w, mean=0.0, std=0.02)
+        nn.init.trunc_normal_(a.wo.weight, mean=0.0, std=self.init_std)
+        nn.init.trunc_normal_(ff.w1.weight, mean=0.0, std=0.02)
+        for w in (ff.w2.weight, ff.w3.weight):
+            nn.init.trunc_normal_(w, mean=0.0, std=self.init_std)
+
+
+class Llama(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        self.tok_embeddings = nn.Embedding(c["vocab_size"], c["dim"])
+        self.layers = nn.ModuleList([Block(i, c) for i in range(c["n_layers"])])
+        self.norm = Norm(c["dim"], c["norm_eps"])
+        self.output = nn.Linear(c["dim"], c["vocab_size"], bias=False)
+        self.freqs_cis = rope_freqs_cis(c["dim"] // c["n_heads"], c["seq_len"], c["rope_theta"])
+
+    def init_weights(self):
+        nn.init.normal_(self.tok_embeddings.weight)
+        for layer in self.layers:
+            layer.init_weights()
+        self.norm.weight.data.fill_(1.0)
+        std = self.c["dim"] ** -0.5
+        nn.init.trunc_normal_(self.output.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+    def forward(self, tokens):
+        h = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            h = layer(h, self.freqs_cis)
+        return self.output(self.norm(h))
+
+
+def lr_factor(s, c):
+    total = c["steps"]
+    warmup = c["warmup_steps"]
+    decay = round(total * c["decay_ratio"])
+    stable = total + 1 - warmup - decay
+    if s < warmup:
+        return (s + 1) / warmup
+    if s < warmup + stable:
+        return 1.0
+    p = (s + 1 - warmup - stable) / decay
+    return c["min_lr_factor"] + (1 - c["min_lr_factor"]) * (1 - p)
+
+
+def main():
+    c = CFG
+    torch.set_num_threads(1)
+    model = Llama(c)
+    torch.manual_seed(c["seed"])
+    model.init_weights()
+    params = dict(model.named_parameters())
+
+    gen = torch.Generator().manual_seed(c["data_seed"])
+    batches = [torch.randint(0, c["vocab_size"], (c["batch"], c["seq_len"] + 1), generator=gen) for _ in range(c["steps"])]
+
+    init = {name: {"sum": p.double().sum().item(), "sumsq": p.double().pow(2).sum().item(),
+                   "first": p.flatten()[:4].tolist()} for name, p in params.items()}
+
+    # Forward/backward on the first batch.
+    tokens = batches[0]
+    logits = model(tokens[:, :-1])
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="sum") / tokens[:, 1:].numel()
+    loss.backward()
+    first = {"loss": loss.item(), "logits_sum": logits.double().sum().item(),
+             "logits_first": logits[0, -1, :4].tolist(),
+             "grad_norms": {name: p.grad.norm().item() for name, p in params.items()}}
+
+    # Training: AdamW + clip + LambdaLR, one batch per step.
+    model.zero_grad(set_to_none=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=c["lr"], betas=(c["beta1"], c["beta2"]), eps=c["eps"],
+                            weight_decay=c["weight_decay"], foreach=False)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, c))
+    steps = []
+    for tokens in batches:
+        opt.zero_grad(set_to_none=True)
+        logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="sum") / tokens[:, 1:].numel()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c["max_norm"])
+        opt.step()
+        sched.step()
+        steps.append({"loss": loss.item(), "grad_norm": norm.item()})
+    final = {name: {"sum": p.double().sum().item(), "first": p.flatten()[:4].tolist()} for name, p in params.items()}
+
+    json.dump({"config": c, "torch_version": torch.__version__, "tokens": [b.tolist() for b in batches],
+               "init": init, "first_step": first, "train": steps, "final": final}, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

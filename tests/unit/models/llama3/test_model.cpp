@@ -1,0 +1,203 @@
+// The Llama 3 model against tests/reference/llama3_reference.py (an independent eager-PyTorch
+// implementation) and against TorchTitan's published dimensions.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "models/llama3/model.h"
+#include "models/llama3/rope.h"
+#include "tests/unit/reference_fixture.h"
+#include "trainer/job_config.h"
+#include "trainer/lr_scheduler.h"
+#include "trainer/optimizer.h"
+
+namespace titan::llama3 {
+namespace {
+
+using titan::testing::load_fixture;
+
+const nlohmann::json& fixture() {
+  static const nlohmann::json f = load_fixture("tests/assets/reference/llama3_tiny.json");
+  return f;
+}
+
+ModelArgs tiny_args() {
+  const auto& c = fixture()["config"];
+  ModelArgs a;
+  a.dim = c["dim"], a.n_layers = c["n_layers"], a.n_heads = c["n_heads"], a.n_kv_heads = c["n_kv_heads"].get<int64_t>();
+  a.vocab_size = c["vocab_size"], a.multiple_of = c["multiple_of"], a.norm_eps = c["norm_eps"];
+  a.rope_theta = c["rope_theta"], a.max_seq_len = c["seq_len"];
+  return a;
+}
+
+Transformer tiny_model() {
+  torch::set_num_threads(1);
+  Transformer model(tiny_args());
+  torch::manual_seed(fixture()["config"]["seed"].get<uint64_t>());
+  model->init_weights();
+  return model;
+}
+
+torch::Tensor batch_tokens(size_t step) {
+  const auto& rows = fixture()["tokens"][step];
+  std::vector<int64_t> flat;
+  for (const auto& row : rows)
+    for (const auto& t : row) flat.push_back(t.get<int64_t>());
+  return torch::tensor(flat, torch::kInt64).view({static_cast<int64_t>(rows.size()), -1});  // (B, T+1)
+}
+
+torch::Tensor mean_loss(Transformer& model, const torch::Tensor& tokens) {
+  const int64_t T = tokens.size(1) - 1;
+  auto logits = model->forward(tokens.slice(1, 0, T));  // (B, T, V)
+  auto labels = tokens.slice(1, 1, T + 1).reshape({-1});
+  return torch::nn::functional::cross_entropy(logits.flatten(0, 1), labels,
+                                              torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
+         static_cast<double>(labels.numel());
+}
+
+TEST(Llama3Model, DebugModelHasTorchTitansParameterCount) {
+  Transformer model(flavor_args("debugmodel"));
+  EXPECT_EQ(model->num_params(), 6163712);
+  EXPECT_EQ(model->tok_embeddings->weight.numel(), 524288);
+  EXPECT_EQ(model->output->weight.numel(), 524288);
+}
+
+TEST(Llama3Model, FlavorDimensionsMatchTorchTitan) {
+  EXPECT_EQ(flavor_args("debugmodel").ffn_hidden_dim(), 768);
+  EXPECT_EQ(flavor_args("8B").ffn_hidden_dim(), 14336);
+  EXPECT_EQ(flavor_args("70B").ffn_hidden_dim(), 28672);
+  EXPECT_EQ(flavor_args("405B").ffn_hidden_dim(), 53248);
+  EXPECT_EQ(flavor_args("8B").kv_heads(), 8);
+  EXPECT_EQ(flavor_args("debugmodel").head_dim(), 16);
+  EXPECT_THROW(flavor_args("7B"), std::invalid_argument);
+}
+
+TEST(Llama3Model, ParameterNamesAreTorchTitanFqns) {
+  Transformer model(tiny_args());
+  std::vector<std::string> names;
+  for (const auto& p : model->named_parameters()) names.push_back(p.key());
+  std::vector<std::string> expected;
+  for (const auto& [name, _] : fixture()["init"].items()) expected.push_back(name);
+  std::sort(names.begin(), names.end());
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(names, expected);
+  EXPECT_NE(std::find(names.begin(), names.end(), "layers.1.feed_forward.w3.weight"), names.end());
+}
+
+TEST(Llama3Model, InitMatchesReferenceBitForBit) {
+  auto model = tiny_model();
+  for (const auto& p : model->named_parameters()) {
+    const auto& ref = fixture()["init"][p.key()];
+    auto w = p.value().to(torch::kFloat64);
+    EXPECT_NEAR(w.sum().item<double>(), ref["sum"].get<double>(), 1e-9 + 1e-9 * std::abs(ref["sum"].get<double>())) << p.key();
+    EXPECT_NEAR(w.pow(2).sum().item<double>(), ref["sumsq"].get<double>(), 1e-9) << p.key();
+    auto flat = p.value().flatten();
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(flat[i].item<float>(), ref["first"][i].get<float>()) << p.key() << "[" << i << "]";
+  }
+}
+
+TEST(Llama3Model, InitFollowsTorchTitanDistributions) {
+  Transformer model(flavor_args("debugmodel"));
+  torch::manual_seed(0);
+  model->init_weights();
+  auto std_of = [](const torch::Tensor& t) { return t.std().item<double>(); };
+  EXPECT_NEAR(std_of(model->tok_embeddings->weight), 1.0, 0.01);
+  auto* block5 = model->layers[5]->as<TransformerBlockImpl>();
+  EXPECT_NEAR(std_of(block5->attention->wq->weight), 0.02, 0.0005);
+  EXPECT_NEAR(std_of(block5->attention->wo->weight), 0.02 / std::sqrt(12.0), 0.0003);
+  EXPECT_NEAR(std_of(block5->feed_forward->w3->weight), 0.02 / std::sqrt(12.0), 0.0003);
+  const double out_std = 1.0 / 16.0;  // dim^-0.5, truncated at 3 sigma
+  EXPECT_LE(model->output->weight.abs().max().item<double>(), 3 * out_std + 1e-7);
+  EXPECT_NEAR(std_of(model->output->weight), out_std * 0.9866, 0.002);  // std of N(0,1) cut at +-3
+  EXPECT_EQ(block5->ffn_norm->weight.sum().item<double>(), 256.0);
+}
+
+TEST(Llama3Model, ForwardAndGradientsMatchReference) {
+  auto model = tiny_model();
+  auto tokens = batch_tokens(0);
+  const auto& ref = fixture()["first_step"];
+  auto logits = model->forward(tokens.slice(1, 0, tokens.size(1) - 1));
+  EXPECT_NEAR(logits.to(torch::kFloat64).sum().item<double>(), ref["logits_sum"].get<double>(), 1e-4);
+  for (int i = 0; i < 4; ++i)
+    EXPECT_NEAR(logits[0][-1][i].item<double>(), ref["logits_first"][i].get<double>(), 1e-5);
+  auto loss = mean_loss(model, tokens);
+  EXPECT_NEAR(loss.item<double>(), ref["loss"].get<double>(), 1e-5);
+  loss.backward();
+  for (const auto& p : model->named_parameters()) {
+    const double expected = ref["grad_norms"][p.key()].get<double>();
+    EXPECT_NEAR(p.value().grad().norm().item<double>(), expected, 1e-5 + 1e-4 * expected) << p.key();
+  }
+}
+
+TEST(Llama3Model, TrainingStepsMatchTorchAdamWClipAndSchedule) {
+  auto model = tiny_model();
+  const auto& c = fixture()["config"];
+  JobConfig::Optimizer opt_cfg;
+  opt_cfg.lr = c["lr"], opt_cfg.beta1 = c["beta1"], opt_cfg.beta2 = c["beta2"], opt_cfg.eps = c["eps"];
+  opt_cfg.weight_decay = c["weight_decay"];
+  JobConfig::LRScheduler sched_cfg;
+  sched_cfg.warmup_steps = c["warmup_steps"], sched_cfg.decay_ratio = c["decay_ratio"].get<double>();
+  sched_cfg.min_lr_factor = c["min_lr_factor"];
+  AdamW opt(model->named_parameters().pairs(), opt_cfg);
+  LRScheduler sched(sched_cfg, c["steps"]);
+  std::vector<torch::Tensor> params = model->parameters();
+  for (size_t s = 0; s < fixture()["train"].size(); ++s) {
+    const auto& ref = fixture()["train"][s];
+    opt.zero_grad();
+    auto loss = mean_loss(model, batch_tokens(s));
+    loss.backward();
+    const double norm = clip_grad_norm_(params, c["max_norm"]);
+    opt.step(opt_cfg.lr * sched.current_factor());
+    sched.step();
+    EXPECT_NEAR(loss.item<double>(), ref["loss"].get<double>(), 2e-5) << "step " << s + 1;
+    EXPECT_NEAR(norm, ref["grad_norm"].get<double>(), 2e-5) << "step " << s + 1;
+  }
+  for (const auto& p : model->named_parameters()) {
+    const auto& ref = fixture()["final"][p.key()];
+    for (int i = 0; i < 4; ++i)
+      EXPECT_NEAR(p.value().flatten()[i].item<double>(), ref["first"][i].get<double>(), 2e-5) << p.key();
+  }
+}
+
+TEST(Llama3Model, AttentionIsCausal) {
+  auto model = tiny_model();
+  torch::NoGradGuard no_grad;
+  auto tokens = batch_tokens(0).slice(1, 0, 16).clone();
+  auto before = model->forward(tokens);
+  tokens[0][10] = (tokens[0][10].item<int64_t>() + 1) % 64;
+  auto after = model->forward(tokens);
+  EXPECT_TRUE(torch::equal(before.slice(1, 0, 10), after.slice(1, 0, 10)));
+  EXPECT_FALSE(torch::allclose(before.slice(1, 10, 11), after.slice(1, 10, 11)));
+}
+
+TEST(Llama3Rope, Llama31ScalingByHand) {
+  // head_dim 128, theta 500000: band 0 (wavelen 2*pi) is kept, the last band (wavelen > 8192) is
+  // divided by 8, and a band whose wavelength lies in [2048, 8192] is interpolated.
+  auto f = rope_inv_freq(128, 500000.0, RopeScaling{});
+  auto raw = rope_inv_freq(128, 500000.0, std::nullopt);
+  EXPECT_FLOAT_EQ(f[0].item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(f[63].item<float>(), raw[63].item<float>() / 8);
+  for (int i = 0; i < 64; ++i) {
+    const double r = raw[i].item<double>(), wavelen = 2 * M_PI / r;
+    if (wavelen >= 2048 && wavelen <= 8192) {
+      const double smooth = (8192 / wavelen - 1) / 3;
+      EXPECT_NEAR(f[i].item<double>(), (1 - smooth) * r / 8 + smooth * r, 1e-6 * r);
+    }
+  }
+  EXPECT_NEAR(raw[1].item<double>(), std::pow(500000.0, -2.0 / 128), 1e-7);
+}
+
+TEST(Llama3Rope, RotatesAdjacentPairs) {
+  // One head of size 4 at position 1: pair (x0, x1) turns by theta^0 = 1 rad, (x2, x3) by theta^-1/2.
+  ModelArgs a;
+  a.dim = 4, a.n_heads = 1, a.max_seq_len = 2, a.rope_theta = 100.0, a.rope_scaling = std::nullopt;
+  auto [cos, sin] = rope_tables(a);
+  auto x = torch::tensor({1.0f, 0.0f, 0.0f, 1.0f}).view({1, 1, 1, 4}).repeat({1, 2, 1, 1});  // (1, 2, 1, 4)
+  auto y = apply_rope(x, cos, sin)[0][1][0];
+  EXPECT_NEAR(y[0].item<double>(), std::cos(1.0), 1e-6);
+  EXPECT_NEAR(y[1].item<double>(), std::sin(1.0), 1e-6);
+  EXPECT_NEAR(y[2].item<double>(), -std::sin(0.1), 1e-6);
+  EXPECT_NEAR(y[3].item<double>(), std::cos(0.1), 1e-6);
+}
+
+}  // namespace
+}  // namespace titan::llama3

@@ -1,0 +1,42 @@
+// titan_train: parse the config, train, and turn every bad input into one line on stderr.
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "trainer/config_manager.h"
+#include "trainer/logging.h"
+#include "trainer/trainer.h"
+
+namespace {
+
+void on_sigint(int) {
+  if (titan::Trainer::stop_requested()) std::_Exit(130);  // a second Ctrl-C stops at once
+  titan::Trainer::stop_requested() = true;
+}
+
+// First line of a message: libtorch errors carry a C++ backtrace after it.
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    if (titan::wants_help(args)) {
+      std::printf("%s", titan::config_help_text().c_str());
+      return 0;
+    }
+    titan::JobConfig config = titan::parse_job_config(args);
+    for (const auto& w : titan::validate_job_config(config)) titan::log_warning(w);
+    std::signal(SIGINT, on_sigint);
+    std::signal(SIGTERM, on_sigint);
+    titan::Trainer trainer(std::move(config));
+    return trainer.train() ? 0 : 130;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "error: %s\n", first_line(e.what_without_backtrace()).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", first_line(e.what()).c_str());
+  }
+  return 1;
+}

@@ -1,0 +1,68 @@
+#include "trainer/metrics.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "trainer/logging.h"
+
+namespace titan {
+
+double flops_per_token(const llama3::ModelArgs& args, int64_t num_params, int64_t seq_len) {
+  const double embedding = static_cast<double>(args.vocab_size) * static_cast<double>(args.dim);
+  const double dense = static_cast<double>(num_params) - embedding;
+  const double attention = 12.0 * args.n_layers * args.n_heads * args.head_dim() * static_cast<double>(seq_len);
+  return 6.0 * dense + attention;
+}
+
+double measure_peak_flops(torch::ScalarType dtype, const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = 1024;
+  auto a = torch::randn({n, n}, torch::TensorOptions().dtype(torch::kFloat32).device(device)).to(dtype);
+  auto b = torch::randn({n, n}, torch::TensorOptions().dtype(torch::kFloat32).device(device)).to(dtype);
+  auto c = torch::mm(a, b);  // warm-up
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    c = torch::mm(a, b);
+    c.sum().item<double>();  // waits for the device
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * n * n * n / s);
+  }
+  return best;
+}
+
+int64_t peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // ru_maxrss is KiB on Linux
+}
+
+int64_t total_memory_bytes() { return static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE); }
+
+std::string with_commas(int64_t v) {
+  std::string digits = std::to_string(v < 0 ? -v : v), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return (v < 0 ? "-" : "") + out;
+}
+
+std::string format_step_line(const StepMetrics& m, bool disable_color_printing) {
+  const Colors c = colors(disable_color_printing);
+  char buf[512];
+  std::snprintf(buf, sizeof(buf),
+                "%sstep: %2lld  %sloss: %8.5f  %sgrad_norm: %7.4f  %smemory: %5.2fGiB(%.2f%%)  %stps: %s  "
+                "%stflops: %.2f  %smfu: %.2f%%%s",
+                c.red.c_str(), static_cast<long long>(m.step), c.green.c_str(), m.loss, c.yellow.c_str(), m.grad_norm,
+                c.turquoise.c_str(), m.memory_gib, m.memory_percent, c.blue.c_str(),
+                with_commas(static_cast<int64_t>(std::llround(m.tps))).c_str(), c.cyan.c_str(), m.tflops,
+                c.green.c_str(), m.mfu_percent, c.reset.c_str());
+  return buf;
+}
+
+}  // namespace titan

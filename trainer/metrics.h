@@ -1,0 +1,34 @@
+// Throughput, FLOPs and memory figures for the training log line.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+
+#include "models/llama3/model_args.h"
+
+namespace titan {
+
+// 6 * (params - embedding params) + 12 * n_layers * n_heads * head_dim * seq_len (TorchTitan's).
+double flops_per_token(const llama3::ModelArgs& args, int64_t num_params, int64_t seq_len);
+
+// Best FLOP/s of a short square GEMM probe in `dtype` on `device`.
+double measure_peak_flops(torch::ScalarType dtype, const torch::Device& device);
+
+int64_t peak_rss_bytes();     // peak resident set size of this process
+int64_t total_memory_bytes();  // physical memory of the machine
+
+struct StepMetrics {
+  int64_t step;
+  double loss, grad_norm, tps, tflops, mfu_percent;
+  double memory_gib, memory_percent;
+};
+
+// "step:  1  loss:  7.62345  grad_norm:  1.2345  memory:  0.42GiB(1.31%)  tps: 12,345  tflops: 0.12  mfu: 4.56%"
+std::string format_step_line(const StepMetrics& m, bool disable_color_printing);
+
+// 12345678 -> "12,345,678"
+std::string with_commas(int64_t v);
+
+}  // namespace titan

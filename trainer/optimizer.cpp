@@ -1,0 +1,55 @@
+#include "trainer/optimizer.h"
+
+#include <cmath>
+
+namespace titan {
+
+AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, const JobConfig::Optimizer& config)
+    : params_(std::move(named_params)),
+      decoupled_(config.name == "AdamW"),
+      beta1_(config.beta1),
+      beta2_(config.beta2),
+      eps_(config.eps),
+      weight_decay_(config.weight_decay) {}
+
+void AdamW::step(double lr) {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, param] : params_) {
+    if (!param.grad().defined()) continue;
+    auto grad = param.grad();
+    auto& s = state_[name];
+    if (!s.exp_avg.defined()) {
+      s.exp_avg = torch::zeros_like(param, torch::MemoryFormat::Preserve);
+      s.exp_avg_sq = torch::zeros_like(param, torch::MemoryFormat::Preserve);
+    }
+    s.step += 1;
+    if (decoupled_) param.mul_(1 - lr * weight_decay_);
+    else if (weight_decay_ != 0) grad = grad.add(param, weight_decay_);
+    s.exp_avg.mul_(beta1_).add_(grad, 1 - beta1_);
+    s.exp_avg_sq.mul_(beta2_).addcmul_(grad, grad, 1 - beta2_);
+    const double bias_correction1 = 1 - std::pow(beta1_, static_cast<double>(s.step));
+    const double bias_correction2 = 1 - std::pow(beta2_, static_cast<double>(s.step));
+    const double step_size = lr / bias_correction1;
+    auto denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(eps_);
+    param.addcdiv_(s.exp_avg, denom, -step_size);
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& [name, param] : params_) param.mutable_grad() = torch::Tensor();
+}
+
+double clip_grad_norm_(const std::vector<torch::Tensor>& params, double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  for (const auto& p : params)
+    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(torch::kFloat32));
+  if (norms.empty()) return 0.0;
+  auto total = torch::stack(norms).norm(2);  // one sync for all parameters
+  auto coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  for (const auto& p : params)
+    if (p.grad().defined()) p.grad().mul_(coef.to(p.grad().scalar_type()));
+  return total.item<double>();
+}
+
+}  // namespace titan

@@ -1,0 +1,43 @@
+// Adam / AdamW with torch.optim semantics (per-parameter step count, bias correction, decoupled
+// weight decay on every parameter for AdamW), state keyed by parameter FQN for checkpoints.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "trainer/job_config.h"
+
+namespace titan {
+
+struct AdamState {
+  torch::Tensor exp_avg;     // same shape as the parameter
+  torch::Tensor exp_avg_sq;  // same shape as the parameter
+  int64_t step = 0;
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, const JobConfig::Optimizer& config);
+
+  // One update of every parameter that has a gradient, at learning rate `lr`.
+  void step(double lr);
+  void zero_grad();
+
+  const std::vector<std::pair<std::string, torch::Tensor>>& params() const { return params_; }
+  std::map<std::string, AdamState>& state() { return state_; }
+
+ private:
+  std::vector<std::pair<std::string, torch::Tensor>> params_;
+  std::map<std::string, AdamState> state_;
+  bool decoupled_;  // AdamW: decay the weights; Adam: add weight_decay * param to the gradient
+  double beta1_, beta2_, eps_, weight_decay_;
+};
+
+// torch.nn.utils.clip_grad_norm_: total 2-norm of all gradients (returned, pre-clip), then every
+// gradient scaled by min(1, max_norm / (total + 1e-6)).
+double clip_grad_norm_(const std::vector<torch::Tensor>& params, double max_norm);
+
+}  // namespace titan

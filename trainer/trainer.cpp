@@ -1,0 +1,245 @@
+#include "trainer/trainer.h"
+
+#include <sched.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "trainer/config_manager.h"
+#include "trainer/logging.h"
+#include "trainer/metrics.h"
+
+namespace titan {
+namespace {
+
+namespace fs = std::filesystem;
+using Err = std::invalid_argument;
+
+// Bundled datasets: training.dataset name -> path (relative to the repository root, like TorchTitan's).
+const std::map<std::string, std::string>& dataset_registry() {
+  static const std::map<std::string, std::string> registry = {
+      {"janeausten", "./tests/assets/janeausten/janeausten.txt"},
+  };
+  return registry;
+}
+
+torch::ScalarType dtype_from_name(const std::string& name) {
+  if (name == "float32") return torch::kFloat32;
+  if (name == "bfloat16") return torch::kBFloat16;
+  if (name == "float16") return torch::kFloat16;
+  throw Err("unknown dtype '" + name + "' (valid: float32, bfloat16)");
+}
+
+int64_t intra_op_threads(int64_t local_world_size) {
+  if (const char* v = std::getenv("OMP_NUM_THREADS"); v && std::atoi(v) > 0) return std::atoi(v);
+  cpu_set_t set;
+  int64_t cores = 1;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cores = CPU_COUNT(&set);
+  return std::max<int64_t>(1, cores / std::max<int64_t>(1, local_world_size));
+}
+
+std::string fmt(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), format, v);
+  return buf;
+}
+
+}  // namespace
+
+std::atomic<bool>& Trainer::stop_requested() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+
+std::string Trainer::dataset_path() const {
+  if (config_.training.dataset_path) return *config_.training.dataset_path;
+  auto it = dataset_registry().find(config_.training.dataset);
+  if (it == dataset_registry().end()) {
+    std::string valid;
+    for (const auto& [name, path] : dataset_registry()) valid += (valid.empty() ? "" : ", ") + name;
+    throw Err("training.dataset '" + config_.training.dataset + "' is not a bundled dataset (bundled: " + valid +
+              "); set training.dataset_path to use your own data");
+  }
+  if (!fs::exists(it->second))
+    throw Err("bundled dataset '" + it->first + "' is missing at " + it->second + ": run ./scripts/setup.sh (or ./run_train.sh)");
+  return it->second;
+}
+
+Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
+  env_ = RankEnv::from_environment();
+  const auto& par = config_.parallelism;
+  dims_ = ParallelDims::build(par.data_parallel_replicate_degree, par.data_parallel_shard_degree, par.context_parallel_degree,
+                              par.tensor_parallel_degree, par.pipeline_parallel_degree, par.expert_parallel_degree,
+                              par.expert_tensor_parallel_degree, env_.world_size);
+  if (dims_.any_parallelism())
+    throw Err("parallelism: " + dims_.describe() + ": multi-rank training is not supported yet (run with NGPU=1)");
+
+  torch::set_num_threads(static_cast<int>(intra_op_threads(env_.local_world_size)));
+  if (torch::cuda::is_available()) device_ = torch::Device(torch::kCUDA, static_cast<int>(env_.local_rank));
+  dtype_ = dtype_from_name(config_.training.dtype);
+  if (config_.debug.deterministic)
+    at::globalContext().setDeterministicAlgorithms(true, config_.debug.deterministic_warn_only);
+
+  // Effective config, before anything slow can fail.
+  fs::create_directories(config_.job.dump_folder);
+  const fs::path config_out = fs::path(config_.job.dump_folder) / config_.job.save_config_file.value_or("config.toml");
+  std::ofstream(config_out) << config_to_toml(config_);
+  if (config_.job.print_config) std::printf("%s", config_to_toml(config_).c_str());
+
+  // Model arguments; the RoPE table spans training.seq_len as in TorchTitan.
+  if (config_.model.name != "llama3") throw Err("model.name '" + config_.model.name + "' is not supported (valid: llama3)");
+  model_args_ = llama3::flavor_args(config_.model.flavor);
+  if (config_.training.seq_len > model_args_.max_seq_len)
+    throw Err("training.seq_len " + std::to_string(config_.training.seq_len) + " exceeds the " + config_.model.flavor +
+              " model's maximum sequence length " + std::to_string(model_args_.max_seq_len));
+  model_args_.max_seq_len = config_.training.seq_len;
+
+  // Tokenizer and data. Pre-tokenized data needs no tokenizer.
+  const std::string data_path = dataset_path();
+  if (!is_pretokenized_path(data_path)) {
+    tokenizer_ = std::make_unique<Tokenizer>(config_.model.hf_assets_path);
+    if (tokenizer_->vocab_size() > model_args_.vocab_size)
+      throw Err("tokenizer " + tokenizer_->path() + " has " + std::to_string(tokenizer_->vocab_size()) +
+                " pieces, more than model.flavor " + config_.model.flavor + "'s vocab_size " +
+                std::to_string(model_args_.vocab_size));
+  }
+  const int64_t dp = dims_.dp(), dp_rank = env_.rank / dims_.non_data_parallel_size() % dp;
+  const int64_t local_batch = config_.training.local_batch_size;
+  global_batch_size_ = config_.training.global_batch_size == -1 ? local_batch * dp : config_.training.global_batch_size;
+  if (global_batch_size_ % (local_batch * dp) != 0)
+    throw Err("training.global_batch_size " + std::to_string(global_batch_size_) +
+              " must be a multiple of local_batch_size * data-parallel degree = " + std::to_string(local_batch * dp));
+  grad_accum_steps_ = global_batch_size_ / (local_batch * dp);
+  auto stream = std::make_unique<TokenStream>(open_document_source(data_path, tokenizer_.get()), config_.training.seq_len + 1);
+  dataloader_ = std::make_unique<DataLoader>(std::move(stream), local_batch, config_.training.seq_len, dp_rank, dp,
+                                             model_args_.vocab_size);
+
+  // Model: construct, then TorchTitan's init from the seed, then move to the training dtype/device.
+  model_ = llama3::Transformer(model_args_);
+  int64_t seed;
+  if (config_.debug.seed) {
+    seed = *config_.debug.seed;
+  } else {
+    seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+    log_info("debug.seed is not set; using seed " + std::to_string(seed) + " (pass --debug.seed to repeat this run)");
+  }
+  torch::manual_seed(static_cast<uint64_t>(seed));
+  model_->init_weights();
+  model_->to(device_, dtype_);
+  model_->train();
+
+  optimizer_ = std::make_unique<AdamW>(model_->named_parameters().pairs(), config_.optimizer);
+  lr_scheduler_ = std::make_unique<LRScheduler>(config_.lr_scheduler, config_.training.steps);
+  for (const auto& w : lr_scheduler_->warnings()) log_warning(w);
+
+  flops_per_token_ = flops_per_token(model_args_, model_->num_params(), config_.training.seq_len);
+  log_startup();
+}
+
+void Trainer::log_startup() {
+  log_info("Starting job: " + config_.job.description);
+  log_info("Rank " + std::to_string(env_.rank) + " of " + std::to_string(env_.world_size) + ", " + dims_.describe() +
+           ", device " + device_.str() + ", " + std::to_string(torch::get_num_threads()) + " intra-op threads");
+  if (tokenizer_)
+    log_info("Tokenizer " + tokenizer_->path() + ": " + std::to_string(tokenizer_->vocab_size()) + " pieces, BOS " +
+             std::to_string(tokenizer_->bos_id()) + ", EOS " + std::to_string(tokenizer_->eos_id()));
+  log_info("Dataset " + config_.training.dataset + " from " + dataloader_->stream().source().describe());
+  log_info("Model " + config_.model.name + " " + config_.model.flavor + " size: " + with_commas(model_->num_params()) +
+           " total parameters");
+  if (config_.metrics.peak_flops) {
+    peak_flops_ = *config_.metrics.peak_flops;
+    log_info("Peak FLOPS used for computing MFU: " + fmt("%.3e", peak_flops_) + " (metrics.peak_flops)");
+  } else {
+    peak_flops_ = measure_peak_flops(dtype_, device_);
+    log_info("Peak FLOPS used for computing MFU: " + fmt("%.3e", peak_flops_) + " (measured: " +
+             std::string(c10::toString(dtype_)) + " GEMM probe on " + device_.str() + ")");
+  }
+  if (config_.training.mixed_precision_param != config_.training.dtype)
+    log_info("training.mixed_precision_param=" + config_.training.mixed_precision_param +
+             " applies to sharded/replicated data parallelism (not built yet); this run computes in training.dtype=" +
+             config_.training.dtype);
+  if (config_.activation_checkpoint.mode != "none")
+    log_warning("activation_checkpoint.mode=" + config_.activation_checkpoint.mode +
+                " is not applied yet: activations are kept (same losses, more memory)");
+  log_info("Trainer is initialized with local batch size " + std::to_string(config_.training.local_batch_size) +
+           ", global batch size " + std::to_string(global_batch_size_) + ", gradient accumulation steps " +
+           std::to_string(grad_accum_steps_) + ", sequence length " + std::to_string(config_.training.seq_len) +
+           ", total steps " + std::to_string(config_.training.steps) + " (warmup " +
+           std::to_string(lr_scheduler_->warmup_steps()) + ")");
+}
+
+Trainer::StepResult Trainer::train_step() {
+  optimizer_->zero_grad();
+  std::vector<Batch> micro;
+  micro.reserve(static_cast<size_t>(grad_accum_steps_));
+  int64_t tokens = 0;
+  for (int64_t i = 0; i < grad_accum_steps_; ++i) {
+    micro.push_back(dataloader_->next());
+    tokens += micro.back().labels.numel();
+  }
+  // Normalise by the valid tokens of the whole global batch, counted before any microbatch runs.
+  int64_t valid = 0;
+  for (const auto& b : micro) valid += b.labels.ne(-100).sum().item<int64_t>();
+  const double global_valid = static_cast<double>(std::max<int64_t>(valid, 1));
+
+  auto loss_total = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
+  for (const auto& b : micro) {
+    auto logits = model_->forward(b.input.to(device_));  // (B, T, vocab)
+    auto loss_sum = torch::nn::functional::cross_entropy(
+        logits.flatten(0, 1).to(torch::kFloat32), b.labels.reshape({-1}).to(device_),
+        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).ignore_index(-100));
+    auto loss = loss_sum / global_valid;
+    loss.backward();
+    loss_total += loss.detach();
+  }
+  std::vector<torch::Tensor> params;
+  for (const auto& [name, p] : optimizer_->params()) params.push_back(p);
+  const double grad_norm = clip_grad_norm_(params, config_.training.max_norm);
+  optimizer_->step(config_.optimizer.lr * lr_scheduler_->current_factor());
+  lr_scheduler_->step();
+  return {loss_total.item<double>(), grad_norm, tokens};
+}
+
+bool Trainer::train() {
+  log_info("Training starts at step " + std::to_string(state_.step + 1));
+  auto last_log = std::chrono::steady_clock::now();
+  int64_t tokens_since_log = 0;
+  while (state_.step < config_.training.steps) {
+    const StepResult r = train_step();
+    ++state_.step;
+    state_.ntokens_seen += r.tokens;
+    tokens_since_log += r.tokens;
+    if (!std::isfinite(r.loss)) log_warning("step " + std::to_string(state_.step) + ": loss is not finite");
+
+    if (state_.step == 1 || state_.step % config_.metrics.log_freq == 0) {
+      const auto now = std::chrono::steady_clock::now();
+      const double seconds = std::chrono::duration<double>(now - last_log).count();
+      StepMetrics m;
+      m.step = state_.step;
+      m.loss = r.loss;
+      m.grad_norm = r.grad_norm;
+      m.tps = static_cast<double>(tokens_since_log) / std::max(seconds, 1e-9);
+      m.tflops = flops_per_token_ * m.tps / 1e12;
+      m.mfu_percent = peak_flops_ > 0 ? 100.0 * flops_per_token_ * m.tps / peak_flops_ : 0.0;
+      m.memory_gib = static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0 * 1024.0);
+      m.memory_percent = 100.0 * static_cast<double>(peak_rss_bytes()) / static_cast<double>(total_memory_bytes());
+      log_info(format_step_line(m, config_.metrics.disable_color_printing));
+      last_log = now;
+      tokens_since_log = 0;
+    }
+    if (stop_requested()) {
+      log_warning("Interrupted: stopping after step " + std::to_string(state_.step));
+      return false;
+    }
+  }
+  log_info("Training completed");
+  return true;
+}
+
+}  // namespace titan
