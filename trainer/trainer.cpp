@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "models/llama3/activation_checkpoint.h"
 #include "trainer/config_manager.h"
 #include "trainer/logging.h"
 #include "trainer/metrics.h"
@@ -133,6 +134,11 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   model_->init_weights();
   model_->to(device_, dtype_);
   model_->train();
+  const int64_t checkpointed = llama3::apply_activation_checkpointing(model_, config_.activation_checkpoint.mode,
+                                                                      config_.activation_checkpoint.selective_ac_option);
+  if (checkpointed > 0)
+    log_info("Applied " + config_.activation_checkpoint.mode + " activation checkpointing to " +
+             std::to_string(checkpointed) + " of " + std::to_string(model_args_.n_layers) + " blocks");
 
   optimizer_ = std::make_unique<AdamW>(model_->named_parameters().pairs(), config_.optimizer);
   lr_scheduler_ = std::make_unique<LRScheduler>(config_.lr_scheduler, config_.training.steps);
@@ -164,9 +170,6 @@ void Trainer::log_startup() {
     log_info("training.mixed_precision_param=" + config_.training.mixed_precision_param +
              " applies to sharded/replicated data parallelism (not built yet); this run computes in training.dtype=" +
              config_.training.dtype);
-  if (config_.activation_checkpoint.mode != "none")
-    log_warning("activation_checkpoint.mode=" + config_.activation_checkpoint.mode +
-                " is not applied yet: activations are kept (same losses, more memory)");
   log_info("Trainer is initialized with local batch size " + std::to_string(config_.training.local_batch_size) +
            ", global batch size " + std::to_string(global_batch_size_) + ", gradient accumulation steps " +
            std::to_string(grad_accum_steps_) + ", sequence length " + std::to_string(config_.training.seq_len) +

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "models/llama3/activation_checkpoint.h"
 #include "models/llama3/rope.h"
 
 namespace titan::llama3 {
@@ -93,6 +94,12 @@ TransformerBlockImpl::TransformerBlockImpl(int64_t layer_id, const ModelArgs& ar
 }
 
 torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  if (checkpoint_activations && torch::GradMode::is_enabled()) return checkpointed_block_forward(this, x, cos, sin);
+  return forward_uncheckpointed(x, cos, sin);
+}
+
+torch::Tensor TransformerBlockImpl::forward_uncheckpointed(const torch::Tensor& x, const torch::Tensor& cos,
+                                                           const torch::Tensor& sin) {
   auto h = x + attention(attention_norm(x), cos, sin);  // (B, T, dim)
   return h + feed_forward(ffn_norm(h));
 }

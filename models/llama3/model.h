@@ -48,9 +48,12 @@ TORCH_MODULE(FeedForward);
 class TransformerBlockImpl : public torch::nn::Module {
  public:
   TransformerBlockImpl(int64_t layer_id, const ModelArgs& args);
-  // h = x + attention(attention_norm(x)); out = h + feed_forward(ffn_norm(h))
+  // h = x + attention(attention_norm(x)); out = h + feed_forward(ffn_norm(h)). Checkpointed when
+  // checkpoint_activations is set and gradients are being recorded.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  torch::Tensor forward_uncheckpointed(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
   void init_weights();
+  bool checkpoint_activations = false;
   Attention attention{nullptr};
   FeedForward feed_forward{nullptr};
   RMSNorm attention_norm{nullptr}, ffn_norm{nullptr};

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# debug.seed makes runs repeatable; gradient accumulation equals the same global batch in one go;
+# debug.seed makes runs repeatable; activation checkpointing leaves the losses bit-identical;
+# gradient accumulation equals the same global batch in one go;
 # pre-tokenized .npy data (as numpy writes it) trains without a tokenizer.
 source "$(dirname "$0")/lib.sh"
 
@@ -7,6 +8,14 @@ train "$WORK/a.log" "${SMALL[@]}" --training.steps 4 --job.dump_folder "$WORK/a"
 [[ $RC -eq 0 ]] || { cat "$WORK/a.log"; fail "run a exited $RC"; }
 train "$WORK/b.log" "${SMALL[@]}" --training.steps 4 --job.dump_folder "$WORK/b"
 diff <(losses "$WORK/a.log") <(losses "$WORK/b.log") || fail "same seed, different losses"
+
+for ac in "--activation_checkpoint.mode full" "--activation_checkpoint.mode selective --activation_checkpoint.selective_ac_option 2"; do
+  # shellcheck disable=SC2086
+  train "$WORK/ac.log" "${SMALL[@]}" --training.steps 4 --job.dump_folder "$WORK/ac" $ac
+  [[ $RC -eq 0 ]] || { cat "$WORK/ac.log"; fail "run with $ac exited $RC"; }
+  grep -q "activation checkpointing to" "$WORK/ac.log" || fail "$ac: not applied"
+  diff <(losses "$WORK/a.log") <(losses "$WORK/ac.log") || fail "$ac changed the losses"
+done
 
 # Global batch 4 as 2 accumulation steps of 2: same losses to float tolerance.
 train "$WORK/ga.log" "${SMALL[@]}" --training.steps 4 --training.local_batch_size 2 --training.global_batch_size 4 \

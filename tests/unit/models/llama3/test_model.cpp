@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "models/llama3/activation_checkpoint.h"
 #include "models/llama3/model.h"
 #include "models/llama3/rope.h"
 #include "tests/unit/reference_fixture.h"
@@ -167,6 +168,35 @@ TEST(Llama3Model, AttentionIsCausal) {
   auto after = model->forward(tokens);
   EXPECT_TRUE(torch::equal(before.slice(1, 0, 10), after.slice(1, 0, 10)));
   EXPECT_FALSE(torch::allclose(before.slice(1, 10, 11), after.slice(1, 10, 11)));
+}
+
+TEST(Llama3ActivationCheckpoint, SameLossAndGradientsAsNone) {
+  auto grads_with = [](const std::string& mode, const std::string& option, int64_t expected_blocks) {
+    auto model = tiny_model();
+    EXPECT_EQ(apply_activation_checkpointing(model, mode, option), expected_blocks) << mode << " " << option;
+    auto loss = mean_loss(model, batch_tokens(1));
+    loss.backward();
+    std::vector<torch::Tensor> out = {loss.detach()};
+    for (const auto& p : model->parameters()) out.push_back(p.grad().clone());
+    return out;
+  };
+  auto none = grads_with("none", "2", 0);
+  for (auto [mode, option, blocks] : {std::tuple{"full", "2", 2}, {"selective", "2", 1}, {"selective", "1", 2},
+                                      {"selective", "0", 2}, {"selective", "3", 0}}) {
+    auto other = grads_with(mode, option, blocks);
+    ASSERT_EQ(other.size(), none.size());
+    for (size_t i = 0; i < none.size(); ++i) EXPECT_TRUE(torch::equal(other[i], none[i])) << mode << " " << option << " #" << i;
+  }
+}
+
+TEST(Llama3ActivationCheckpoint, SelectiveCountsBlocksFromOneAndRejectsOtherModes) {
+  Transformer model(flavor_args("debugmodel"));
+  EXPECT_EQ(apply_activation_checkpointing(model, "selective", "2"), 3);
+  std::vector<bool> on;
+  for (const auto& layer : *model->layers) on.push_back(layer->as<TransformerBlockImpl>()->checkpoint_activations);
+  EXPECT_EQ(on, (std::vector<bool>{false, true, false, true, false, true}));  // TorchTitan: blocks 2, 4, 6 of 6
+  EXPECT_THROW(apply_activation_checkpointing(model, "selective", "op"), std::invalid_argument);
+  EXPECT_THROW(apply_activation_checkpointing(model, "memory_budget", "2"), std::invalid_argument);
 }
 
 TEST(Llama3Rope, Llama31ScalingByHand) {
