@@ -5,8 +5,8 @@
 
 namespace titan {
 
-LRScheduler::LRScheduler(const JobConfig::LRScheduler& config, int64_t training_steps)
-    : decay_type_(config.decay_type), min_lr_factor_(config.min_lr_factor) {
+LRScheduler::LRScheduler(const JobConfig::LRScheduler& config, int64_t training_steps, double base_lr)
+    : decay_type_(config.decay_type), min_lr_factor_(config.min_lr_factor), base_lr_(base_lr) {
   const int64_t total = config.total_steps.value_or(training_steps);
   warmup_ = config.warmup_steps;
   if (warmup_ > total) {
@@ -27,6 +27,11 @@ LRScheduler::LRScheduler(const JobConfig::LRScheduler& config, int64_t training_
     decay_ = total - warmup_;
   }
   stable_ = total + 1 - warmup_ - decay_;  // the +1 is a virtual last step: LR never reaches 0
+}
+
+void LRScheduler::load_state(const nlohmann::json& s) {
+  base_lr_ = s.at("base_lr").get<double>();
+  last_epoch_ = s.at("last_epoch").get<int64_t>();
 }
 
 double LRScheduler::factor(int64_t s) const {

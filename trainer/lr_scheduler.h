@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -11,15 +12,19 @@ namespace titan {
 
 class LRScheduler {
  public:
-  LRScheduler(const JobConfig::LRScheduler& config, int64_t training_steps);
+  LRScheduler(const JobConfig::LRScheduler& config, int64_t training_steps, double base_lr = 1.0);
 
   // Multiplier for scheduler step s (s = 0 at training step 1).
   double factor(int64_t s) const;
   double current_factor() const { return factor(last_epoch_); }
+  double lr() const { return base_lr_ * current_factor(); }  // the LR of the next optimizer step
   void step() { ++last_epoch_; }
 
   int64_t last_epoch() const { return last_epoch_; }
-  void set_last_epoch(int64_t e) { last_epoch_ = e; }
+  // LambdaLR's checkpointed state: base LR and position. The shape of the schedule comes from the
+  // current config, as in TorchTitan, so raising training.steps on resume reshapes what is left.
+  nlohmann::json state() const { return {{"base_lr", base_lr_}, {"last_epoch", last_epoch_}}; }
+  void load_state(const nlohmann::json& s);
   int64_t warmup_steps() const { return warmup_; }
   int64_t stable_steps() const { return stable_; }
   int64_t decay_steps() const { return decay_; }
@@ -29,6 +34,7 @@ class LRScheduler {
   int64_t warmup_ = 0, stable_ = 0, decay_ = 0;
   std::string decay_type_;
   double min_lr_factor_ = 0;
+  double base_lr_ = 1.0;
   int64_t last_epoch_ = 0;
   std::vector<std::string> warnings_;
 };

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "trainer/config_manager.h"
-#include "trainer/logging.h"
+#include "parallel/logging.h"
 #include "trainer/trainer.h"
 
 namespace {
@@ -31,7 +31,12 @@ int main(int argc, char** argv) {
     for (const auto& w : titan::validate_job_config(config)) titan::log_warning(w);
     std::signal(SIGINT, on_sigint);
     std::signal(SIGTERM, on_sigint);
+    const bool seed_only = config.checkpoint.create_seed_checkpoint;
     titan::Trainer trainer(std::move(config));
+    if (seed_only) {
+      trainer.create_seed_checkpoint();
+      return 0;
+    }
     return trainer.train() ? 0 : 130;
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "error: %s\n", first_line(e.what_without_backtrace()).c_str());

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdio>
 
-#include "trainer/logging.h"
+#include "parallel/logging.h"
 
 namespace titan {
 

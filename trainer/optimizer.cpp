@@ -17,22 +17,37 @@ void AdamW::step(double lr) {
   for (auto& [name, param] : params_) {
     if (!param.grad().defined()) continue;
     auto grad = param.grad();
-    auto& s = state_[name];
-    if (!s.exp_avg.defined()) {
-      s.exp_avg = torch::zeros_like(param, torch::MemoryFormat::Preserve);
-      s.exp_avg_sq = torch::zeros_like(param, torch::MemoryFormat::Preserve);
-    }
-    s.step += 1;
+    auto& s = state_for(name, param);
+    s.step.add_(1);
+    const double step = s.step.item<double>();
     if (decoupled_) param.mul_(1 - lr * weight_decay_);
     else if (weight_decay_ != 0) grad = grad.add(param, weight_decay_);
     s.exp_avg.mul_(beta1_).add_(grad, 1 - beta1_);
     s.exp_avg_sq.mul_(beta2_).addcmul_(grad, grad, 1 - beta2_);
-    const double bias_correction1 = 1 - std::pow(beta1_, static_cast<double>(s.step));
-    const double bias_correction2 = 1 - std::pow(beta2_, static_cast<double>(s.step));
+    const double bias_correction1 = 1 - std::pow(beta1_, step);
+    const double bias_correction2 = 1 - std::pow(beta2_, step);
     const double step_size = lr / bias_correction1;
     auto denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(eps_);
     param.addcdiv_(s.exp_avg, denom, -step_size);
   }
+}
+
+AdamState& AdamW::state_for(const std::string& name, const torch::Tensor& param) {
+  auto& s = state_[name];
+  if (!s.exp_avg.defined()) {
+    s.exp_avg = torch::zeros_like(param, torch::MemoryFormat::Preserve);
+    s.exp_avg_sq = torch::zeros_like(param, torch::MemoryFormat::Preserve);
+    s.step = torch::zeros({}, torch::kFloat32);
+  }
+  return s;
+}
+
+void AdamW::init_state() {
+  for (auto& [name, param] : params_) state_for(name, param);
+}
+
+nlohmann::json AdamW::param_groups() const {
+  return {{"betas", {beta1_, beta2_}}, {"eps", eps_}, {"weight_decay", weight_decay_}, {"decoupled", decoupled_}};
 }
 
 void AdamW::zero_grad() {

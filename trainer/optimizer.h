@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -15,7 +16,7 @@ namespace titan {
 struct AdamState {
   torch::Tensor exp_avg;     // same shape as the parameter
   torch::Tensor exp_avg_sq;  // same shape as the parameter
-  int64_t step = 0;
+  torch::Tensor step;        // 0-dim float32 on the CPU, as torch.optim keeps it
 };
 
 class AdamW {
@@ -25,6 +26,10 @@ class AdamW {
   // One update of every parameter that has a gradient, at learning rate `lr`.
   void step(double lr);
   void zero_grad();
+  // Creates zero state for every parameter that has none (a checkpoint load fills it in place).
+  void init_state();
+  // Hyper-parameters, as torch's param_groups (FQN-keyed tensors are in state()).
+  nlohmann::json param_groups() const;
 
   const std::vector<std::pair<std::string, torch::Tensor>>& params() const { return params_; }
   std::map<std::string, AdamState>& state() { return state_; }
@@ -32,6 +37,7 @@ class AdamW {
  private:
   std::vector<std::pair<std::string, torch::Tensor>> params_;
   std::map<std::string, AdamState> state_;
+  AdamState& state_for(const std::string& name, const torch::Tensor& param);
   bool decoupled_;  // AdamW: decay the weights; Adam: add weight_decay * param to the gradient
   double beta1_, beta2_, eps_, weight_decay_;
 };

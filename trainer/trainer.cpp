@@ -13,7 +13,7 @@
 
 #include "models/llama3/activation_checkpoint.h"
 #include "trainer/config_manager.h"
-#include "trainer/logging.h"
+#include "parallel/logging.h"
 #include "trainer/metrics.h"
 
 namespace titan {
@@ -141,8 +141,27 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
              std::to_string(checkpointed) + " of " + std::to_string(model_args_.n_layers) + " blocks");
 
   optimizer_ = std::make_unique<AdamW>(model_->named_parameters().pairs(), config_.optimizer);
-  lr_scheduler_ = std::make_unique<LRScheduler>(config_.lr_scheduler, config_.training.steps);
+  lr_scheduler_ = std::make_unique<LRScheduler>(config_.lr_scheduler, config_.training.steps, config_.optimizer.lr);
   for (const auto& w : lr_scheduler_->warnings()) log_warning(w);
+
+  const auto& ck = config_.checkpoint;
+  checkpoint::Options options;
+  options.enable = ck.enable;
+  options.folder = (fs::path(config_.job.dump_folder) / ck.folder).string();
+  options.interval = ck.interval;
+  options.initial_load_path = ck.initial_load_path;
+  options.initial_load_model_only = ck.initial_load_model_only;
+  options.last_save_model_only = ck.last_save_model_only;
+  options.export_dtype = dtype_from_name(ck.export_dtype);
+  options.async_mode = ck.async_mode;
+  options.keep_latest_k = ck.keep_latest_k;
+  options.load_step = ck.load_step;
+  options.exclude_from_loading = ck.exclude_from_loading;
+  options.enable_first_step_checkpoint = ck.enable_first_step_checkpoint;
+  options.load_only = ck.load_only;
+  const nlohmann::json info = {{"world_size", env_.world_size}, {"parallelism", dims_.describe()},
+                               {"model", config_.model.name + " " + config_.model.flavor}, {"config", config_to_toml(config_)}};
+  checkpointer_ = std::make_unique<checkpoint::CheckpointManager>(options, checkpoint_components(), info);
 
   flops_per_token_ = flops_per_token(model_args_, model_->num_params(), config_.training.seq_len);
   log_startup();
@@ -177,6 +196,70 @@ void Trainer::log_startup() {
            std::to_string(lr_scheduler_->warmup_steps()) + ")");
 }
 
+std::vector<checkpoint::Component> Trainer::checkpoint_components() {
+  using checkpoint::ShardedTensor;
+  std::vector<checkpoint::Component> parts(5);
+  parts[0].name = "model";
+  parts[0].tensors = [this] {
+    std::vector<ShardedTensor> out;
+    for (const auto& p : model_->named_parameters()) out.push_back(ShardedTensor::whole(p.key(), p.value()));
+    return out;
+  };
+  parts[1].name = "optimizer";
+  parts[1].tensors = [this] {
+    optimizer_->init_state();
+    std::vector<ShardedTensor> out;
+    for (auto& [fqn, s] : optimizer_->state()) {
+      const std::string prefix = "optimizer.state." + fqn + ".";
+      out.push_back(ShardedTensor::whole(prefix + "exp_avg", s.exp_avg));
+      out.push_back(ShardedTensor::whole(prefix + "exp_avg_sq", s.exp_avg_sq));
+      out.push_back(ShardedTensor::whole(prefix + "step", s.step));
+    }
+    return out;
+  };
+  parts[1].state = [this] { return nlohmann::json{{"param_groups", optimizer_->param_groups()}}; };
+  parts[2].name = "lr_scheduler";
+  parts[2].state = [this] { return lr_scheduler_->state(); };
+  parts[2].load_state = [this](const nlohmann::json& s) { lr_scheduler_->load_state(s); };
+  parts[3].name = "dataloader";
+  parts[3].state = [this] {
+    const DataCursor& c = dataloader_->stream().cursor();
+    return nlohmann::json{{"epoch", c.epoch}, {"documents", c.documents}, {"windows", c.windows}, {"buffer", c.buffer},
+                          {"dp_degree", dims_.dp()}};
+  };
+  parts[3].load_state = [this](const nlohmann::json& s) {
+    DataCursor c;
+    c.epoch = s.at("epoch").get<int64_t>();
+    c.documents = s.at("documents").get<int64_t>();
+    c.windows = s.at("windows").get<int64_t>();
+    c.buffer = s.at("buffer").get<std::vector<int64_t>>();
+    dataloader_->stream().restore(c);
+  };
+  parts[4].name = "train_state";
+  parts[4].tensors = [this] {
+    rng_state_ = at::detail::getDefaultCPUGenerator().get_state();
+    return std::vector<ShardedTensor>{ShardedTensor::whole("train_state.rng_cpu", rng_state_)};
+  };
+  parts[4].state = [this] { return nlohmann::json{{"step", state_.step}, {"ntokens_seen", state_.ntokens_seen}}; };
+  parts[4].load_state = [this](const nlohmann::json& s) {
+    state_.step = s.at("step").get<int64_t>();
+    state_.ntokens_seen = s.at("ntokens_seen").get<int64_t>();
+    auto generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(rng_state_);
+  };
+  return parts;
+}
+
+void Trainer::create_seed_checkpoint() {
+  if (!config_.checkpoint.enable)
+    throw Err("checkpoint.create_seed_checkpoint needs --checkpoint.enable (the seed is saved as a checkpoint)");
+  if (env_.world_size != 1)
+    throw Err("checkpoint.create_seed_checkpoint must run on a single rank (NGPU=1, every parallelism degree 1), "
+              "got world size " + std::to_string(env_.world_size));
+  checkpointer_->save_seed();
+  log_info("Created seed checkpoint " + checkpointer_->step_dir(0));
+}
+
 Trainer::StepResult Trainer::train_step() {
   optimizer_->zero_grad();
   std::vector<Batch> micro;
@@ -204,12 +287,13 @@ Trainer::StepResult Trainer::train_step() {
   std::vector<torch::Tensor> params;
   for (const auto& [name, p] : optimizer_->params()) params.push_back(p);
   const double grad_norm = clip_grad_norm_(params, config_.training.max_norm);
-  optimizer_->step(config_.optimizer.lr * lr_scheduler_->current_factor());
+  optimizer_->step(lr_scheduler_->lr());
   lr_scheduler_->step();
   return {loss_total.item<double>(), grad_norm, tokens};
 }
 
 bool Trainer::train() {
+  checkpointer_->load();
   log_info("Training starts at step " + std::to_string(state_.step + 1));
   auto last_log = std::chrono::steady_clock::now();
   int64_t tokens_since_log = 0;
@@ -236,11 +320,14 @@ bool Trainer::train() {
       last_log = now;
       tokens_since_log = 0;
     }
+    checkpointer_->save(state_.step, state_.step == config_.training.steps);
     if (stop_requested()) {
+      checkpointer_->wait();
       log_warning("Interrupted: stopping after step " + std::to_string(state_.step));
       return false;
     }
   }
+  checkpointer_->wait();
   log_info("Training completed");
   return true;
 }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "checkpoint/checkpoint_manager.h"
 #include "models/llama3/model.h"
 #include "parallel/parallel_dims.h"
 #include "trainer/dataloader.h"
@@ -25,8 +26,11 @@ struct TrainState {
 class Trainer {
  public:
   explicit Trainer(JobConfig config);
-  // Runs steps train_state.step+1 .. training.steps. Returns false when interrupted (Ctrl-C).
+  // Loads a checkpoint per [checkpoint], then runs steps train_state.step+1 .. training.steps,
+  // saving as configured. Returns false when interrupted (Ctrl-C).
   bool train();
+  // checkpoint.create_seed_checkpoint: saves the freshly initialised model as step-0.
+  void create_seed_checkpoint();
 
   // Set from a signal handler: the loop stops after the current step.
   static std::atomic<bool>& stop_requested();
@@ -43,6 +47,7 @@ class Trainer {
   StepResult train_step();
   void log_startup();
   std::string dataset_path() const;
+  std::vector<checkpoint::Component> checkpoint_components();
 
   JobConfig config_;
   ParallelDims dims_;
@@ -55,7 +60,9 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<LRScheduler> lr_scheduler_;
   std::unique_ptr<DataLoader> dataloader_;
+  std::unique_ptr<checkpoint::CheckpointManager> checkpointer_;
   TrainState state_;
+  torch::Tensor rng_state_;  // the CPU generator's state, staged for checkpoints
   int64_t grad_accum_steps_ = 1;
   int64_t global_batch_size_ = 0;
   double peak_flops_ = 0;

@@ -15,7 +15,7 @@ TEST(AdamW, FirstStepByHand) {
   opt.step(0.01);
   EXPECT_NEAR(p[0].item<double>(), 1.0 * (1 - 0.001) - 0.01, 1e-6);
   EXPECT_NEAR(p[1].item<double>(), -2.0 * (1 - 0.001) + 0.01, 1e-6);
-  EXPECT_EQ(opt.state()["w"].step, 1);
+  EXPECT_EQ(opt.state()["w"].step.item<double>(), 1.0);
   EXPECT_NEAR(opt.state()["w"].exp_avg[1].item<double>(), -0.3, 1e-7);
   EXPECT_NEAR(opt.state()["w"].exp_avg_sq[1].item<double>(), 0.05 * 9, 1e-6);
 }

@@ -1,4 +1,4 @@
-#include "trainer/logging.h"
+#include "parallel/logging.h"
 
 #include <unistd.h>
 

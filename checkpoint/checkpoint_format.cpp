@@ -1,0 +1,212 @@
+#include "checkpoint/checkpoint_format.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <thread>
+
+#include "checkpoint/safetensors.h"
+
+namespace titan::checkpoint {
+namespace {
+
+namespace fs = std::filesystem;
+using Err = std::runtime_error;
+
+void fsync_path(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) throw Err("cannot open " + path + " to fsync: " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) throw Err("cannot fsync " + path + ": " + std::strerror(errno));
+}
+
+std::vector<int64_t> or_default(const std::vector<int64_t>& v, const std::vector<int64_t>& fallback) {
+  return v.empty() ? fallback : v;
+}
+
+// Fault injection for the crash tests: sleep between the data files and the manifest.
+void maybe_delay_before_manifest() {
+  if (const char* ms = std::getenv("TITAN_TEST_CHECKPOINT_DELAY_MS"))
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(ms)));
+}
+
+nlohmann::json to_json(const Manifest& m) {
+  nlohmann::json tensors = nlohmann::json::object();
+  for (const auto& [key, e] : m.tensors) {
+    nlohmann::json chunks = nlohmann::json::array();
+    for (const auto& c : e.chunks)
+      chunks.push_back({{"file", c.file}, {"offsets", c.offsets}, {"sizes", c.sizes}, {"byte_range", {c.begin, c.end}},
+                        {"crc32", c.crc32}});
+    tensors[key] = {{"dtype", e.dtype}, {"shape", e.shape}, {"chunks", chunks}};
+  }
+  return {{"format", "titan.cpp checkpoint"}, {"version", 1},      {"step", m.step}, {"model_only", m.model_only},
+          {"state", m.state},                 {"info", m.info},     {"tensors", tensors}};
+}
+
+}  // namespace
+
+bool is_complete(const std::string& dir) { return fs::exists(fs::path(dir) / kManifestName); }
+
+std::map<std::string, TensorEntry> write_shard(const std::string& dir, const std::vector<ShardedTensor>& tensors,
+                                               int64_t rank) {
+  const fs::path folder(dir);
+  fs::create_directories(folder);
+  const fs::path manifest_path = folder / kManifestName;
+  if (fs::exists(manifest_path)) {  // rewriting a step: it stops looking complete first
+    fs::remove(manifest_path);
+    fsync_path(dir, O_RDONLY | O_DIRECTORY);
+  }
+  const std::string file = "__" + std::to_string(rank) + "_0.safetensors";
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  named.reserve(tensors.size());
+  for (const auto& t : tensors) named.emplace_back(t.key, t.local);
+  std::vector<uint32_t> crcs;
+  safetensors::write_file((folder / file).string(), named, {{"format", "pt"}}, &crcs);
+  const auto header = safetensors::read_header((folder / file).string());
+
+  std::map<std::string, TensorEntry> entries;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
+    const auto* info = header.find(t.key);
+    auto& entry = entries[t.key];
+    entry.dtype = safetensors::dtype_name(t.local.scalar_type());
+    entry.shape = or_default(t.global_shape, t.local.sizes().vec());
+    Chunk c;
+    c.file = file;
+    c.sizes = t.local.sizes().vec();
+    c.offsets = or_default(t.offsets, std::vector<int64_t>(c.sizes.size(), 0));
+    c.begin = header.data_start + info->begin;
+    c.end = header.data_start + info->end;
+    c.crc32 = crcs[i];
+    entry.chunks.push_back(c);
+  }
+  return entries;
+}
+
+void merge_entries(Manifest& manifest, const std::map<std::string, TensorEntry>& entries) {
+  for (const auto& [key, e] : entries) {
+    auto [it, inserted] = manifest.tensors.emplace(key, e);
+    if (!inserted) it->second.chunks.insert(it->second.chunks.end(), e.chunks.begin(), e.chunks.end());
+  }
+}
+
+void write_manifest(const std::string& dir, const Manifest& manifest) {
+  const fs::path folder(dir);
+  maybe_delay_before_manifest();
+  fsync_path(dir, O_RDONLY | O_DIRECTORY);  // the data files' directory entries
+  const fs::path tmp = folder / (std::string(kManifestName) + ".tmp");
+  {
+    std::ofstream out(tmp);
+    out << to_json(manifest).dump(1) << "\n";
+    if (!out.flush()) throw Err("cannot write " + tmp.string());
+  }
+  fsync_path(tmp.string(), O_RDONLY);
+  fs::rename(tmp, folder / kManifestName);
+  fsync_path(dir, O_RDONLY | O_DIRECTORY);
+}
+
+void write_checkpoint(const std::string& dir, const std::vector<ShardedTensor>& tensors, Manifest manifest) {
+  merge_entries(manifest, write_shard(dir, tensors, /*rank=*/0));
+  write_manifest(dir, manifest);
+}
+
+Manifest read_manifest(const std::string& dir) {
+  const fs::path path = fs::path(dir) / kManifestName;
+  std::ifstream in(path);
+  if (!in) throw Err("checkpoint " + dir + " is incomplete: it has no " + kManifestName + " (a save was interrupted)");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Err(path.string() + ": not valid JSON (" + e.what() + ")");
+  }
+  try {
+    if (j.value("format", "") != "titan.cpp checkpoint") throw Err("not a titan.cpp checkpoint manifest");
+    Manifest m;
+    m.step = j.at("step").get<int64_t>();
+    m.model_only = j.at("model_only").get<bool>();
+    m.state = j.at("state");
+    m.info = j.value("info", nlohmann::json::object());
+    for (const auto& [key, e] : j.at("tensors").items()) {
+      TensorEntry entry;
+      entry.dtype = e.at("dtype").get<std::string>();
+      entry.shape = e.at("shape").get<std::vector<int64_t>>();
+      for (const auto& c : e.at("chunks")) {
+        Chunk chunk;
+        chunk.file = c.at("file").get<std::string>();
+        chunk.offsets = c.at("offsets").get<std::vector<int64_t>>();
+        chunk.sizes = c.at("sizes").get<std::vector<int64_t>>();
+        chunk.begin = c.at("byte_range").at(0).get<int64_t>();
+        chunk.end = c.at("byte_range").at(1).get<int64_t>();
+        chunk.crc32 = c.at("crc32").get<uint32_t>();
+        if (chunk.file.find('/') != std::string::npos) throw Err("chunk file '" + chunk.file + "' is not in the folder");
+        entry.chunks.push_back(std::move(chunk));
+      }
+      m.tensors[key] = std::move(entry);
+    }
+    return m;
+  } catch (const nlohmann::json::exception& e) {
+    throw Err(path.string() + ": malformed manifest (" + e.what() + ")");
+  } catch (const Err& e) {
+    throw Err(path.string() + ": " + e.what());
+  }
+}
+
+void load_tensors(const std::string& dir, const Manifest& manifest, std::vector<ShardedTensor>& targets) {
+  for (auto& target : targets) {
+    auto it = manifest.tensors.find(target.key);
+    if (it == manifest.tensors.end()) throw Err("checkpoint " + dir + " has no tensor '" + target.key + "'");
+    const TensorEntry& entry = it->second;
+    const auto global = or_default(target.global_shape, target.local.sizes().vec());
+    if (entry.shape != global)
+      throw Err("checkpoint " + dir + ": '" + target.key + "' has shape " + c10::str(c10::IntArrayRef(entry.shape)) +
+                ", the model expects " + c10::str(c10::IntArrayRef(global)));
+    const auto dtype = safetensors::dtype_from_name(entry.dtype, dir + "/" + kManifestName);
+    const auto t_offsets = or_default(target.offsets, std::vector<int64_t>(global.size(), 0));
+    const auto t_sizes = target.local.sizes().vec();
+    torch::NoGradGuard no_grad;
+    int64_t covered = 0;
+    for (const auto& c : entry.chunks) {
+      // Overlap of the chunk and the target piece, in global coordinates, per dimension.
+      std::vector<int64_t> lo(global.size()), hi(global.size());
+      bool empty = false;
+      for (size_t d = 0; d < global.size(); ++d) {
+        lo[d] = std::max(c.offsets[d], t_offsets[d]);
+        hi[d] = std::min(c.offsets[d] + c.sizes[d], t_offsets[d] + t_sizes[d]);
+        empty = empty || hi[d] <= lo[d];
+      }
+      if (empty && !global.empty()) continue;
+      const std::string path = (std::filesystem::path(dir) / c.file).string();
+      safetensors::TensorInfo info{target.key, dtype, c.sizes, 0, c.end - c.begin};
+      safetensors::Header at_begin;
+      at_begin.data_start = c.begin;
+      torch::Tensor data;
+      try {
+        data = safetensors::read_tensor(path, at_begin, info);
+      } catch (const std::exception& e) {
+        throw Err("checkpoint tensor '" + target.key + "': " + e.what());
+      }
+      if (safetensors::crc32_of(data) != c.crc32)
+        throw Err("checkpoint file " + path + " is corrupt: tensor '" + target.key + "' fails its CRC-32 check");
+      auto src = data, dst = target.local;
+      for (size_t d = 0; d < global.size(); ++d) {
+        src = src.narrow(static_cast<int64_t>(d), lo[d] - c.offsets[d], hi[d] - lo[d]);
+        dst = dst.narrow(static_cast<int64_t>(d), lo[d] - t_offsets[d], hi[d] - lo[d]);
+      }
+      dst.copy_(src);
+      covered += src.numel();
+    }
+    if (covered != target.local.numel())
+      throw Err("checkpoint " + dir + ": the saved chunks of '" + target.key + "' cover " + std::to_string(covered) + " of " +
+                std::to_string(target.local.numel()) + " elements this rank needs");
+  }
+}
+
+}  // namespace titan::checkpoint

@@ -1,0 +1,233 @@
+#include "checkpoint/checkpoint_manager.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <regex>
+#include <set>
+#include <stdexcept>
+
+#include "parallel/logging.h"
+
+namespace titan::checkpoint {
+namespace {
+
+namespace fs = std::filesystem;
+using Err = std::runtime_error;
+
+const std::vector<std::string>& part_names() {
+  static const std::vector<std::string> names = {"model", "optimizer", "lr_scheduler", "dataloader", "train_state"};
+  return names;
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out.empty() ? "nothing" : out;
+}
+
+// step-N folders under `folder`, complete or not, ascending by N.
+std::vector<std::pair<int64_t, fs::path>> step_folders(const std::string& folder) {
+  std::vector<std::pair<int64_t, fs::path>> out;
+  if (!fs::is_directory(folder)) return out;
+  static const std::regex pattern("step-(\\d+)");
+  for (const auto& entry : fs::directory_iterator(folder)) {
+    std::smatch m;
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory() && std::regex_match(name, m, pattern)) out.emplace_back(std::stoll(m[1]), entry.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+void validate_options(const Options& o) {
+  std::set<std::string> excluded(o.exclude_from_loading.begin(), o.exclude_from_loading.end());
+  for (const auto& name : excluded)
+    if (std::find(part_names().begin(), part_names().end(), name) == part_names().end())
+      throw std::invalid_argument("checkpoint.exclude_from_loading: '" + name + "' is not a state (valid: " +
+                                  join(part_names()) + ")");
+  if (excluded.count("model"))
+    throw std::invalid_argument("checkpoint.exclude_from_loading cannot exclude 'model': a checkpoint load always "
+                                "restores the model (disable checkpoint.enable to start from scratch)");
+  if (excluded.count("optimizer") && !excluded.count("lr_scheduler"))
+    throw std::invalid_argument("checkpoint.exclude_from_loading: excluding 'optimizer' requires excluding 'lr_scheduler' "
+                                "too (a fresh optimizer with a restored schedule is not a valid resume)");
+  if (o.interval < 1) throw std::invalid_argument("checkpoint.interval must be >= 1");
+  if (o.keep_latest_k < 0 || o.keep_latest_k == 1)
+    throw std::invalid_argument("checkpoint.keep_latest_k must be 0 (keep all) or >= 2");
+}
+
+CheckpointManager::CheckpointManager(Options options, std::vector<Component> components, nlohmann::json info)
+    : options_(std::move(options)), components_(std::move(components)), info_(std::move(info)) {
+  validate_options(options_);
+}
+
+CheckpointManager::~CheckpointManager() {
+  try {
+    wait();
+  } catch (const std::exception& e) {
+    log_warning(std::string("async checkpoint save failed: ") + e.what());
+  }
+}
+
+std::string CheckpointManager::step_dir(int64_t step) const {
+  return (fs::path(options_.folder) / ("step-" + std::to_string(step))).string();
+}
+
+std::vector<int64_t> CheckpointManager::complete_steps() const {
+  std::vector<int64_t> steps;
+  for (const auto& [step, path] : step_folders(options_.folder))
+    if (is_complete(path.string())) steps.push_back(step);
+  return steps;
+}
+
+const Component* CheckpointManager::component(const std::string& name) const {
+  for (const auto& c : components_)
+    if (c.name == name) return &c;
+  return nullptr;
+}
+
+bool CheckpointManager::should_save(int64_t step, bool last_step) const {
+  if (!options_.enable || options_.load_only) return false;
+  return (step == 1 && options_.enable_first_step_checkpoint) || last_step || step % options_.interval == 0;
+}
+
+CheckpointManager::Snapshot CheckpointManager::snapshot(int64_t step, bool model_only, bool stage_copies) {
+  Snapshot s;
+  s.step = step;
+  s.manifest.step = step;
+  s.manifest.model_only = model_only;
+  s.manifest.info = info_;
+  for (const auto& c : components_) {
+    if (model_only && c.name != "model") continue;
+    for (auto t : c.tensors()) {
+      if (model_only && options_.export_dtype != t.local.scalar_type()) t.local = t.local.to(options_.export_dtype);
+      if (stage_copies) {
+        // Copies to host now: training may change the live tensors while the writer runs.
+        if (options_.async_mode == "async_with_pinned_mem") {
+          auto& buf = staging_[t.key];  // reused from save to save
+          if (!buf.defined() || buf.sizes() != t.local.sizes() || buf.scalar_type() != t.local.scalar_type()) {
+            buf = torch::empty(t.local.sizes(), torch::TensorOptions().dtype(t.local.scalar_type()));
+            if (torch::cuda::is_available()) buf = buf.pin_memory();
+          }
+          buf.copy_(t.local);
+          t.local = buf;
+        } else {
+          t.local = t.local.detach().to(torch::kCPU, /*non_blocking=*/false, /*copy=*/true);
+        }
+      }
+      s.tensors.push_back(std::move(t));
+    }
+    s.manifest.state[c.name] = c.state();
+  }
+  return s;
+}
+
+void CheckpointManager::write(const Snapshot& s, bool purge_after) {
+  write_checkpoint(step_dir(s.step), s.tensors, s.manifest);
+  if (purge_after) purge(s.step);
+}
+
+void CheckpointManager::purge(int64_t just_written) {
+  auto folders = step_folders(options_.folder);
+  int64_t kept_complete = 1;  // the one just written
+  for (auto it = folders.rbegin(); it != folders.rend(); ++it) {
+    const auto& [step, path] = *it;
+    if (step == just_written) continue;
+    const bool complete = is_complete(path.string());
+    if (complete && (options_.keep_latest_k == 0 || kept_complete < options_.keep_latest_k)) {
+      ++kept_complete;
+      continue;
+    }
+    std::error_code ec;
+    fs::remove_all(path, ec);  // incomplete folders (interrupted saves) go too
+    if (ec) log_warning("could not remove " + path.string() + ": " + ec.message());
+  }
+}
+
+void CheckpointManager::save(int64_t step, bool last_step) {
+  if (!should_save(step, last_step)) return;
+  wait();
+  const auto start = std::chrono::steady_clock::now();
+  if (last_step) {
+    write(snapshot(step, options_.last_save_model_only, /*stage_copies=*/false), /*purge_after=*/true);
+    log_info("Saved " + std::string(options_.last_save_model_only ? "model-only " : "") + "checkpoint " + step_dir(step) +
+             " in " + std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()) + " s");
+    return;
+  }
+  if (options_.async_mode == "disabled") {
+    write(snapshot(step, false, false), /*purge_after=*/true);
+    log_info("Saved checkpoint " + step_dir(step) + " in " +
+             std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()) + " s");
+    return;
+  }
+  auto snap = std::make_shared<Snapshot>(snapshot(step, false, /*stage_copies=*/true));
+  log_info("Staged checkpoint step-" + std::to_string(step) + " in " +
+           std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()) +
+           " s; writing it in the background (" + options_.async_mode + ")");
+  in_flight_ = std::async(std::launch::async, [this, snap] { write(*snap, /*purge_after=*/true); });
+}
+
+void CheckpointManager::save_seed() {
+  write(snapshot(0, options_.last_save_model_only, /*stage_copies=*/false), /*purge_after=*/false);
+}
+
+void CheckpointManager::wait() {
+  if (in_flight_.valid()) in_flight_.get();
+}
+
+LoadResult CheckpointManager::load_from(const std::string& dir, bool model_only) {
+  const Manifest manifest = read_manifest(dir);
+  if (!model_only && manifest.model_only)
+    throw Err("checkpoint " + dir + " holds only the model (a last_save_model_only export), so training cannot resume " +
+              "from it: keep full last saves with --checkpoint.no-last_save_model_only, or start a new run from its " +
+              "weights with --checkpoint.initial_load_path " + dir + " in another dump folder");
+  LoadResult r;
+  r.loaded = true;
+  r.from = dir;
+  r.step = manifest.step;
+  for (const auto& c : components_) {
+    const bool excluded = std::find(options_.exclude_from_loading.begin(), options_.exclude_from_loading.end(), c.name) !=
+                          options_.exclude_from_loading.end();
+    if ((model_only && c.name != "model") || excluded) {
+      r.skipped_parts.push_back(c.name);
+      continue;
+    }
+    auto targets = c.tensors();
+    load_tensors(dir, manifest, targets);
+    if (!manifest.state.contains(c.name)) throw Err("checkpoint " + dir + " has no '" + c.name + "' state");
+    c.load_state(manifest.state.at(c.name));
+    r.loaded_parts.push_back(c.name);
+  }
+  log_info("Loaded checkpoint " + dir + " (step " + std::to_string(r.step) + "): " + join(r.loaded_parts) +
+           (r.skipped_parts.empty() ? "" : "; skipped " + join(r.skipped_parts)));
+  return r;
+}
+
+LoadResult CheckpointManager::load() {
+  if (!options_.enable) return {};
+  const auto steps = complete_steps();
+  if (options_.load_step != -1) {
+    const std::string dir = step_dir(options_.load_step);
+    if (!fs::is_directory(dir)) {
+      std::string have;
+      for (auto s : steps) have += (have.empty() ? "" : ", ") + std::to_string(s);
+      throw Err("--checkpoint.load_step=" + std::to_string(options_.load_step) + " but " + dir + " does not exist" +
+                (have.empty() ? " (no complete checkpoint in " + options_.folder + ")" : " (complete steps: " + have + ")"));
+    }
+    return load_from(dir, options_.load_step == 0);
+  }
+  if (!steps.empty()) return load_from(step_dir(steps.back()), steps.back() == 0);
+  if (options_.initial_load_path) {
+    const std::string& path = *options_.initial_load_path;
+    if (!fs::is_directory(path))
+      throw Err("checkpoint.initial_load_path '" + path + "' is not a checkpoint folder (a step-N directory)");
+    log_info("No checkpoint in " + options_.folder + ": initial load from " + path);
+    return load_from(path, options_.initial_load_model_only);
+  }
+  log_info("No checkpoint was provided, this is a fresh start.");
+  return {};
+}
+
+}  // namespace titan::checkpoint

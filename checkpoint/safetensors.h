@@ -1,0 +1,47 @@
+// The safetensors container (the only tensor format we write, native and Hugging Face alike):
+// 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}} with an
+// optional "__metadata__" map of strings, then the raw little-endian tensor bytes.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace titan::safetensors {
+
+struct TensorInfo {
+  std::string name;
+  torch::ScalarType dtype;
+  std::vector<int64_t> shape;
+  int64_t begin = 0, end = 0;  // byte range, relative to the start of the data section
+};
+
+struct Header {
+  std::vector<TensorInfo> tensors;  // in file order
+  std::map<std::string, std::string> metadata;
+  int64_t data_start = 0;  // file offset of the data section
+  const TensorInfo* find(const std::string& name) const;
+};
+
+// "F32", "BF16", "F16", "I64", "I32", "U8", "BOOL", ... <-> torch dtypes; throws on unknown names.
+std::string dtype_name(torch::ScalarType dtype);
+torch::ScalarType dtype_from_name(const std::string& name, const std::string& where);
+
+// Writes tensors (moved to CPU and made contiguous as needed) in the given order and fsyncs the
+// file. `crc32s`, when given, receives the CRC-32 of each tensor's bytes.
+void write_file(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                const std::map<std::string, std::string>& metadata, std::vector<uint32_t>* crc32s = nullptr);
+
+// Parses and checks the header: JSON shape, dtypes, sizes matching shapes, offsets in range and
+// not overlapping. Throws std::runtime_error naming the file.
+Header read_header(const std::string& path);
+
+// Reads one tensor's bytes straight into a new CPU tensor (one read, no intermediate buffer).
+torch::Tensor read_tensor(const std::string& path, const Header& header, const TensorInfo& info);
+
+uint32_t crc32_of(const torch::Tensor& contiguous_cpu);
+
+}  // namespace titan::safetensors
