@@ -6,6 +6,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "checkpoint/hf_checkpoint.h"
 #include "parallel/logging.h"
 
 namespace titan::checkpoint {
@@ -56,6 +57,10 @@ void validate_options(const Options& o) {
   if (o.interval < 1) throw std::invalid_argument("checkpoint.interval must be >= 1");
   if (o.keep_latest_k < 0 || o.keep_latest_k == 1)
     throw std::invalid_argument("checkpoint.keep_latest_k must be 0 (keep all) or >= 2");
+  if (o.initial_load_in_hf && !o.initial_load_model_only)
+    throw std::invalid_argument("checkpoint.initial_load_in_hf loads only the model: it needs checkpoint.initial_load_model_only");
+  if (o.last_save_in_hf && !o.last_save_model_only)
+    throw std::invalid_argument("checkpoint.last_save_in_hf saves only the model: it needs checkpoint.last_save_model_only");
 }
 
 CheckpointManager::CheckpointManager(Options options, std::vector<Component> components, nlohmann::json info)
@@ -78,7 +83,7 @@ std::string CheckpointManager::step_dir(int64_t step) const {
 std::vector<int64_t> CheckpointManager::complete_steps() const {
   std::vector<int64_t> steps;
   for (const auto& [step, path] : step_folders(options_.folder))
-    if (is_complete(path.string())) steps.push_back(step);
+    if (is_complete(path.string()) || hf::is_hf_folder(path.string())) steps.push_back(step);
   return steps;
 }
 
@@ -135,7 +140,7 @@ void CheckpointManager::purge(int64_t just_written) {
   for (auto it = folders.rbegin(); it != folders.rend(); ++it) {
     const auto& [step, path] = *it;
     if (step == just_written) continue;
-    const bool complete = is_complete(path.string());
+    const bool complete = is_complete(path.string()) || hf::is_hf_folder(path.string());
     if (complete && (options_.keep_latest_k == 0 || kept_complete < options_.keep_latest_k)) {
       ++kept_complete;
       continue;
@@ -150,6 +155,14 @@ void CheckpointManager::save(int64_t step, bool last_step) {
   if (!should_save(step, last_step)) return;
   wait();
   const auto start = std::chrono::steady_clock::now();
+  if (last_step && options_.last_save_in_hf) {
+    const Component* model = component("model");
+    hf::save_hf_model(step_dir(step), model->tensors(), options_.model_args, options_.export_dtype,
+                      options_.hf_max_shard_bytes, options_.hf_assets_path);
+    purge(step);
+    log_info("Saved Hugging Face checkpoint " + step_dir(step));
+    return;
+  }
   if (last_step) {
     write(snapshot(step, options_.last_save_model_only, /*stage_copies=*/false), /*purge_after=*/true);
     log_info("Saved " + std::string(options_.last_save_model_only ? "model-only " : "") + "checkpoint " + step_dir(step) +
@@ -178,6 +191,9 @@ void CheckpointManager::wait() {
 }
 
 LoadResult CheckpointManager::load_from(const std::string& dir, bool model_only) {
+  if (!is_complete(dir) && hf::is_hf_folder(dir))
+    throw Err("checkpoint " + dir + " is a Hugging Face model export, so training cannot resume from it: start a new " +
+              "run from it with --checkpoint.initial_load_path " + dir + " --checkpoint.initial_load_in_hf");
   const Manifest manifest = read_manifest(dir);
   if (!model_only && manifest.model_only)
     throw Err("checkpoint " + dir + " holds only the model (a last_save_model_only export), so training cannot resume " +
@@ -219,6 +235,18 @@ LoadResult CheckpointManager::load() {
     return load_from(dir, options_.load_step == 0);
   }
   if (!steps.empty()) return load_from(step_dir(steps.back()), steps.back() == 0);
+  if (options_.initial_load_in_hf) {
+    const std::string path = options_.initial_load_path.value_or(options_.hf_assets_path);
+    if (!fs::is_directory(path)) throw Err("checkpoint.initial_load_in_hf: '" + path + "' is not a folder");
+    auto targets = component("model")->tensors();
+    hf::load_hf_model(path, targets, options_.model_args);
+    log_info("No checkpoint in " + options_.folder + ": loaded the model from Hugging Face folder " + path);
+    LoadResult r;
+    r.loaded = true;
+    r.from = path;
+    r.loaded_parts = {"model"};
+    return r;
+  }
   if (options_.initial_load_path) {
     const std::string& path = *options_.initial_load_path;
     if (!fs::is_directory(path))

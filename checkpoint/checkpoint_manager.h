@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint_format.h"
+#include "models/llama3/model_args.h"
 
 namespace titan::checkpoint {
 
@@ -32,6 +33,13 @@ struct Options {
   std::vector<std::string> exclude_from_loading;
   bool enable_first_step_checkpoint = false;
   bool load_only = false;
+  // Hugging Face interop (model only): read initial_load_path (else hf_assets_path) as an HF
+  // folder; write the last save as one.
+  bool initial_load_in_hf = false;
+  bool last_save_in_hf = false;
+  std::string hf_assets_path;
+  int64_t hf_max_shard_bytes = 5'000'000'000;
+  llama3::ModelArgs model_args;  // for the q/k permutation and config.json
 };
 
 // One part of the training state, as TorchTitan's stateful objects: model, optimizer,

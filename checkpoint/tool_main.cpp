@@ -1,12 +1,19 @@
 // titan_checkpoint: offline tools for native checkpoints.
 //   titan_checkpoint inspect STEP_DIR            keys, shapes, dtypes, chunks, step and state
 //   titan_checkpoint to-torch STEP_DIR OUT.pt    one file Python's torch.load opens as {key: tensor}
+//   titan_checkpoint from-hf HF_DIR STEP_DIR     an HF Llama folder -> a native step-0 (model only)
+//   titan_checkpoint to-hf STEP_DIR OUT_DIR [--dtype float32|bfloat16|float16] [--hf-assets DIR]
+//                                                [--max-shard-mb N]   a native checkpoint -> an HF folder
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <string>
 
+#include <filesystem>
+
 #include "checkpoint/checkpoint_format.h"
+#include "checkpoint/hf_adapter.h"
+#include "checkpoint/hf_checkpoint.h"
 #include "checkpoint/safetensors.h"
 
 namespace {
@@ -16,7 +23,10 @@ using titan::checkpoint::Manifest;
 int usage() {
   std::fprintf(stderr,
                "usage: titan_checkpoint inspect STEP_DIR\n"
-               "       titan_checkpoint to-torch STEP_DIR OUT.pt\n");
+               "       titan_checkpoint to-torch STEP_DIR OUT.pt\n"
+               "       titan_checkpoint from-hf HF_DIR STEP_DIR\n"
+               "       titan_checkpoint to-hf STEP_DIR OUT_DIR [--dtype float32|bfloat16|float16] [--hf-assets DIR] "
+               "[--max-shard-mb N]\n");
   return 2;
 }
 
@@ -50,6 +60,63 @@ void to_torch(const std::string& dir, const std::string& out) {
   std::printf("wrote %zu tensors to %s\n", targets.size(), out.c_str());
 }
 
+void from_hf(const std::string& hf_dir, const std::string& out) {
+  const auto args = titan::hf::model_args_from_config((std::filesystem::path(hf_dir) / "config.json").string());
+  std::vector<titan::checkpoint::ShardedTensor> targets;
+  const int64_t dim = args.dim, hd = args.head_dim(), hidden = args.ffn_hidden_dim();
+  auto add = [&](const std::string& key, std::vector<int64_t> shape) {
+    targets.push_back(titan::checkpoint::ShardedTensor::whole(key, torch::empty(shape)));
+  };
+  add("tok_embeddings.weight", {args.vocab_size, dim});
+  for (int64_t i = 0; i < args.n_layers; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    add(p + "attention.wq.weight", {args.n_heads * hd, dim});
+    add(p + "attention.wk.weight", {args.kv_heads() * hd, dim});
+    add(p + "attention.wv.weight", {args.kv_heads() * hd, dim});
+    add(p + "attention.wo.weight", {dim, args.n_heads * hd});
+    add(p + "feed_forward.w1.weight", {hidden, dim});
+    add(p + "feed_forward.w2.weight", {dim, hidden});
+    add(p + "feed_forward.w3.weight", {hidden, dim});
+    add(p + "attention_norm.weight", {dim});
+    add(p + "ffn_norm.weight", {dim});
+  }
+  add("norm.weight", {dim});
+  if (!args.tie_word_embeddings) add("output.weight", {args.vocab_size, dim});
+  titan::hf::load_hf_model(hf_dir, targets, args);
+  titan::checkpoint::Manifest m;
+  m.step = 0;
+  m.model_only = true;
+  m.info = {{"converted_from", hf_dir}, {"hf_config", titan::hf::config_from_model_args(args, torch::kFloat32)}};
+  titan::checkpoint::write_checkpoint(out, targets, m);
+  std::printf("wrote %zu tensors to %s (step 0, model only)\n", targets.size(), out.c_str());
+}
+
+void to_hf(const std::string& dir, const std::string& out, const std::vector<std::string>& flags) {
+  std::string dtype_name = "float32";
+  std::optional<std::string> assets;
+  double max_shard_mb = 5000;
+  for (size_t i = 0; i + 1 < flags.size(); i += 2) {
+    if (flags[i] == "--dtype") dtype_name = flags[i + 1];
+    else if (flags[i] == "--hf-assets") assets = flags[i + 1];
+    else if (flags[i] == "--max-shard-mb") max_shard_mb = std::stod(flags[i + 1]);
+    else throw std::invalid_argument("unknown option " + flags[i]);
+  }
+  if (flags.size() % 2) throw std::invalid_argument("option " + flags.back() + " needs a value");
+  const auto dtype = dtype_name == "bfloat16" ? torch::kBFloat16 : dtype_name == "float16" ? torch::kFloat16 : torch::kFloat32;
+  const Manifest m = titan::checkpoint::read_manifest(dir);
+  if (!m.info.contains("hf_config")) throw std::runtime_error(dir + ": the manifest has no model description (hf_config)");
+  const auto args = titan::hf::model_args_from_json(m.info["hf_config"], dir);
+  std::vector<titan::checkpoint::ShardedTensor> tensors;
+  for (const auto& [key, e] : m.tensors) {
+    if (key.rfind("optimizer.", 0) == 0 || key.rfind("train_state.", 0) == 0) continue;
+    tensors.push_back(titan::checkpoint::ShardedTensor::whole(
+        key, torch::empty(e.shape, torch::TensorOptions().dtype(titan::safetensors::dtype_from_name(e.dtype, dir)))));
+  }
+  titan::checkpoint::load_tensors(dir, m, tensors);
+  titan::hf::save_hf_model(out, tensors, args, dtype, static_cast<int64_t>(max_shard_mb * 1e6), assets);
+  std::printf("wrote %zu tensors to %s (Hugging Face layout, %s)\n", tensors.size(), out.c_str(), dtype_name.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -61,6 +128,14 @@ int main(int argc, char** argv) {
     }
     if (cmd == "to-torch" && argc == 4) {
       to_torch(argv[2], argv[3]);
+      return 0;
+    }
+    if (cmd == "from-hf" && argc == 4) {
+      from_hf(argv[2], argv[3]);
+      return 0;
+    }
+    if (cmd == "to-hf" && argc >= 4) {
+      to_hf(argv[2], argv[3], std::vector<std::string>(argv + 4, argv + argc));
       return 0;
     }
     return usage();

@@ -457,6 +457,7 @@ std::vector<std::string> validate_job_config(JobConfig& config) {
   if (config.checkpoint.keep_latest_k < 0 || config.checkpoint.keep_latest_k == 1)
     throw Err("checkpoint.keep_latest_k must be 0 (keep all) or >= 2, got " + std::to_string(config.checkpoint.keep_latest_k));
   if (config.job.dump_folder.empty()) throw Err("job.dump_folder must not be empty");
+  positive("checkpoint.hf_max_shard_size_mb", config.checkpoint.hf_max_shard_size_mb);
   return warnings;
 }
 

@@ -135,6 +135,7 @@ struct JobConfig {
     bool enable_first_step_checkpoint = false;
     bool create_seed_checkpoint = false;
     bool load_only = false;
+    int64_t hf_max_shard_size_mb = 5000;  // titan.cpp: size limit of each HF safetensors file
   } checkpoint;
 
   struct ActivationCheckpoint {

@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "checkpoint/hf_adapter.h"
 #include "models/llama3/activation_checkpoint.h"
 #include "trainer/config_manager.h"
 #include "parallel/logging.h"
@@ -95,7 +96,15 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
 
   // Model arguments; the RoPE table spans training.seq_len as in TorchTitan.
   if (config_.model.name != "llama3") throw Err("model.name '" + config_.model.name + "' is not supported (valid: llama3)");
-  model_args_ = llama3::flavor_args(config_.model.flavor);
+  const std::string hf_config = (fs::path(config_.checkpoint.initial_load_path.value_or(config_.model.hf_assets_path)) /
+                                 "config.json").string();
+  if (config_.model.flavor == "from_hf") {
+    model_args_ = hf::model_args_from_config((fs::path(config_.model.hf_assets_path) / "config.json").string());
+  } else {
+    model_args_ = llama3::flavor_args(config_.model.flavor);
+    if (config_.checkpoint.enable && config_.checkpoint.initial_load_in_hf && fs::exists(hf_config))
+      hf::check_config_matches(hf_config, model_args_);
+  }
   if (config_.training.seq_len > model_args_.max_seq_len)
     throw Err("training.seq_len " + std::to_string(config_.training.seq_len) + " exceeds the " + config_.model.flavor +
               " model's maximum sequence length " + std::to_string(model_args_.max_seq_len));
@@ -159,8 +168,14 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   options.exclude_from_loading = ck.exclude_from_loading;
   options.enable_first_step_checkpoint = ck.enable_first_step_checkpoint;
   options.load_only = ck.load_only;
+  options.initial_load_in_hf = ck.initial_load_in_hf;
+  options.last_save_in_hf = ck.last_save_in_hf;
+  options.hf_assets_path = config_.model.hf_assets_path;
+  options.hf_max_shard_bytes = ck.hf_max_shard_size_mb * 1'000'000;
+  options.model_args = model_args_;
   const nlohmann::json info = {{"world_size", env_.world_size}, {"parallelism", dims_.describe()},
-                               {"model", config_.model.name + " " + config_.model.flavor}, {"config", config_to_toml(config_)}};
+                               {"model", config_.model.name + " " + config_.model.flavor}, {"config", config_to_toml(config_)},
+                               {"hf_config", hf::config_from_model_args(model_args_, dtype_)}};
   checkpointer_ = std::make_unique<checkpoint::CheckpointManager>(options, checkpoint_components(), info);
 
   flops_per_token_ = flops_per_token(model_args_, model_->num_params(), config_.training.seq_len);

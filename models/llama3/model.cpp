@@ -117,7 +117,8 @@ TransformerImpl::TransformerImpl(const ModelArgs& args) : args_(args) {
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < args.n_layers; ++i) layers->push_back(TransformerBlock(i, args));
   norm = register_module("norm", RMSNorm(args.dim, args.norm_eps));
-  output = register_module("output", torch::nn::Linear(torch::nn::LinearOptions(args.dim, args.vocab_size).bias(false)));
+  if (!args.tie_word_embeddings)
+    output = register_module("output", torch::nn::Linear(torch::nn::LinearOptions(args.dim, args.vocab_size).bias(false)));
   auto [cos, sin] = rope_tables(args_);
   rope_cos_ = register_buffer("rope_cos", cos);
   rope_sin_ = register_buffer("rope_sin", sin);
@@ -128,7 +129,8 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens) {
               args_.max_seq_len);
   auto h = tok_embeddings(tokens);  // (B, T, dim)
   for (const auto& layer : *layers) h = layer->as<TransformerBlockImpl>()->forward(h, rope_cos_, rope_sin_);
-  return output(norm(h));  // (B, T, vocab)
+  h = norm(h);
+  return output ? output(h) : torch::linear(h, tok_embeddings->weight);  // (B, T, vocab)
 }
 
 void TransformerImpl::init_weights() {
@@ -137,7 +139,7 @@ void TransformerImpl::init_weights() {
   for (const auto& layer : *layers) layer->as<TransformerBlockImpl>()->init_weights();
   norm->reset_parameters();
   const double final_out_std = 1.0 / std::sqrt(static_cast<double>(args_.dim));
-  trunc_normal_(output->weight, 0.0, final_out_std, -3 * final_out_std, 3 * final_out_std);
+  if (output) trunc_normal_(output->weight, 0.0, final_out_std, -3 * final_out_std, 3 * final_out_std);
 }
 
 int64_t TransformerImpl::num_params() const {

@@ -75,7 +75,7 @@ class TransformerImpl : public torch::nn::Module {
   torch::nn::Embedding tok_embeddings{nullptr};
   torch::nn::ModuleList layers;
   RMSNorm norm{nullptr};
-  torch::nn::Linear output{nullptr};
+  torch::nn::Linear output{nullptr};  // absent (nullptr) with tie_word_embeddings
 
  private:
   ModelArgs args_;

@@ -28,6 +28,7 @@ const std::map<std::string, ModelArgs>& flavors() {
 }  // namespace
 
 int64_t ModelArgs::ffn_hidden_dim() const {
+  if (intermediate_size) return *intermediate_size;
   int64_t hidden = static_cast<int64_t>(2.0 * (4 * dim) / 3.0);
   if (ffn_dim_multiplier) hidden = static_cast<int64_t>(*ffn_dim_multiplier * static_cast<double>(hidden));
   return multiple_of * ((hidden + multiple_of - 1) / multiple_of);
@@ -49,7 +50,8 @@ ModelArgs flavor_args(const std::string& flavor) {
   if (it == flavors().end()) {
     std::string valid;
     for (const auto& name : flavor_names()) valid += (valid.empty() ? "" : ", ") + name;
-    throw std::invalid_argument("model.flavor '" + flavor + "' is not a llama3 flavor; valid flavors: " + valid);
+    throw std::invalid_argument("model.flavor '" + flavor + "' is not a llama3 flavor; valid flavors: " + valid +
+                                ", from_hf");
   }
   return it->second;
 }

@@ -23,15 +23,18 @@ struct ModelArgs {
   int64_t vocab_size = 128256;
   int64_t multiple_of = 256;  // FFN hidden size is rounded up to a multiple of this
   std::optional<double> ffn_dim_multiplier;
+  std::optional<int64_t> intermediate_size;  // explicit FFN hidden size (Hugging Face configs)
   double norm_eps = 1e-5;
   double rope_theta = 10000;
   std::optional<RopeScaling> rope_scaling = RopeScaling{};  // TorchTitan applies it to every flavor
   int64_t max_seq_len = 131072;  // RoPE table length; the trainer sets it to training.seq_len
   bool depth_init = true;        // output-projection init std shrinks with layer depth
+  bool tie_word_embeddings = false;  // Llama 3.2 style: the output projection is tok_embeddings
 
   int64_t kv_heads() const { return n_kv_heads.value_or(n_heads); }
   int64_t head_dim() const { return dim / n_heads; }
-  int64_t ffn_hidden_dim() const;  // int(2*4*dim/3), times the multiplier, rounded up to multiple_of
+  // intermediate_size if set, else int(2*4*dim/3), times the multiplier, rounded up to multiple_of
+  int64_t ffn_hidden_dim() const;
 
   // Throws std::invalid_argument naming the inconsistent field.
   void validate() const;

@@ -1,0 +1,143 @@
+#include "checkpoint/hf_checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+#include "checkpoint/hf_adapter.h"
+#include "checkpoint/safetensors.h"
+
+namespace titan::hf {
+namespace {
+
+namespace fs = std::filesystem;
+using Err = std::runtime_error;
+
+std::vector<std::string> weight_files(const std::string& dir) {
+  std::vector<std::string> files;
+  const fs::path index = fs::path(dir) / kIndexName;
+  if (fs::exists(index)) {
+    std::ifstream in(index);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      throw Err(index.string() + ": not valid JSON (" + e.what() + ")");
+    }
+    if (!j.contains("weight_map") || !j["weight_map"].is_object()) throw Err(index.string() + ": no weight_map");
+    std::set<std::string> unique;
+    for (const auto& [key, file] : j["weight_map"].items()) unique.insert(file.get<std::string>());
+    for (const auto& f : unique) files.push_back((fs::path(dir) / f).string());
+  } else if (fs::is_directory(dir)) {
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
+    std::sort(files.begin(), files.end());
+  }
+  if (files.empty()) throw Err("Hugging Face folder '" + dir + "' holds no .safetensors weights");
+  return files;
+}
+
+// Natural order for the files: embedding, layers by number, final norm, output.
+int64_t sort_rank(const std::string& native_key) {
+  if (native_key == "tok_embeddings.weight") return -1;
+  if (native_key.rfind("layers.", 0) == 0) return std::stoll(native_key.substr(7));
+  return 1LL << 40;
+}
+
+void write_json_atomically(const fs::path& path, const nlohmann::json& j) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << j.dump(2) << "\n";
+    if (!out.flush()) throw Err("cannot write " + tmp.string());
+  }
+  fs::rename(tmp, path);
+}
+
+}  // namespace
+
+bool is_hf_folder(const std::string& dir) { return fs::exists(fs::path(dir) / kIndexName); }
+
+void load_hf_model(const std::string& dir, std::vector<checkpoint::ShardedTensor>& targets, const llama3::ModelArgs& args) {
+  std::map<std::string, checkpoint::ShardedTensor*> by_key;
+  for (auto& t : targets) by_key[t.key] = &t;
+  std::set<std::string> loaded;
+  torch::NoGradGuard no_grad;
+  for (const auto& file : weight_files(dir)) {
+    const auto header = safetensors::read_header(file);
+    for (const auto& info : header.tensors) {
+      std::optional<std::string> native;
+      try {
+        native = to_native_key(info.name);
+      } catch (const std::exception& e) {
+        throw Err(file + ": " + e.what());
+      }
+      if (!native) continue;
+      auto it = by_key.find(*native);
+      if (it == by_key.end()) {
+        if (*native == "output.weight" && args.tie_word_embeddings) continue;  // a tied model's copy
+        throw Err(file + ": '" + info.name + "' has no place in this model (" + *native + ")");
+      }
+      auto& target = *it->second;
+      const auto global = target.global_shape.empty() ? target.local.sizes().vec() : target.global_shape;
+      if (info.shape != global)
+        throw Err(file + ": '" + info.name + "' has shape " + c10::str(c10::IntArrayRef(info.shape)) + ", the model expects " +
+                  c10::str(c10::IntArrayRef(global)));
+      auto w = safetensors::read_tensor(file, header, info);
+      if (auto heads = permute_heads(*native, args)) w = permute_from_hf(w, *heads);
+      auto src = w;
+      if (!target.offsets.empty())
+        for (size_t d = 0; d < global.size(); ++d) src = src.narrow(static_cast<int64_t>(d), target.offsets[d], target.local.size(d));
+      target.local.copy_(src);
+      loaded.insert(*native);
+    }
+  }
+  for (const auto& t : targets)
+    if (!loaded.count(t.key)) throw Err("Hugging Face folder '" + dir + "' has no '" + to_hf_key(t.key) + "'");
+}
+
+void save_hf_model(const std::string& dir, const std::vector<checkpoint::ShardedTensor>& tensors,
+                   const llama3::ModelArgs& args, torch::ScalarType dtype, int64_t max_shard_bytes,
+                   const std::optional<std::string>& assets_dir) {
+  fs::create_directories(dir);
+  fs::remove(fs::path(dir) / kIndexName);  // the folder looks complete only once the index is back
+  std::vector<const checkpoint::ShardedTensor*> order;
+  for (const auto& t : tensors) order.push_back(&t);
+  std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) { return sort_rank(a->key) < sort_rank(b->key); });
+
+  // Greedy shards in natural order.
+  std::vector<std::vector<std::pair<std::string, torch::Tensor>>> shards(1);
+  int64_t shard_bytes = 0, total = 0;
+  for (const auto* t : order) {
+    auto w = t->local.detach().to(torch::kCPU).to(dtype);
+    if (auto heads = permute_heads(t->key, args)) w = permute_to_hf(w, *heads);
+    w = w.contiguous();
+    const int64_t n = static_cast<int64_t>(w.nbytes());
+    if (shard_bytes > 0 && shard_bytes + n > max_shard_bytes) shards.emplace_back(), shard_bytes = 0;
+    shards.back().emplace_back(to_hf_key(t->key), w);
+    shard_bytes += n;
+    total += n;
+  }
+  nlohmann::json weight_map = nlohmann::json::object();
+  const size_t count = shards.size();
+  for (size_t i = 0; i < count; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", i + 1, count);
+    safetensors::write_file((fs::path(dir) / name).string(), shards[i], {{"format", "pt"}});
+    for (const auto& [key, w] : shards[i]) weight_map[key] = name;
+  }
+  write_json_atomically(fs::path(dir) / "config.json", config_from_model_args(args, dtype));
+  if (assets_dir) {
+    for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                          "generation_config.json"}) {
+      const fs::path src = fs::path(*assets_dir) / f;
+      if (fs::exists(src)) fs::copy_file(src, fs::path(dir) / f, fs::copy_options::overwrite_existing);
+    }
+  }
+  write_json_atomically(fs::path(dir) / kIndexName, {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}});
+}
+
+}  // namespace titan::hf

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Hugging Face interop: step-1 loss of HF weights equals an independent implementation of
+# LlamaForCausalLM (tests/reference/hf_llama_reference.py) to 1e-5; HF -> native -> HF is
+# bit-identical; TorchTitan's model_only_hf_checkpoint flow.
+source "$(dirname "$0")/lib.sh"
+./scripts/setup.sh && ./scripts/build.sh titan_train titan_sentencepiece titan_checkpoint_tool
+TOOL="${TITAN_BUILD_DIR:-$ROOT/build}/titan_checkpoint"
+
+for variant in scaled tied sharded; do
+  fix="$WORK/hf_$variant"
+  ref=$(/usr/bin/python3 tests/reference/hf_llama_reference.py "$fix" $variant)
+  expected=$(echo "$ref" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['loss'])")
+  wrong=$(echo "$ref" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['loss_without_permutation'])")
+  seq=$(echo "$ref" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['seq_len'])")
+  train "$WORK/$variant.log" --model.flavor from_hf --model.hf_assets_path "$fix" --checkpoint.enable \
+    --checkpoint.initial_load_in_hf --training.dataset_path "$fix/tokens.npy" --training.seq_len "$seq" \
+    --training.local_batch_size 1 --training.steps 1 --metrics.disable_color_printing --job.dump_folder "$WORK/run_$variant"
+  [[ $RC -eq 0 ]] || { cat "$WORK/$variant.log"; fail "$variant: run exited $RC"; }
+  got=$(losses "$WORK/$variant.log" | awk '$1 == 1 {print $2}')
+  echo "$variant: step-1 loss $got, reference $expected (a forgotten q/k permutation gives $wrong)"
+  awk -v a="$got" -v b="$expected" 'BEGIN {d = a - b; if (d < 0) d = -d; exit !(d <= 1e-5 + 5e-6)}' ||
+    fail "$variant: loss $got differs from the reference $expected"
+done
+
+# HF -> native -> HF: the same tensors, bit for bit, and a folder that loads again.
+"$TOOL" from-hf "$WORK/hf_sharded" "$WORK/native/step-0" >/dev/null
+"$TOOL" to-hf "$WORK/native/step-0" "$WORK/back" --max-shard-mb 0.1 >/dev/null
+/usr/bin/python3 - "$WORK/hf_sharded" "$WORK/back" <<'PY' || fail "round trip changed tensors"
+import json, os, struct, sys
+import torch
+def load(d):
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if not f.endswith(".safetensors"):
+            continue
+        raw = open(os.path.join(d, f), "rb").read()
+        n = struct.unpack("<Q", raw[:8])[0]
+        h = json.loads(raw[8:8 + n])
+        for k, v in h.items():
+            if k != "__metadata__" and "rotary_emb" not in k:
+                b, e = v["data_offsets"]
+                out[k] = torch.frombuffer(bytearray(raw[8 + n + b:8 + n + e]), dtype=torch.float32).reshape(v["shape"])
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert set(a) == set(b), set(a) ^ set(b)
+assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+index = json.load(open(os.path.join(sys.argv[2], "model.safetensors.index.json")))
+assert set(index["weight_map"]) == set(b) and index["metadata"]["total_size"] > 0
+assert len(set(index["weight_map"].values())) > 1, "expected several shards"
+print(f"round trip: {len(a)} tensors identical over {len(set(index['weight_map'].values()))} shards")
+PY
+cp "$WORK/hf_sharded/tokens.npy" "$WORK/back/"
+train "$WORK/back.log" --model.flavor from_hf --model.hf_assets_path "$WORK/back" --checkpoint.enable \
+  --checkpoint.initial_load_in_hf --training.dataset_path "$WORK/back/tokens.npy" --training.seq_len 48 \
+  --training.local_batch_size 1 --training.steps 1 --metrics.disable_color_printing --job.dump_folder "$WORK/run_back"
+[[ "$(losses "$WORK/back.log")" == "$(losses "$WORK/sharded.log")" ]] || fail "the round-tripped folder gives another loss"
+
+# model_only_hf_checkpoint: a run saves step-10 in HF layout; a new run starts from it.
+train "$WORK/save.log" "${SMALL[@]}" --training.steps 10 --checkpoint.enable --checkpoint.folder hf_checkpoint \
+  --checkpoint.last_save_model_only --checkpoint.last_save_in_hf --job.dump_folder "$WORK/flow"
+[[ $RC -eq 0 ]] || { cat "$WORK/save.log"; fail "HF save run exited $RC"; }
+step10="$WORK/flow/hf_checkpoint/step-10"
+for f in config.json model.safetensors.index.json model-00001-of-00001.safetensors tokenizer.model; do
+  [[ -f $step10/$f ]] || fail "step-10 lacks $f"
+done
+train "$WORK/load.log" "${SMALL[@]}" --training.steps 2 --checkpoint.enable --checkpoint.initial_load_path "$step10/" \
+  --checkpoint.initial_load_model_only --checkpoint.initial_load_in_hf --job.dump_folder "$WORK/flow2"
+[[ $RC -eq 0 ]] || { cat "$WORK/load.log"; fail "HF load run exited $RC"; }
+grep -q "loaded the model from Hugging Face folder" "$WORK/load.log" || fail "no HF load"
+# The same weights through the native path: a twin run saving natively, then a model-only load.
+train "$WORK/twin.log" "${SMALL[@]}" --training.steps 10 --checkpoint.enable --checkpoint.no-last_save_model_only \
+  --job.dump_folder "$WORK/twin"
+train "$WORK/native.log" "${SMALL[@]}" --training.steps 2 --checkpoint.enable \
+  --checkpoint.initial_load_path "$WORK/twin/checkpoint/step-10" --job.dump_folder "$WORK/twin2"
+[[ $RC -eq 0 ]] || { cat "$WORK/native.log"; fail "native load run exited $RC"; }
+first=$(losses "$WORK/save.log" | awk '$1 == 1 {print $2}')
+last=$(losses "$WORK/save.log" | awk '$1 == 10 {print $2}')
+again=$(losses "$WORK/load.log" | awk '$1 == 1 {print $2}')
+native=$(losses "$WORK/native.log" | awk '$1 == 1 {print $2}')
+echo "model_only_hf_checkpoint: fresh step 1 $first, step 10 $last; step 1 from the HF export $again, from native $native"
+[[ "$again" == "$native" ]] || fail "HF export and native checkpoint of the same weights give $again vs $native"
+awk -v a="$again" -v f="$first" 'BEGIN {exit !(a < f - 1.0)}' || fail "HF-loaded weights are not trained ($again vs fresh $first)"
+# Resuming from the HF export itself is a clear error.
+train "$WORK/resume.log" "${SMALL[@]}" --training.steps 12 --checkpoint.enable --checkpoint.folder hf_checkpoint \
+  --job.dump_folder "$WORK/flow"
+[[ $RC -ne 0 ]] && grep -q "is a Hugging Face model export" "$WORK/resume.log" || { cat "$WORK/resume.log"; fail "resume from HF"; }
+# A built-in flavor checks config.json.
+train "$WORK/mismatch.log" --checkpoint.enable --checkpoint.initial_load_in_hf --checkpoint.initial_load_path "$WORK/hf_scaled" \
+  --job.dump_folder "$WORK/mm"
+[[ $RC -ne 0 ]] && grep -q "config.json: hidden_size = 64.* but model.flavor has 256" "$WORK/mismatch.log" ||
+  { cat "$WORK/mismatch.log"; fail "flavor mismatch"; }
+echo "PASS"
