@@ -152,7 +152,7 @@ void CheckpointManager::purge(int64_t just_written) {
 }
 
 void CheckpointManager::save(int64_t step, bool last_step) {
-  if (!should_save(step, last_step)) return;
+  if (!should_save(step, last_step) || !options_.writer) return;
   wait();
   const auto start = std::chrono::steady_clock::now();
   if (last_step && options_.last_save_in_hf) {
@@ -183,6 +183,7 @@ void CheckpointManager::save(int64_t step, bool last_step) {
 }
 
 void CheckpointManager::save_seed() {
+  if (!options_.writer) return;
   write(snapshot(0, options_.last_save_model_only, /*stage_copies=*/false), /*purge_after=*/false);
 }
 

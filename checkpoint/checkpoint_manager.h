@@ -40,6 +40,7 @@ struct Options {
   std::string hf_assets_path;
   int64_t hf_max_shard_bytes = 5'000'000'000;
   llama3::ModelArgs model_args;  // for the q/k permutation and config.json
+  bool writer = true;            // false on ranks whose (replicated) state another rank writes
 };
 
 // One part of the training state, as TorchTitan's stateful objects: model, optimizer,

@@ -1,12 +1,19 @@
 // TorchTitan's log format: "[titan] 2026-01-01 12:00:00,123 - root - INFO - message".
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace titan {
 
 void log_info(const std::string& message);
 void log_warning(const std::string& message);
+// Errors are printed by every rank, on stderr, prefixed like the log lines.
+void log_error(const std::string& message);
+
+// With several ranks, lines get a "[rankN]: " prefix and only the ranks listed in LOG_RANK
+// (comma separated, default 0) print info and warnings, as torchrun's --local-ranks-filter.
+void configure_logging(int64_t rank, int64_t world_size);
 
 // Colours for the metrics line; empty strings when disabled or when stdout is not a terminal.
 struct Colors {

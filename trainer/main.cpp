@@ -6,6 +6,7 @@
 
 #include "trainer/config_manager.h"
 #include "parallel/logging.h"
+#include "parallel/parallel_dims.h"
 #include "trainer/trainer.h"
 
 namespace {
@@ -27,6 +28,8 @@ int main(int argc, char** argv) {
       std::printf("%s", titan::config_help_text().c_str());
       return 0;
     }
+    const auto env = titan::RankEnv::from_environment();
+    titan::configure_logging(env.rank, env.world_size);
     titan::JobConfig config = titan::parse_job_config(args);
     for (const auto& w : titan::validate_job_config(config)) titan::log_warning(w);
     std::signal(SIGINT, on_sigint);
@@ -39,9 +42,9 @@ int main(int argc, char** argv) {
     }
     return trainer.train() ? 0 : 130;
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "error: %s\n", first_line(e.what_without_backtrace()).c_str());
+    titan::log_error(first_line(e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", first_line(e.what()).c_str());
+    titan::log_error(first_line(e.what()));
   }
   return 1;
 }

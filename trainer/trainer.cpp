@@ -79,8 +79,14 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   dims_ = ParallelDims::build(par.data_parallel_replicate_degree, par.data_parallel_shard_degree, par.context_parallel_degree,
                               par.tensor_parallel_degree, par.pipeline_parallel_degree, par.expert_parallel_degree,
                               par.expert_tensor_parallel_degree, env_.world_size);
-  if (dims_.any_parallelism())
-    throw Err("parallelism: " + dims_.describe() + ": multi-rank training is not supported yet (run with NGPU=1)");
+  if (dims_.any_parallelism()) {
+    // Data parallelism by replication (DDP) is built; sharding and the model parallelisms are not yet.
+    if (dims_.dp_shard != 1 || dims_.cp != 1 || dims_.tp != 1 || dims_.pp != 1)
+      throw Err("parallelism: " + dims_.describe() + ": only DDP is supported yet across ranks " +
+                "(--parallelism.data_parallel_replicate_degree " + std::to_string(env_.world_size) +
+                " --parallelism.data_parallel_shard_degree 1)");
+    comm_ = std::make_unique<Collectives>(env_, std::chrono::seconds(config_.comm.init_timeout_seconds));
+  }
 
   torch::set_num_threads(static_cast<int>(intra_op_threads(env_.local_world_size)));
   if (torch::cuda::is_available()) device_ = torch::Device(torch::kCUDA, static_cast<int>(env_.local_rank));
@@ -91,8 +97,8 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   // Effective config, before anything slow can fail.
   fs::create_directories(config_.job.dump_folder);
   const fs::path config_out = fs::path(config_.job.dump_folder) / config_.job.save_config_file.value_or("config.toml");
-  std::ofstream(config_out) << config_to_toml(config_);
-  if (config_.job.print_config) std::printf("%s", config_to_toml(config_).c_str());
+  if (env_.rank == 0) std::ofstream(config_out) << config_to_toml(config_);
+  if (config_.job.print_config && env_.rank == 0) std::printf("%s", config_to_toml(config_).c_str());
 
   // Model arguments; the RoPE table spans training.seq_len as in TorchTitan.
   if (config_.model.name != "llama3") throw Err("model.name '" + config_.model.name + "' is not supported (valid: llama3)");
@@ -141,6 +147,10 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   }
   torch::manual_seed(static_cast<uint64_t>(seed));
   model_->init_weights();
+  if (comm_) {  // every replica starts from rank 0's weights, whatever each rank's seed
+    auto params = model_->parameters();
+    comm_->broadcast(params, 0);
+  }
   model_->to(device_, dtype_);
   model_->train();
   const int64_t checkpointed = llama3::apply_activation_checkpointing(model_, config_.activation_checkpoint.mode,
@@ -173,6 +183,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   options.hf_assets_path = config_.model.hf_assets_path;
   options.hf_max_shard_bytes = ck.hf_max_shard_size_mb * 1'000'000;
   options.model_args = model_args_;
+  options.writer = env_.rank == 0;  // DDP replicas hold the same state: rank 0 writes it
   const nlohmann::json info = {{"world_size", env_.world_size}, {"parallelism", dims_.describe()},
                                {"model", config_.model.name + " " + config_.model.flavor}, {"config", config_to_toml(config_)},
                                {"hf_config", hf::config_from_model_args(model_args_, dtype_)}};
@@ -287,7 +298,9 @@ Trainer::StepResult Trainer::train_step() {
   // Normalise by the valid tokens of the whole global batch, counted before any microbatch runs.
   int64_t valid = 0;
   for (const auto& b : micro) valid += b.labels.ne(-100).sum().item<int64_t>();
-  const double global_valid = static_cast<double>(std::max<int64_t>(valid, 1));
+  double global_valid = static_cast<double>(valid);
+  if (comm_) global_valid = comm_->all_reduce_sum(global_valid);  // across the data-parallel ranks
+  global_valid = std::max(global_valid, 1.0);
 
   auto loss_total = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
   for (const auto& b : micro) {
@@ -301,10 +314,13 @@ Trainer::StepResult Trainer::train_step() {
   }
   std::vector<torch::Tensor> params;
   for (const auto& [name, p] : optimizer_->params()) params.push_back(p);
+  if (comm_) all_reduce_gradients(params, *comm_);  // sums: the loss is already divided globally
   const double grad_norm = clip_grad_norm_(params, config_.training.max_norm);
   optimizer_->step(lr_scheduler_->lr());
   lr_scheduler_->step();
-  return {loss_total.item<double>(), grad_norm, tokens};
+  double loss = loss_total.item<double>();
+  if (comm_) loss = comm_->all_reduce_sum(loss);  // the global mean over valid tokens
+  return {loss, grad_norm, tokens};
 }
 
 bool Trainer::train() {
@@ -318,6 +334,7 @@ bool Trainer::train() {
     state_.ntokens_seen += r.tokens;
     tokens_since_log += r.tokens;
     if (!std::isfinite(r.loss)) log_warning("step " + std::to_string(state_.step) + ": loss is not finite");
+    if (comm_ && state_.step == 1) comm_->set_timeout(std::chrono::seconds(config_.comm.train_timeout_seconds));
 
     if (state_.step == 1 || state_.step % config_.metrics.log_freq == 0) {
       const auto now = std::chrono::steady_clock::now();

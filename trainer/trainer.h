@@ -9,6 +9,7 @@
 
 #include "checkpoint/checkpoint_manager.h"
 #include "models/llama3/model.h"
+#include "parallel/collectives.h"
 #include "parallel/parallel_dims.h"
 #include "trainer/dataloader.h"
 #include "trainer/job_config.h"
@@ -52,6 +53,7 @@ class Trainer {
   JobConfig config_;
   ParallelDims dims_;
   RankEnv env_;
+  std::unique_ptr<Collectives> comm_;  // set when world_size > 1
   torch::Device device_{torch::kCPU};
   torch::ScalarType dtype_ = torch::kFloat32;
   std::unique_ptr<Tokenizer> tokenizer_;

@@ -36,7 +36,6 @@ expect_error "is empty (no documents)" --training.dataset_path "$WORK/empty.txt"
 expect_error "training.dataset 'c4' is not a bundled dataset" --training.dataset c4
 expect_error "compile.enable = true: not supported yet" --compile.enable
 expect_error "so data_parallel_shard_degree = -1 cannot take the leftover ranks" --parallelism.tensor_parallel_degree 2
-NGPU=2 expect_error "NGPU=2: multi-rank launch is not supported yet" --training.steps 1
 expect_error "checkpoint.keep_latest_k must be 0 (keep all) or >= 2, got 1" --checkpoint.keep_latest_k 1
 # A tokenizer larger than the flavor's vocabulary.
 mkdir -p "$WORK/tok"
