@@ -8,6 +8,7 @@ cd "$ROOT"
 PACKAGES=(
   g++ cmake make pkg-config
   libtorch-dev libgloo-dev libopenblas0-pthread   # libtorch 1.13 CPU; without OpenBLAS fp32 matmul is ~30x slower
+  libtcmalloc-minimal4                             # allocator for titan_train (+40% tokens/s here)
   libtomlplusplus-dev nlohmann-json3-dev zlib1g-dev libgtest-dev
   libsentencepiece-dev sentencepiece               # tokenizer library and spm_train
   r-base-core r-cran-janeaustenr                   # the bundled corpus

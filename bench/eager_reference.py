@@ -1,0 +1,72 @@
+#!/usr/bin/python3
+"""The eager-PyTorch opponent of the training benchmark: the same Llama 3 (TorchTitan layout and
+init, from tests/reference/llama3_reference.py), AdamW, LR schedule, batch, sequence length, data
+and thread count as titan_train, in idiomatic eager PyTorch on Debian's python3-torch (the same
+libtorch underneath). Prints one JSON line: tokens/s over the timed steps and peak RSS.
+
+Usage: eager_reference.py CONFIG_JSON TOKENS_NPY --batch B --seq T --steps N --warmup W --threads K
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "reference"))
+import llama3_reference as ref  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("config")
+    p.add_argument("tokens")
+    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--seq", type=int, required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, required=True)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    hf = json.load(open(a.config))
+    c = dict(dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
+             n_kv_heads=hf["num_key_value_heads"], vocab_size=hf["vocab_size"], multiple_of=1, norm_eps=hf["rms_norm_eps"],
+             rope_theta=hf["rope_theta"], seq_len=a.seq)
+    ref.ffn_hidden = lambda dim, multiple_of: hf["intermediate_size"]  # the config's FFN size, as titan_train reads it
+    model = ref.Llama(c)
+    torch.manual_seed(0)
+    model.init_weights()
+    opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 2))
+    data = np.load(a.tokens).astype(np.int64)
+    window = a.seq + 1
+    pos = 0
+    timed_tokens, t0 = 0, None
+    for step in range(1, a.steps + 1):
+        if step == a.warmup + 1:
+            t0 = time.perf_counter()
+        rows = []
+        for _ in range(a.batch):
+            rows.append(data[pos:pos + window])
+            pos += window
+        batch = torch.from_numpy(np.stack(rows))
+        opt.zero_grad(set_to_none=True)
+        logits = model(batch[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="sum") / batch[:, 1:].numel()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step > a.warmup:
+            timed_tokens += batch[:, 1:].numel()
+    seconds = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"tps": timed_tokens / seconds, "peak_rss_gib": rss / 2**30, "last_loss": loss.item()}))
+
+
+if __name__ == "__main__":
+    main()

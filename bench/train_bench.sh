@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Training throughput: titan_train against the eager-PyTorch reference (bench/eager_reference.py)
+# on the same model, data, batch, sequence length and threads, alternating A B A B after a
+# warm-up. Prints tokens/s of each, the ratio per pair and its median, peak memory, and our MFU
+# against the GEMM peak our start-up probe measures in the same run.
+# Usage: bench/train_bench.sh [debug|mid] [ROUNDS]      (fp32; 2 threads = the machine's cores)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MODEL="${1:-debug}"
+ROUNDS="${2:-3}"
+"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/build.sh" titan_train titan_sentencepiece
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+THREADS=$(nproc)
+# The same OpenMP setting for both programs (run_train.sh sets it for the trainer).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+case "$MODEL" in
+  debug) DIM=256 LAYERS=6 HEADS=16 KV=16 FFN=768 VOCAB=2048 SEQ=256 BATCH=8 STEPS=6 ;;
+  mid) DIM=1024 LAYERS=8 HEADS=16 KV=8 FFN=2816 VOCAB=32000 SEQ=1024 BATCH=1 STEPS=4 ;;
+  *) echo "usage: $0 [debug|mid] [ROUNDS]" >&2; exit 2 ;;
+esac
+mkdir -p "$WORK/model"
+cat >"$WORK/model/config.json" <<JSON
+{"hidden_size": $DIM, "num_hidden_layers": $LAYERS, "num_attention_heads": $HEADS, "num_key_value_heads": $KV,
+ "intermediate_size": $FFN, "vocab_size": $VOCAB, "rope_theta": 500000.0, "rms_norm_eps": 1e-5,
+ "max_position_embeddings": 131072, "tie_word_embeddings": false,
+ "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 8192}}
+JSON
+/usr/bin/python3 -c "import numpy as np; np.save('$WORK/tokens.npy', np.random.default_rng(0).integers(0, $VOCAB, 4000000).astype(np.int32))"
+
+ours() {
+  OMP_NUM_THREADS=$THREADS "${TITAN_BUILD_DIR:-$ROOT/build}/titan_train" --job.config_file "$ROOT/configs/debug_model.toml" \
+    --model.flavor from_hf --model.hf_assets_path "$WORK/model" --training.dataset_path "$WORK/tokens.npy" \
+    --training.seq_len $SEQ --training.local_batch_size $BATCH --training.steps $STEPS --metrics.log_freq 1 \
+    --activation_checkpoint.mode none --metrics.disable_color_printing --job.dump_folder "$WORK/out" >"$WORK/ours.log" 2>&1
+  # tokens/s over steps 2..N (step 1 is the warm-up), peak RSS, MFU of the last step, measured peak
+  sed -nE 's/.*step: *([0-9]+) .*memory: +([0-9.]+)GiB.*tps: ([0-9,]+) .*mfu: ([0-9.]+)%.*/\1 \2 \3 \4/p' "$WORK/ours.log" |
+    tr -d , | awk '$1 > 1 {s += 1 / $3; n++; m = $2; mfu = $4} END {printf "%.1f %.2f %.1f", n / s, m, mfu}'
+}
+theirs() {
+  /usr/bin/python3 "$ROOT/bench/eager_reference.py" "$WORK/model/config.json" "$WORK/tokens.npy" --batch $BATCH \
+    --seq $SEQ --steps $STEPS --warmup 1 --threads $THREADS |
+    /usr/bin/python3 -c "import json, sys; d = json.load(sys.stdin); print('%.1f %.2f' % (d['tps'], d['peak_rss_gib']))"
+}
+
+echo "model $MODEL: dim $DIM, $LAYERS layers, $HEADS heads ($KV kv), ffn $FFN, vocab $VOCAB, seq $SEQ, batch $BATCH, fp32, $THREADS threads"
+ours >/dev/null; theirs >/dev/null  # warm-up round (page cache, allocator)
+ratios=()
+for ((r = 1; r <= ROUNDS; r++)); do
+  read -r our_tps our_mem our_mfu <<<"$(ours)"
+  read -r ref_tps ref_mem <<<"$(theirs)"
+  ratio=$(awk -v a="$our_tps" -v b="$ref_tps" 'BEGIN {printf "%.3f", a / b}')
+  ratios+=("$ratio")
+  echo "round $r: titan.cpp $our_tps tok/s (peak $our_mem GiB, mfu $our_mfu%)  eager $ref_tps tok/s (peak $ref_mem GiB)  ratio $ratio"
+done
+peak=$(grep -m1 "Peak FLOPS" "$WORK/ours.log" | sed -E 's/.*MFU: ([0-9.e+]+).*/\1/')
+median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')
+echo "median ratio titan.cpp / eager: $median   (GEMM peak measured by titan_train: $peak FLOP/s)"
