@@ -184,12 +184,13 @@ void load_tensors(const std::string& dir, const Manifest& manifest, std::vector<
       }
       if (empty && !global.empty()) continue;
       const std::string path = (std::filesystem::path(dir) / c.file).string();
-      safetensors::TensorInfo info{target.key, dtype, c.sizes, 0, c.end - c.begin};
-      safetensors::Header at_begin;
-      at_begin.data_start = c.begin;
+      int64_t numel = 1;
+      for (auto n : c.sizes) numel *= n;
+      if (c.end - c.begin != numel * static_cast<int64_t>(c10::elementSize(dtype)))
+        throw Err("checkpoint " + dir + ": the byte range of '" + target.key + "' in " + c.file + " does not match its sizes");
       torch::Tensor data;
       try {
-        data = safetensors::read_tensor(path, at_begin, info);
+        data = safetensors::read_range(path, c.begin, dtype, c.sizes);
       } catch (const std::exception& e) {
         throw Err("checkpoint tensor '" + target.key + "': " + e.what());
       }

@@ -174,13 +174,16 @@ Header read_header(const std::string& path) {
   return h;
 }
 
-torch::Tensor read_tensor(const std::string& path, const Header& header, const TensorInfo& info) {
-  auto t = torch::empty(info.shape, torch::TensorOptions().dtype(info.dtype));
+torch::Tensor read_range(const std::string& path, int64_t begin, torch::ScalarType dtype, const std::vector<int64_t>& shape) {
+  auto t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
   Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (f.fd < 0) throw Err("cannot open " + path + ": " + std::strerror(errno));
-  read_all(f.fd, static_cast<char*>(t.data_ptr()), static_cast<size_t>(info.end - info.begin), header.data_start + info.begin,
-           path);
+  read_all(f.fd, static_cast<char*>(t.data_ptr()), t.nbytes(), begin, path);
   return t;
+}
+
+torch::Tensor read_tensor(const std::string& path, const Header& header, const TensorInfo& info) {
+  return read_range(path, header.data_start + info.begin, info.dtype, info.shape);
 }
 
 }  // namespace titan::safetensors

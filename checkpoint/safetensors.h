@@ -41,6 +41,8 @@ Header read_header(const std::string& path);
 
 // Reads one tensor's bytes straight into a new CPU tensor (one read, no intermediate buffer).
 torch::Tensor read_tensor(const std::string& path, const Header& header, const TensorInfo& info);
+// The same for bytes [begin, begin + numel * element size) of any file.
+torch::Tensor read_range(const std::string& path, int64_t begin, torch::ScalarType dtype, const std::vector<int64_t>& shape);
 
 uint32_t crc32_of(const torch::Tensor& contiguous_cpu);
 
