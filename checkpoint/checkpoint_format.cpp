@@ -67,14 +67,12 @@ std::map<std::string, TensorEntry> write_shard(const std::string& dir, const std
   std::vector<std::pair<std::string, torch::Tensor>> named;
   named.reserve(tensors.size());
   for (const auto& t : tensors) named.emplace_back(t.key, t.local);
-  std::vector<uint32_t> crcs;
-  safetensors::write_file((folder / file).string(), named, {{"format", "pt"}}, &crcs);
-  const auto header = safetensors::read_header((folder / file).string());
+  const auto header = safetensors::write_file((folder / file).string(), named, {{"format", "pt"}});
 
   std::map<std::string, TensorEntry> entries;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const auto& t = tensors[i];
-    const auto* info = header.find(t.key);
+    const auto& info = header.tensors[i];
     auto& entry = entries[t.key];
     entry.dtype = safetensors::dtype_name(t.local.scalar_type());
     entry.shape = or_default(t.global_shape, t.local.sizes().vec());
@@ -82,9 +80,9 @@ std::map<std::string, TensorEntry> write_shard(const std::string& dir, const std
     c.file = file;
     c.sizes = t.local.sizes().vec();
     c.offsets = or_default(t.offsets, std::vector<int64_t>(c.sizes.size(), 0));
-    c.begin = header.data_start + info->begin;
-    c.end = header.data_start + info->end;
-    c.crc32 = crcs[i];
+    c.begin = header.data_start + info.begin;
+    c.end = header.data_start + info.end;
+    c.crc32 = info.crc32;
     entry.chunks.push_back(c);
   }
   return entries;

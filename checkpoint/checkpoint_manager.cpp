@@ -15,6 +15,12 @@ namespace {
 namespace fs = std::filesystem;
 using Err = std::runtime_error;
 
+std::string seconds_since(std::chrono::steady_clock::time_point start) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.3f s", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  return buf;
+}
+
 const std::vector<std::string>& part_names() {
   static const std::vector<std::string> names = {"model", "optimizer", "lr_scheduler", "dataloader", "train_state"};
   return names;
@@ -166,19 +172,17 @@ void CheckpointManager::save(int64_t step, bool last_step) {
   if (last_step) {
     write(snapshot(step, options_.last_save_model_only, /*stage_copies=*/false), /*purge_after=*/true);
     log_info("Saved " + std::string(options_.last_save_model_only ? "model-only " : "") + "checkpoint " + step_dir(step) +
-             " in " + std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()) + " s");
+             " in " + seconds_since(start));
     return;
   }
   if (options_.async_mode == "disabled") {
     write(snapshot(step, false, false), /*purge_after=*/true);
-    log_info("Saved checkpoint " + step_dir(step) + " in " +
-             std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()) + " s");
+    log_info("Saved checkpoint " + step_dir(step) + " in " + seconds_since(start));
     return;
   }
   auto snap = std::make_shared<Snapshot>(snapshot(step, false, /*stage_copies=*/true));
-  log_info("Staged checkpoint step-" + std::to_string(step) + " in " +
-           std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()) +
-           " s; writing it in the background (" + options_.async_mode + ")");
+  log_info("Staged checkpoint step-" + std::to_string(step) + " in " + seconds_since(start) +
+           "; writing it in the background (" + options_.async_mode + ")");
   in_flight_ = std::async(std::launch::async, [this, snap] { write(*snap, /*purge_after=*/true); });
 }
 

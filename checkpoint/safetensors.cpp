@@ -78,8 +78,10 @@ uint32_t crc32_of(const torch::Tensor& t) {
   return static_cast<uint32_t>(crc32_z(0, static_cast<const Bytef*>(t.data_ptr()), static_cast<z_size_t>(t.nbytes())));
 }
 
-void write_file(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                const std::map<std::string, std::string>& metadata, std::vector<uint32_t>* crc32s) {
+Header write_file(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                  const std::map<std::string, std::string>& metadata) {
+  Header written;
+  written.metadata = metadata;
   std::vector<torch::Tensor> data;
   data.reserve(tensors.size());
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
@@ -89,6 +91,7 @@ void write_file(const std::string& path, const std::vector<std::pair<std::string
     auto t = tensor.detach().to(torch::kCPU).contiguous();
     const int64_t n = static_cast<int64_t>(t.nbytes());
     header[name] = {{"dtype", dtype_name(t.scalar_type())}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + n}}};
+    written.tensors.push_back({name, t.scalar_type(), t.sizes().vec(), offset, offset + n, crc32_of(t)});
     offset += n;
     data.push_back(t);
   }
@@ -101,12 +104,10 @@ void write_file(const std::string& path, const std::vector<std::pair<std::string
   for (int i = 0; i < 8; ++i) len_le[i] = static_cast<char>((len >> (8 * i)) & 0xff);
   write_all(f.fd, len_le, 8, path);
   write_all(f.fd, text.data(), text.size(), path);
-  if (crc32s) crc32s->clear();
-  for (const auto& t : data) {
-    write_all(f.fd, static_cast<const char*>(t.data_ptr()), t.nbytes(), path);
-    if (crc32s) crc32s->push_back(crc32_of(t));
-  }
+  for (const auto& t : data) write_all(f.fd, static_cast<const char*>(t.data_ptr()), t.nbytes(), path);
   if (::fsync(f.fd) != 0) throw Err("cannot fsync " + path + ": " + std::strerror(errno));
+  written.data_start = 8 + static_cast<int64_t>(text.size());
+  return written;
 }
 
 Header read_header(const std::string& path) {

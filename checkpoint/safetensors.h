@@ -17,6 +17,7 @@ struct TensorInfo {
   torch::ScalarType dtype;
   std::vector<int64_t> shape;
   int64_t begin = 0, end = 0;  // byte range, relative to the start of the data section
+  uint32_t crc32 = 0;          // of the bytes; filled by write_file only
 };
 
 struct Header {
@@ -30,10 +31,10 @@ struct Header {
 std::string dtype_name(torch::ScalarType dtype);
 torch::ScalarType dtype_from_name(const std::string& name, const std::string& where);
 
-// Writes tensors (moved to CPU and made contiguous as needed) in the given order and fsyncs the
-// file. `crc32s`, when given, receives the CRC-32 of each tensor's bytes.
-void write_file(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                const std::map<std::string, std::string>& metadata, std::vector<uint32_t>* crc32s = nullptr);
+// Writes tensors (moved to CPU and made contiguous as needed) in the given order, fsyncs the
+// file, and returns the header it wrote, with each tensor's CRC-32.
+Header write_file(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                  const std::map<std::string, std::string>& metadata);
 
 // Parses and checks the header: JSON shape, dtypes, sizes matching shapes, offsets in range and
 // not overlapping. Throws std::runtime_error naming the file.

@@ -14,6 +14,7 @@
 #include "checkpoint/checkpoint_format.h"
 #include "checkpoint/hf_adapter.h"
 #include "checkpoint/hf_checkpoint.h"
+#include "models/llama3/model.h"
 #include "checkpoint/safetensors.h"
 
 namespace {
@@ -62,26 +63,13 @@ void to_torch(const std::string& dir, const std::string& out) {
 
 void from_hf(const std::string& hf_dir, const std::string& out) {
   const auto args = titan::hf::model_args_from_config((std::filesystem::path(hf_dir) / "config.json").string());
+  // The model knows its parameter names and shapes; its default init is overwritten by the load.
+  titan::llama3::ModelArgs shape_args = args;
+  shape_args.max_seq_len = 1;  // no long RoPE tables: they are never saved
+  titan::llama3::Transformer model(shape_args);
   std::vector<titan::checkpoint::ShardedTensor> targets;
-  const int64_t dim = args.dim, hd = args.head_dim(), hidden = args.ffn_hidden_dim();
-  auto add = [&](const std::string& key, std::vector<int64_t> shape) {
-    targets.push_back(titan::checkpoint::ShardedTensor::whole(key, torch::empty(shape)));
-  };
-  add("tok_embeddings.weight", {args.vocab_size, dim});
-  for (int64_t i = 0; i < args.n_layers; ++i) {
-    const std::string p = "layers." + std::to_string(i) + ".";
-    add(p + "attention.wq.weight", {args.n_heads * hd, dim});
-    add(p + "attention.wk.weight", {args.kv_heads() * hd, dim});
-    add(p + "attention.wv.weight", {args.kv_heads() * hd, dim});
-    add(p + "attention.wo.weight", {dim, args.n_heads * hd});
-    add(p + "feed_forward.w1.weight", {hidden, dim});
-    add(p + "feed_forward.w2.weight", {dim, hidden});
-    add(p + "feed_forward.w3.weight", {hidden, dim});
-    add(p + "attention_norm.weight", {dim});
-    add(p + "ffn_norm.weight", {dim});
-  }
-  add("norm.weight", {dim});
-  if (!args.tie_word_embeddings) add("output.weight", {args.vocab_size, dim});
+  for (const auto& p : model->named_parameters())
+    targets.push_back(titan::checkpoint::ShardedTensor::whole(p.key(), p.value().detach()));
   titan::hf::load_hf_model(hf_dir, targets, args);
   titan::checkpoint::Manifest m;
   m.step = 0;

@@ -6,7 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PACKAGES=(
-  g++ cmake make pkg-config
+  g++ cmake make pkg-config procps                # procps: pgrep in the DDP test
   libtorch-dev libgloo-dev libopenblas0-pthread   # libtorch 1.13 CPU; without OpenBLAS fp32 matmul is ~30x slower
   libtcmalloc-minimal4                             # allocator for titan_train (+40% tokens/s here)
   libtomlplusplus-dev nlohmann-json3-dev zlib1g-dev libgtest-dev

@@ -73,13 +73,14 @@ TEST(Safetensors, RoundTripsEveryTrainingDtype) {
   std::vector<std::pair<std::string, torch::Tensor>> tensors = {
       {"f32", torch::randn({4, 5})}, {"bf16", torch::randn({3}).to(torch::kBFloat16)},
       {"f16", torch::randn({2, 2}).to(torch::kFloat16)}, {"step", torch::tensor(3.0f)}, {"rng", torch::arange(10).to(torch::kUInt8)}};
-  std::vector<uint32_t> crcs;
-  write_file(path, tensors, {}, &crcs);
+  const Header written = write_file(path, tensors, {});
   auto h = read_header(path);
+  EXPECT_EQ(written.data_start, h.data_start);
   for (size_t i = 0; i < tensors.size(); ++i) {
     auto t = read_tensor(path, h, *h.find(tensors[i].first));
     EXPECT_TRUE(torch::equal(t, tensors[i].second)) << tensors[i].first;
-    EXPECT_EQ(crc32_of(t), crcs[i]);
+    EXPECT_EQ(crc32_of(t), written.tensors[i].crc32);
+    EXPECT_EQ(written.tensors[i].begin, h.find(tensors[i].first)->begin);
   }
 }
 
