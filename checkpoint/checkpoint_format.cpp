@@ -38,19 +38,46 @@ void maybe_delay_before_manifest() {
 }
 
 nlohmann::json to_json(const Manifest& m) {
+  return {{"format", "titan.cpp checkpoint"}, {"version", 1},  {"step", m.step},
+          {"model_only", m.model_only},       {"state", m.state}, {"info", m.info},
+          {"tensors", entries_to_json(m.tensors)}};
+}
+
+}  // namespace
+
+nlohmann::json entries_to_json(const std::map<std::string, TensorEntry>& entries) {
   nlohmann::json tensors = nlohmann::json::object();
-  for (const auto& [key, e] : m.tensors) {
+  for (const auto& [key, e] : entries) {
     nlohmann::json chunks = nlohmann::json::array();
     for (const auto& c : e.chunks)
       chunks.push_back({{"file", c.file}, {"offsets", c.offsets}, {"sizes", c.sizes}, {"byte_range", {c.begin, c.end}},
                         {"crc32", c.crc32}});
     tensors[key] = {{"dtype", e.dtype}, {"shape", e.shape}, {"chunks", chunks}};
   }
-  return {{"format", "titan.cpp checkpoint"}, {"version", 1},      {"step", m.step}, {"model_only", m.model_only},
-          {"state", m.state},                 {"info", m.info},     {"tensors", tensors}};
+  return tensors;
 }
 
-}  // namespace
+std::map<std::string, TensorEntry> entries_from_json(const nlohmann::json& tensors) {
+  std::map<std::string, TensorEntry> out;
+  for (const auto& [key, e] : tensors.items()) {
+    TensorEntry entry;
+    entry.dtype = e.at("dtype").get<std::string>();
+    entry.shape = e.at("shape").get<std::vector<int64_t>>();
+    for (const auto& c : e.at("chunks")) {
+      Chunk chunk;
+      chunk.file = c.at("file").get<std::string>();
+      chunk.offsets = c.at("offsets").get<std::vector<int64_t>>();
+      chunk.sizes = c.at("sizes").get<std::vector<int64_t>>();
+      chunk.begin = c.at("byte_range").at(0).get<int64_t>();
+      chunk.end = c.at("byte_range").at(1).get<int64_t>();
+      chunk.crc32 = c.at("crc32").get<uint32_t>();
+      if (chunk.file.find('/') != std::string::npos) throw Err("chunk file '" + chunk.file + "' is not in the folder");
+      entry.chunks.push_back(std::move(chunk));
+    }
+    out[key] = std::move(entry);
+  }
+  return out;
+}
 
 bool is_complete(const std::string& dir) { return fs::exists(fs::path(dir) / kManifestName); }
 
@@ -63,6 +90,7 @@ std::map<std::string, TensorEntry> write_shard(const std::string& dir, const std
     fs::remove(manifest_path);
     fsync_path(dir, O_RDONLY | O_DIRECTORY);
   }
+  if (tensors.empty()) return {};  // a replica whose pieces another rank saves writes no file
   const std::string file = "__" + std::to_string(rank) + "_0.safetensors";
   std::vector<std::pair<std::string, torch::Tensor>> named;
   named.reserve(tensors.size());
@@ -132,23 +160,7 @@ Manifest read_manifest(const std::string& dir) {
     m.model_only = j.at("model_only").get<bool>();
     m.state = j.at("state");
     m.info = j.value("info", nlohmann::json::object());
-    for (const auto& [key, e] : j.at("tensors").items()) {
-      TensorEntry entry;
-      entry.dtype = e.at("dtype").get<std::string>();
-      entry.shape = e.at("shape").get<std::vector<int64_t>>();
-      for (const auto& c : e.at("chunks")) {
-        Chunk chunk;
-        chunk.file = c.at("file").get<std::string>();
-        chunk.offsets = c.at("offsets").get<std::vector<int64_t>>();
-        chunk.sizes = c.at("sizes").get<std::vector<int64_t>>();
-        chunk.begin = c.at("byte_range").at(0).get<int64_t>();
-        chunk.end = c.at("byte_range").at(1).get<int64_t>();
-        chunk.crc32 = c.at("crc32").get<uint32_t>();
-        if (chunk.file.find('/') != std::string::npos) throw Err("chunk file '" + chunk.file + "' is not in the folder");
-        entry.chunks.push_back(std::move(chunk));
-      }
-      m.tensors[key] = std::move(entry);
-    }
+    m.tensors = entries_from_json(j.at("tensors"));
     return m;
   } catch (const nlohmann::json::exception& e) {
     throw Err(path.string() + ": malformed manifest (" + e.what() + ")");

@@ -21,8 +21,9 @@ struct ShardedTensor {
   torch::Tensor local;                // the piece this rank holds; any device
   std::vector<int64_t> global_shape;  // empty = local.sizes() (unsharded)
   std::vector<int64_t> offsets;       // of `local` in the global tensor; empty = zeros
+  bool save_here = true;              // false where another rank saves the same piece (replicas)
 
-  static ShardedTensor whole(std::string key, torch::Tensor t) { return {std::move(key), std::move(t), {}, {}}; }
+  static ShardedTensor whole(std::string key, torch::Tensor t) { return {std::move(key), std::move(t), {}, {}, true}; }
 };
 
 struct Chunk {
@@ -53,6 +54,10 @@ std::map<std::string, TensorEntry> write_shard(const std::string& dir, const std
 
 // Adds `entries` (e.g. gathered from every rank) to the manifest's chunks.
 void merge_entries(Manifest& manifest, const std::map<std::string, TensorEntry>& entries);
+
+// The manifest's "tensors" object, also how ranks send their entries to the manifest writer.
+nlohmann::json entries_to_json(const std::map<std::string, TensorEntry>& entries);
+std::map<std::string, TensorEntry> entries_from_json(const nlohmann::json& tensors);  // throws on bad fields
 
 // Writes the manifest last: .metadata.tmp, fsync, rename, fsync of the folder.
 void write_manifest(const std::string& dir, const Manifest& manifest);

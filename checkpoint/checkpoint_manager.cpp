@@ -113,6 +113,7 @@ CheckpointManager::Snapshot CheckpointManager::snapshot(int64_t step, bool model
   for (const auto& c : components_) {
     if (model_only && c.name != "model") continue;
     for (auto t : c.tensors()) {
+      if (!t.save_here) continue;
       if (model_only && options_.export_dtype != t.local.scalar_type()) t.local = t.local.to(options_.export_dtype);
       if (stage_copies) {
         // Copies to host now: training may change the live tensors while the writer runs.
@@ -136,7 +137,27 @@ CheckpointManager::Snapshot CheckpointManager::snapshot(int64_t step, bool model
 }
 
 void CheckpointManager::write(const Snapshot& s, bool purge_after) {
-  write_checkpoint(step_dir(s.step), s.tensors, s.manifest);
+  const std::string dir = step_dir(s.step);
+  if (!options_.comm) {
+    write_checkpoint(dir, s.tensors, s.manifest);
+    if (purge_after) purge(s.step);
+    return;
+  }
+  Collectives& comm = *options_.comm;
+  auto entries = write_shard(dir, s.tensors, comm.rank());  // fsynced before rank 0 hears of it
+  const std::string key = "checkpoint/step-" + std::to_string(s.step) + "/rank-";
+  if (comm.rank() != 0) {
+    comm.store_set(key + std::to_string(comm.rank()), entries_to_json(entries).dump());
+    return;
+  }
+  Manifest manifest = s.manifest;
+  merge_entries(manifest, entries);
+  for (int64_t r = 1; r < comm.world_size(); ++r) {
+    const std::string text = comm.store_get(key + std::to_string(r));
+    comm.store_delete(key + std::to_string(r));
+    merge_entries(manifest, entries_from_json(nlohmann::json::parse(text)));
+  }
+  write_manifest(dir, manifest);
   if (purge_after) purge(s.step);
 }
 
@@ -158,13 +179,14 @@ void CheckpointManager::purge(int64_t just_written) {
 }
 
 void CheckpointManager::save(int64_t step, bool last_step) {
-  if (!should_save(step, last_step) || !options_.writer) return;
+  if (!should_save(step, last_step)) return;
   wait();
   const auto start = std::chrono::steady_clock::now();
   if (last_step && options_.last_save_in_hf) {
-    const Component* model = component("model");
-    hf::save_hf_model(step_dir(step), model->tensors(), options_.model_args, options_.export_dtype,
-                      options_.hf_max_shard_bytes, options_.hf_assets_path);
+    const auto tensors = options_.full_model ? options_.full_model() : component("model")->tensors();
+    if (options_.comm && options_.comm->rank() != 0) return;  // rank 0 holds every whole tensor too
+    hf::save_hf_model(step_dir(step), tensors, options_.model_args, options_.export_dtype, options_.hf_max_shard_bytes,
+                      options_.hf_assets_path);
     purge(step);
     log_info("Saved Hugging Face checkpoint " + step_dir(step));
     return;
@@ -187,7 +209,6 @@ void CheckpointManager::save(int64_t step, bool last_step) {
 }
 
 void CheckpointManager::save_seed() {
-  if (!options_.writer) return;
   write(snapshot(0, options_.last_save_model_only, /*stage_copies=*/false), /*purge_after=*/false);
 }
 

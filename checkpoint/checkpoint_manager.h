@@ -15,6 +15,7 @@
 
 #include "checkpoint/checkpoint_format.h"
 #include "models/llama3/model_args.h"
+#include "parallel/collectives.h"
 
 namespace titan::checkpoint {
 
@@ -40,7 +41,12 @@ struct Options {
   std::string hf_assets_path;
   int64_t hf_max_shard_bytes = 5'000'000'000;
   llama3::ModelArgs model_args;  // for the q/k permutation and config.json
-  bool writer = true;            // false on ranks whose (replicated) state another rank writes
+  // Several ranks: each writes the pieces it holds with save_here, rank 0 gathers their chunk
+  // lists through the store and writes the manifest last, then purges. Null for one process.
+  Collectives* comm = nullptr;
+  // Whole model tensors for a Hugging Face export when the model component holds shards (a
+  // collective: every rank calls it).
+  std::function<std::vector<ShardedTensor>()> full_model;
 };
 
 // One part of the training state, as TorchTitan's stateful objects: model, optimizer,

@@ -1,6 +1,5 @@
 #include "parallel/collectives.h"
 
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <cstdlib>
@@ -14,74 +13,79 @@ std::string env_or(const char* name, const std::string& fallback) {
   return v && *v ? v : fallback;
 }
 
-void wait_for(const c10::intrusive_ptr<c10d::Work>& work, const char* what, std::chrono::milliseconds timeout) {
-  try {
-    work->wait(timeout);
-  } catch (const std::exception& e) {
-    const std::string msg = e.what();
-    throw std::runtime_error(std::string(what) + " failed or timed out after " + std::to_string(timeout.count() / 1000) +
-                             " s (a rank died or hangs): " + msg.substr(0, msg.find('\n')));
-  }
+std::string first_line(const std::exception& e) {
+  const std::string msg = e.what();
+  return msg.substr(0, msg.find('\n'));
 }
 
 }  // namespace
 
-Collectives::Collectives(const RankEnv& env, std::chrono::seconds timeout)
-    : rank_(env.rank), world_(env.world_size), timeout_(timeout) {
+Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chrono::seconds timeout)
+    : rank_(env.rank), timeout_(std::make_shared<std::chrono::milliseconds>(timeout)) {
   const std::string addr = env_or("MASTER_ADDR", "127.0.0.1");
   const std::string port_text = env_or("MASTER_PORT", "");
   if (port_text.empty()) throw std::runtime_error("MASTER_PORT is not set: launch several ranks with ./run_train.sh (NGPU=N)");
   c10d::TCPStoreOptions opts;
   opts.port = static_cast<uint16_t>(std::stoi(port_text));
   opts.isServer = rank_ == 0;
-  opts.numWorkers = static_cast<int>(world_);
+  opts.numWorkers = static_cast<int>(env.world_size);
   opts.waitWorkers = true;
   opts.timeout = timeout;
   try {
     store_ = c10::make_intrusive<c10d::TCPStore>(addr, opts);
-    auto options = c10d::ProcessGroupGloo::Options::create();
-    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    options->timeout = timeout;
-    pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, static_cast<int>(rank_), static_cast<int>(world_), options);
+    std::vector<int64_t> all(static_cast<size_t>(env.world_size));
+    for (int64_t r = 0; r < env.world_size; ++r) all[static_cast<size_t>(r)] = r;
+    groups_["world"] = std::make_shared<ProcessGroup>("world", all, rank_, store_, timeout_);
+    // Every rank builds its groups in the same order; a group equal to one built already is shared.
+    const std::vector<std::pair<std::string, std::vector<MeshDim>>> wanted = {
+        {"dp_replicate", {MeshDim::kDPReplicate}},
+        {"dp_shard", {MeshDim::kDPShard}},
+        {"dp", {MeshDim::kDPReplicate, MeshDim::kDPShard}},
+    };
+    for (const auto& [name, mesh_dims] : wanted) {
+      const auto ranks = dims.group_ranks(rank_, mesh_dims);
+      std::shared_ptr<ProcessGroup> same;
+      for (const auto& [other, group] : groups_)
+        if (group->ranks() == ranks) same = group;
+      groups_[name] = same ? same : std::make_shared<ProcessGroup>(name, ranks, rank_, store_, timeout_);
+    }
   } catch (const std::exception& e) {
-    const std::string msg = e.what();
     throw std::runtime_error("rendezvous at " + addr + ":" + port_text + " failed within comm.init_timeout_seconds=" +
                              std::to_string(timeout.count()) + " (rank " + std::to_string(rank_) + " of " +
-                             std::to_string(world_) + "): " + msg.substr(0, msg.find('\n')));
+                             std::to_string(env.world_size) + "): " + first_line(e));
   }
 }
 
 Collectives::~Collectives() = default;
 
-void Collectives::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
-  c10d::AllreduceOptions opts;
-  opts.timeout = timeout_;
-  wait_for(pg_->allreduce(tensors, opts), "all-reduce", timeout_);
+void Collectives::set_timeout(std::chrono::seconds timeout) {
+  *timeout_ = timeout;
+  std::lock_guard<std::mutex> lock(store_mutex_);
+  store_->setTimeout(timeout);
 }
 
-double Collectives::all_reduce_sum(double value) {
-  std::vector<torch::Tensor> t = {torch::tensor({value}, torch::kFloat64)};
-  all_reduce_sum(t);
-  return t[0].item<double>();
+void Collectives::store_set(const std::string& key, const std::string& value) {
+  std::lock_guard<std::mutex> lock(store_mutex_);
+  store_->set(key, std::vector<uint8_t>(value.begin(), value.end()));
 }
 
-void Collectives::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) {
-  c10d::BroadcastOptions opts;
-  opts.rootRank = root;
-  opts.timeout = timeout_;
-  for (auto& t : tensors) {
-    std::vector<torch::Tensor> one = {t};
-    wait_for(pg_->broadcast(one, opts), "broadcast", timeout_);
+std::string Collectives::store_get(const std::string& key) {
+  std::lock_guard<std::mutex> lock(store_mutex_);
+  try {
+    const auto bytes = store_->get(key);
+    return std::string(bytes.begin(), bytes.end());
+  } catch (const std::exception& e) {
+    throw std::runtime_error("waiting for '" + key + "' in the rendezvous store failed or timed out after " +
+                             std::to_string(timeout_->count() / 1000) + " s (a rank died or hangs): " + first_line(e));
   }
 }
 
-void Collectives::barrier() {
-  c10d::BarrierOptions opts;
-  opts.timeout = timeout_;
-  wait_for(pg_->barrier(opts), "barrier", timeout_);
+void Collectives::store_delete(const std::string& key) {
+  std::lock_guard<std::mutex> lock(store_mutex_);
+  store_->deleteKey(key);
 }
 
-void all_reduce_gradients(const std::vector<torch::Tensor>& params, Collectives& comm) {
+void all_reduce_gradients(const std::vector<torch::Tensor>& params, ProcessGroup& group) {
   torch::NoGradGuard no_grad;
   constexpr int64_t kBucketBytes = 25 << 20;
   std::vector<torch::Tensor> bucket;
@@ -91,7 +95,7 @@ void all_reduce_gradients(const std::vector<torch::Tensor>& params, Collectives&
     std::vector<torch::Tensor> flats;
     for (const auto& g : bucket) flats.push_back(g.reshape({-1}));
     std::vector<torch::Tensor> flat = {torch::cat(flats)};  // one collective per bucket
-    comm.all_reduce_sum(flat);
+    group.all_reduce_sum(flat);
     int64_t offset = 0;
     for (auto& g : bucket) {
       g.copy_(flat[0].narrow(0, offset, g.numel()).view_as(g));

@@ -1,17 +1,21 @@
-// The world's process group (c10d Gloo over a TCPStore rendezvous) and the collectives the
-// trainer needs. Gloo is CPU-only; the NCCL path for CUDA ranks is not built yet.
+// The job's distributed runtime: the c10d TCPStore rendezvous, the world group, one process group
+// per mesh dimension and per flattened group the trainer needs, and a small key-value exchange
+// through the store (checkpoint manifests). Gloo on CPU; the NCCL path is not built yet.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "parallel/parallel_dims.h"
+#include "parallel/process_group.h"
 
 namespace c10d {
-class ProcessGroupGloo;
 class Store;
 }  // namespace c10d
 
@@ -19,29 +23,35 @@ namespace titan {
 
 class Collectives {
  public:
-  // Rendezvous at MASTER_ADDR:MASTER_PORT (rank 0 hosts the store). Throws std::runtime_error
-  // naming the address when a rank does not arrive within `timeout`.
-  Collectives(const RankEnv& env, std::chrono::seconds timeout);
+  // Rendezvous at MASTER_ADDR:MASTER_PORT (rank 0 hosts the store), then builds the groups of
+  // `dims`. Throws std::runtime_error naming the address when a rank does not arrive in `timeout`.
+  Collectives(const RankEnv& env, const ParallelDims& dims, std::chrono::seconds timeout);
   ~Collectives();
 
   int64_t rank() const { return rank_; }
-  int64_t world_size() const { return world_; }
-  // Timeout of every later collective (comm.train_timeout_seconds after the first step).
-  void set_timeout(std::chrono::seconds timeout) { timeout_ = timeout; }
+  int64_t world_size() const { return world().size(); }
+  // Timeout of every later collective and store wait (comm.train_timeout_seconds after step 1).
+  void set_timeout(std::chrono::seconds timeout);
 
-  void all_reduce_sum(std::vector<torch::Tensor>& tensors);  // in place, CPU tensors
-  double all_reduce_sum(double value);
-  void broadcast(std::vector<torch::Tensor>& tensors, int64_t root);
-  void barrier();
+  ProcessGroup& world() const { return *groups_.at("world"); }
+  ProcessGroup& dp_replicate() const { return *groups_.at("dp_replicate"); }
+  ProcessGroup& dp_shard() const { return *groups_.at("dp_shard"); }
+  ProcessGroup& batch() const { return *groups_.at("dp"); }  // ranks reading different data
+
+  // Key-value exchange through the store; get waits for the key up to the timeout.
+  void store_set(const std::string& key, const std::string& value);
+  std::string store_get(const std::string& key);
+  void store_delete(const std::string& key);
 
  private:
-  int64_t rank_, world_;
-  std::chrono::milliseconds timeout_;
+  int64_t rank_;
+  std::shared_ptr<std::chrono::milliseconds> timeout_;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
+  std::mutex store_mutex_;  // async checkpoint writers use the store from their thread
+  std::map<std::string, std::shared_ptr<ProcessGroup>> groups_;
 };
 
-// DDP's gradient sync: sums every gradient across ranks, in flat buckets of ~25 MB.
-void all_reduce_gradients(const std::vector<torch::Tensor>& params, Collectives& comm);
+// DDP's gradient sync: sums every gradient across the group, in flat buckets of ~25 MB.
+void all_reduce_gradients(const std::vector<torch::Tensor>& params, ProcessGroup& group);
 
 }  // namespace titan

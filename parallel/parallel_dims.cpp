@@ -1,5 +1,6 @@
 #include "parallel/parallel_dims.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 #include <stdexcept>
@@ -61,6 +62,31 @@ std::string ParallelDims::describe() const {
   return "dp_replicate=" + std::to_string(dp_replicate) + " dp_shard=" + std::to_string(dp_shard) + " cp=" +
          std::to_string(cp) + " tp=" + std::to_string(tp) + " pp=" + std::to_string(pp) + " (world " +
          std::to_string(world_size) + ")";
+}
+
+int64_t ParallelDims::size(MeshDim dim) const {
+  const int64_t sizes[] = {pp, dp_replicate, dp_shard, cp, tp};
+  return sizes[static_cast<int>(dim)];
+}
+
+int64_t ParallelDims::coordinate(int64_t rank, MeshDim dim) const {
+  int64_t stride = 1;
+  for (int d = static_cast<int>(MeshDim::kTP); d > static_cast<int>(dim); --d) stride *= size(static_cast<MeshDim>(d));
+  return rank / stride % size(dim);
+}
+
+std::vector<int64_t> ParallelDims::group_ranks(int64_t rank, const std::vector<MeshDim>& dims) const {
+  std::vector<int64_t> out;
+  for (int64_t other = 0; other < world_size; ++other) {
+    bool same = true;
+    for (int d = 0; d <= static_cast<int>(MeshDim::kTP) && same; ++d) {
+      const auto dim = static_cast<MeshDim>(d);
+      const bool in_group = std::find(dims.begin(), dims.end(), dim) != dims.end();
+      same = in_group || coordinate(other, dim) == coordinate(rank, dim);
+    }
+    if (same) out.push_back(other);
+  }
+  return out;
 }
 
 RankEnv RankEnv::from_environment() {

@@ -5,8 +5,13 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace titan {
+
+// The mesh dimensions in TorchTitan's order [pp, dp_replicate, dp_shard, cp, tp]; tp varies fastest
+// across ranks, so rank = (((pp * R + dp_replicate) * S + dp_shard) * CP + cp) * TP + tp.
+enum class MeshDim { kPP = 0, kDPReplicate = 1, kDPShard = 2, kCP = 3, kTP = 4 };
 
 struct ParallelDims {
   int64_t dp_replicate = 1, dp_shard = 1, cp = 1, tp = 1, pp = 1, ep = 1, etp = 1;
@@ -19,7 +24,14 @@ struct ParallelDims {
   int64_t dp() const { return dp_replicate * dp_shard; }  // the batch dimension: ranks reading different data
   int64_t non_data_parallel_size() const { return cp * tp * pp; }
   bool any_parallelism() const { return world_size > 1; }
-  std::string describe() const;  // "dp_replicate=1 dp_shard=2 cp=1 tp=1 pp=1 (world 2)"
+  std::string describe() const;
+
+  int64_t size(MeshDim dim) const;
+  int64_t coordinate(int64_t rank, MeshDim dim) const;
+  // The process group of `rank` along `dims` (flattened when several): the ranks that differ from
+  // it only in those coordinates, ascending. E.g. HSDP 2x2, rank 1: {kDPShard} -> {0, 1},
+  // {kDPReplicate} -> {1, 3}, both -> {0, 1, 2, 3}.
+  std::vector<int64_t> group_ranks(int64_t rank, const std::vector<MeshDim>& dims) const;  // "dp_replicate=1 dp_shard=2 cp=1 tp=1 pp=1 (world 2)"
 };
 
 // Rank layout from the launcher's environment (torchrun, Slurm or Open MPI variables).

@@ -54,13 +54,18 @@ void AdamW::zero_grad() {
   for (auto& [name, param] : params_) param.mutable_grad() = torch::Tensor();
 }
 
-double clip_grad_norm_(const std::vector<torch::Tensor>& params, double max_norm) {
+double clip_grad_norm_(const std::vector<torch::Tensor>& params, double max_norm,
+                       const std::function<double(double)>& sum_across) {
   torch::NoGradGuard no_grad;
+  // Accumulated in float64: fp32 norms of large gradients are off by ~1e-4 relative, more than two
+  // layouts of the same step may differ by.
   std::vector<torch::Tensor> norms;
   for (const auto& p : params)
-    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(torch::kFloat32));
-  if (norms.empty()) return 0.0;
-  auto total = torch::stack(norms).norm(2);  // one sync for all parameters
+    if (p.grad().defined()) norms.push_back(at::linalg_vector_norm(p.grad(), 2, c10::nullopt, false, torch::kFloat64));
+  double sq = norms.empty() ? 0.0 : torch::stack(norms).pow(2).sum().item<double>();  // one sync for all parameters
+  if (sum_across) sq = sum_across(sq);
+  if (norms.empty() && !sum_across) return 0.0;
+  auto total = torch::tensor(std::sqrt(sq), torch::kFloat64);
   auto coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
   for (const auto& p : params)
     if (p.grad().defined()) p.grad().mul_(coef.to(p.grad().scalar_type()));

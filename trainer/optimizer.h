@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -43,7 +44,9 @@ class AdamW {
 };
 
 // torch.nn.utils.clip_grad_norm_: total 2-norm of all gradients (returned, pre-clip), then every
-// gradient scaled by min(1, max_norm / (total + 1e-6)).
-double clip_grad_norm_(const std::vector<torch::Tensor>& params, double max_norm);
+// gradient scaled by min(1, max_norm / (total + 1e-6)). With sharded gradients, `sum_across` adds
+// up the ranks' sums of squares (the global norm, computed in float64).
+double clip_grad_norm_(const std::vector<torch::Tensor>& params, double max_norm,
+                       const std::function<double(double)>& sum_across = {});
 
 }  // namespace titan

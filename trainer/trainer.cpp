@@ -80,12 +80,16 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
                               par.tensor_parallel_degree, par.pipeline_parallel_degree, par.expert_parallel_degree,
                               par.expert_tensor_parallel_degree, env_.world_size);
   if (dims_.any_parallelism()) {
-    // Data parallelism by replication (DDP) is built; sharding and the model parallelisms are not yet.
-    if (dims_.dp_shard != 1 || dims_.cp != 1 || dims_.tp != 1 || dims_.pp != 1)
-      throw Err("parallelism: " + dims_.describe() + ": only DDP is supported yet across ranks " +
-                "(--parallelism.data_parallel_replicate_degree " + std::to_string(env_.world_size) +
-                " --parallelism.data_parallel_shard_degree 1)");
-    comm_ = std::make_unique<Collectives>(env_, std::chrono::seconds(config_.comm.init_timeout_seconds));
+    // Data parallelism (DDP, FSDP, HSDP) is built; the model parallelisms are not yet.
+    const std::pair<const char*, int64_t> not_yet[] = {{"context_parallel_degree", dims_.cp},
+                                                        {"tensor_parallel_degree", dims_.tp},
+                                                        {"pipeline_parallel_degree", dims_.pp}};
+    for (const auto& [key, degree] : not_yet)
+      if (degree != 1)
+        throw Err(std::string("parallelism.") + key + " = " + std::to_string(degree) +
+                  " is not supported yet (data parallelism is: data_parallel_replicate_degree and "
+                  "data_parallel_shard_degree)");
+    comm_ = std::make_unique<Collectives>(env_, dims_, std::chrono::seconds(config_.comm.init_timeout_seconds));
   }
 
   torch::set_num_threads(static_cast<int>(intra_op_threads(env_.local_world_size)));
@@ -147,11 +151,20 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   }
   torch::manual_seed(static_cast<uint64_t>(seed));
   model_->init_weights();
-  if (comm_) {  // every replica starts from rank 0's weights, whatever each rank's seed
+  num_params_ = model_->num_params();
+  if (comm_) {  // every rank starts from rank 0's weights, whatever each rank's seed
     auto params = model_->parameters();
-    comm_->broadcast(params, 0);
+    comm_->world().broadcast(params, 0);
   }
   model_->to(device_, dtype_);
+  if (dims_.dp_shard > 1) {
+    FsdpOptions fsdp;
+    const std::string& policy = config_.parallelism.fsdp_reshard_after_forward;
+    fsdp.reshard_after_forward = policy != "never";  // "default" reshards unless pipelining (not built)
+    fsdp.param_dtype = dtype_from_name(config_.training.mixed_precision_param);
+    fsdp.reduce_dtype = dtype_from_name(config_.training.mixed_precision_reduce);
+    fsdp_ = std::make_unique<FullyShardedModel>(model_, comm_->dp_shard(), comm_->dp_replicate(), fsdp);
+  }
   model_->train();
   const int64_t checkpointed = llama3::apply_activation_checkpointing(model_, config_.activation_checkpoint.mode,
                                                                       config_.activation_checkpoint.selective_ac_option);
@@ -183,13 +196,22 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   options.hf_assets_path = config_.model.hf_assets_path;
   options.hf_max_shard_bytes = ck.hf_max_shard_size_mb * 1'000'000;
   options.model_args = model_args_;
-  options.writer = env_.rank == 0;  // DDP replicas hold the same state: rank 0 writes it
+  options.comm = comm_.get();
+  if (fsdp_)
+    options.full_model = [this] {
+      std::vector<checkpoint::ShardedTensor> out;
+      for (auto& [fqn, t] : fsdp_->full_parameters()) out.push_back(checkpoint::ShardedTensor::whole(fqn, t));
+      return out;
+    };
   const nlohmann::json info = {{"world_size", env_.world_size}, {"parallelism", dims_.describe()},
                                {"model", config_.model.name + " " + config_.model.flavor}, {"config", config_to_toml(config_)},
                                {"hf_config", hf::config_from_model_args(model_args_, dtype_)}};
   checkpointer_ = std::make_unique<checkpoint::CheckpointManager>(options, checkpoint_components(), info);
 
-  flops_per_token_ = flops_per_token(model_args_, model_->num_params(), config_.training.seq_len);
+  flops_per_token_ = flops_per_token(model_args_, num_params_, config_.training.seq_len);
+  // Tests compare runs to 1e-5, finer than the log line prints: every step's loss and grad_norm.
+  if (const char* path = std::getenv("TITAN_TEST_METRICS_FILE"); path && *path && env_.rank == 0)
+    metrics_file_ = std::make_unique<std::ofstream>(path, std::ios::app);
   log_startup();
 }
 
@@ -201,7 +223,7 @@ void Trainer::log_startup() {
     log_info("Tokenizer " + tokenizer_->path() + ": " + std::to_string(tokenizer_->vocab_size()) + " pieces, BOS " +
              std::to_string(tokenizer_->bos_id()) + ", EOS " + std::to_string(tokenizer_->eos_id()));
   log_info("Dataset " + config_.training.dataset + " from " + dataloader_->stream().source().describe());
-  log_info("Model " + config_.model.name + " " + config_.model.flavor + " size: " + with_commas(model_->num_params()) +
+  log_info("Model " + config_.model.name + " " + config_.model.flavor + " size: " + with_commas(num_params_) +
            " total parameters");
   if (config_.metrics.peak_flops) {
     peak_flops_ = *config_.metrics.peak_flops;
@@ -211,10 +233,19 @@ void Trainer::log_startup() {
     log_info("Peak FLOPS used for computing MFU: " + fmt("%.3e", peak_flops_) + " (measured: " +
              std::string(c10::toString(dtype_)) + " GEMM probe on " + device_.str() + ")");
   }
-  if (config_.training.mixed_precision_param != config_.training.dtype)
+  if (fsdp_) {
+    log_info("Applied FSDP to the model: " + std::to_string(dims_.dp_shard) + " shards" +
+             (dims_.dp_replicate > 1 ? " x " + std::to_string(dims_.dp_replicate) + " replicas (HSDP)" : "") +
+             ", reshard_after_forward=" + config_.parallelism.fsdp_reshard_after_forward + ", param dtype " +
+             config_.training.mixed_precision_param + ", reduce dtype " + config_.training.mixed_precision_reduce);
+    if (config_.training.mixed_precision_param == "bfloat16" && device_.is_cpu())
+      log_warning("training.mixed_precision_param=bfloat16 on a CPU: bf16 matmuls are far slower than fp32 on CPUs "
+                  "without AMX/AVX512-BF16; --training.mixed_precision_param float32 is the fast choice here");
+  } else if (config_.training.mixed_precision_param != config_.training.dtype) {
     log_info("training.mixed_precision_param=" + config_.training.mixed_precision_param +
-             " applies to sharded/replicated data parallelism (not built yet); this run computes in training.dtype=" +
-             config_.training.dtype);
+             " applies under FSDP (data_parallel_shard_degree > 1), as in TorchTitan; this run computes in "
+             "training.dtype=" + config_.training.dtype);
+  }
   log_info("Trainer is initialized with local batch size " + std::to_string(config_.training.local_batch_size) +
            ", global batch size " + std::to_string(global_batch_size_) + ", gradient accumulation steps " +
            std::to_string(grad_accum_steps_) + ", sequence length " + std::to_string(config_.training.seq_len) +
@@ -222,24 +253,54 @@ void Trainer::log_startup() {
            std::to_string(lr_scheduler_->warmup_steps()) + ")");
 }
 
+void Trainer::log_state_memory() {
+  // What sharding is for: this rank's parameters, gradients and optimizer state against one full copy.
+  double params = 0, grads = 0, optim = 0;
+  for (const auto& [fqn, p] : optimizer_->params()) {
+    params += static_cast<double>(p.nbytes());
+    if (p.grad().defined()) grads += static_cast<double>(p.grad().nbytes());
+  }
+  for (const auto& [fqn, s] : optimizer_->state())
+    optim += static_cast<double>(s.exp_avg.nbytes() + s.exp_avg_sq.nbytes() + s.step.nbytes());
+  const double mib = 1024.0 * 1024.0, full = static_cast<double>(num_params_) * c10::elementSize(dtype_);
+  log_info("Training state on this rank: parameters " + fmt("%.1f", params / mib) + " MiB, gradients " +
+           fmt("%.1f", grads / mib) + " MiB, optimizer " + fmt("%.1f", optim / mib) + " MiB = " +
+           fmt("%.1f", (params + grads + optim) / mib) + " MiB (" + fmt("%.3f", (params + grads + optim) / (4 * full)) +
+           " of the unsharded " + fmt("%.1f", 4 * full / mib) + " MiB)");
+}
+
 std::vector<checkpoint::Component> Trainer::checkpoint_components() {
   using checkpoint::ShardedTensor;
   std::vector<checkpoint::Component> parts(5);
+  // A tensor this rank holds: a shard under FSDP (saved by the first replica), else whole (rank 0 saves).
+  auto piece = [this](std::string key, torch::Tensor local, const std::string& fqn) {
+    ShardedTensor t = ShardedTensor::whole(std::move(key), std::move(local));
+    if (fsdp_) {
+      const auto& layout = fsdp_->layout(fqn);
+      t.global_shape = layout.global_shape;
+      t.offsets = layout.offsets();
+      t.save_here = dims_.coordinate(env_.rank, MeshDim::kDPReplicate) == 0;
+    } else {
+      t.save_here = env_.rank == 0;
+    }
+    return t;
+  };
   parts[0].name = "model";
-  parts[0].tensors = [this] {
+  parts[0].tensors = [this, piece] {
     std::vector<ShardedTensor> out;
-    for (const auto& p : model_->named_parameters()) out.push_back(ShardedTensor::whole(p.key(), p.value()));
+    for (const auto& p : model_->named_parameters()) out.push_back(piece(p.key(), p.value(), p.key()));
     return out;
   };
   parts[1].name = "optimizer";
-  parts[1].tensors = [this] {
+  parts[1].tensors = [this, piece] {
     optimizer_->init_state();
     std::vector<ShardedTensor> out;
     for (auto& [fqn, s] : optimizer_->state()) {
       const std::string prefix = "optimizer.state." + fqn + ".";
-      out.push_back(ShardedTensor::whole(prefix + "exp_avg", s.exp_avg));
-      out.push_back(ShardedTensor::whole(prefix + "exp_avg_sq", s.exp_avg_sq));
+      out.push_back(piece(prefix + "exp_avg", s.exp_avg, fqn));
+      out.push_back(piece(prefix + "exp_avg_sq", s.exp_avg_sq, fqn));
       out.push_back(ShardedTensor::whole(prefix + "step", s.step));
+      out.back().save_here = env_.rank == 0;
     }
     return out;
   };
@@ -264,7 +325,9 @@ std::vector<checkpoint::Component> Trainer::checkpoint_components() {
   parts[4].name = "train_state";
   parts[4].tensors = [this] {
     rng_state_ = at::detail::getDefaultCPUGenerator().get_state();
-    return std::vector<ShardedTensor>{ShardedTensor::whole("train_state.rng_cpu", rng_state_)};
+    std::vector<ShardedTensor> out = {ShardedTensor::whole("train_state.rng_cpu", rng_state_)};
+    out.back().save_here = env_.rank == 0;
+    return out;
   };
   parts[4].state = [this] { return nlohmann::json{{"step", state_.step}, {"ntokens_seen", state_.ntokens_seen}}; };
   parts[4].load_state = [this](const nlohmann::json& s) {
@@ -299,7 +362,7 @@ Trainer::StepResult Trainer::train_step() {
   int64_t valid = 0;
   for (const auto& b : micro) valid += b.labels.ne(-100).sum().item<int64_t>();
   double global_valid = static_cast<double>(valid);
-  if (comm_) global_valid = comm_->all_reduce_sum(global_valid);  // across the data-parallel ranks
+  if (comm_) global_valid = comm_->batch().all_reduce_sum(global_valid);  // across the data-parallel ranks
   global_valid = std::max(global_valid, 1.0);
 
   auto loss_total = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
@@ -314,12 +377,15 @@ Trainer::StepResult Trainer::train_step() {
   }
   std::vector<torch::Tensor> params;
   for (const auto& [name, p] : optimizer_->params()) params.push_back(p);
-  if (comm_) all_reduce_gradients(params, *comm_);  // sums: the loss is already divided globally
-  const double grad_norm = clip_grad_norm_(params, config_.training.max_norm);
+  // Sums: the loss is already divided globally. FSDP reduced its gradients during backward.
+  if (comm_ && !fsdp_) all_reduce_gradients(params, comm_->dp_replicate());
+  std::function<double(double)> across_shards;  // shards' squared norms add up to the global one
+  if (fsdp_) across_shards = [this](double sq) { return comm_->dp_shard().all_reduce_sum(sq); };
+  const double grad_norm = clip_grad_norm_(params, config_.training.max_norm, across_shards);
   optimizer_->step(lr_scheduler_->lr());
   lr_scheduler_->step();
   double loss = loss_total.item<double>();
-  if (comm_) loss = comm_->all_reduce_sum(loss);  // the global mean over valid tokens
+  if (comm_) loss = comm_->batch().all_reduce_sum(loss);  // the global mean over valid tokens
   return {loss, grad_norm, tokens};
 }
 
@@ -333,8 +399,10 @@ bool Trainer::train() {
     ++state_.step;
     state_.ntokens_seen += r.tokens;
     tokens_since_log += r.tokens;
+    if (metrics_file_) *metrics_file_ << state_.step << " " << fmt("%.9g", r.loss) << " " << fmt("%.9g", r.grad_norm) << std::endl;
     if (!std::isfinite(r.loss)) log_warning("step " + std::to_string(state_.step) + ": loss is not finite");
     if (comm_ && state_.step == 1) comm_->set_timeout(std::chrono::seconds(config_.comm.train_timeout_seconds));
+    if (state_.step == 1) log_state_memory();
 
     if (state_.step == 1 || state_.step % config_.metrics.log_freq == 0) {
       const auto now = std::chrono::steady_clock::now();

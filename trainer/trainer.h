@@ -4,12 +4,14 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <fstream>
 #include <memory>
 #include <string>
 
 #include "checkpoint/checkpoint_manager.h"
 #include "models/llama3/model.h"
 #include "parallel/collectives.h"
+#include "parallel/fsdp.h"
 #include "parallel/parallel_dims.h"
 #include "trainer/dataloader.h"
 #include "trainer/job_config.h"
@@ -47,6 +49,7 @@ class Trainer {
   };
   StepResult train_step();
   void log_startup();
+  void log_state_memory();
   std::string dataset_path() const;
   std::vector<checkpoint::Component> checkpoint_components();
 
@@ -59,6 +62,8 @@ class Trainer {
   std::unique_ptr<Tokenizer> tokenizer_;
   llama3::ModelArgs model_args_;
   llama3::Transformer model_{nullptr};
+  int64_t num_params_ = 0;                   // of the whole model
+  std::unique_ptr<FullyShardedModel> fsdp_;  // set when data_parallel_shard_degree > 1
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<LRScheduler> lr_scheduler_;
   std::unique_ptr<DataLoader> dataloader_;
@@ -69,6 +74,7 @@ class Trainer {
   int64_t global_batch_size_ = 0;
   double peak_flops_ = 0;
   double flops_per_token_ = 0;
+  std::unique_ptr<std::ofstream> metrics_file_;  // TITAN_TEST_METRICS_FILE: full-precision metrics
 };
 
 }  // namespace titan

@@ -127,10 +127,35 @@ TransformerImpl::TransformerImpl(const ModelArgs& args) : args_(args) {
 torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens) {
   TORCH_CHECK(tokens.size(1) <= args_.max_seq_len, "sequence length ", tokens.size(1), " exceeds max_seq_len ",
               args_.max_seq_len);
-  auto h = tok_embeddings(tokens);  // (B, T, dim)
-  for (const auto& layer : *layers) h = layer->as<TransformerBlockImpl>()->forward(h, rope_cos_, rope_sin_);
-  h = norm(h);
-  return output ? output(h) : torch::linear(h, tok_embeddings->weight);  // (B, T, vocab)
+  auto unit = [this](int64_t i, auto&& body) {
+    if (!hooks) return body();
+    hooks->pre_forward(i);
+    return hooks->post_forward(i, body());
+  };
+  auto h = unit(0, [&] { return tok_embeddings(tokens); });  // (B, T, dim)
+  for (int64_t i = 0; i < args_.n_layers; ++i)
+    h = unit(i + 1, [&] { return layers->at<TransformerBlockImpl>(static_cast<size_t>(i)).forward(h, rope_cos_, rope_sin_); });
+  return unit(args_.n_layers + 1, [&] {
+    auto normed = norm(h);
+    return output ? output(normed) : torch::linear(normed, tok_embeddings->weight);  // (B, T, vocab)
+  });
+}
+
+int64_t TransformerImpl::unit_of(const std::string& fqn) const {
+  if (fqn.rfind("tok_embeddings.", 0) == 0) return 0;
+  if (fqn.rfind("layers.", 0) == 0) return std::stoll(fqn.substr(7)) + 1;
+  return args_.n_layers + 1;
+}
+
+std::vector<std::pair<std::string, torch::Tensor*>> TransformerImpl::weight_slots() {
+  std::vector<std::pair<std::string, torch::Tensor*>> slots;
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    torch::nn::Module* m = item.value().get();
+    if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(m)) slots.emplace_back(item.key() + ".weight", &linear->weight);
+    else if (auto* emb = dynamic_cast<torch::nn::EmbeddingImpl*>(m)) slots.emplace_back(item.key() + ".weight", &emb->weight);
+    else if (auto* rms = dynamic_cast<RMSNormImpl*>(m)) slots.emplace_back(item.key() + ".weight", &rms->weight);
+  }
+  return slots;
 }
 
 void TransformerImpl::init_weights() {

@@ -49,7 +49,8 @@ grep -q "^error: rank 1 (pid $victim) exited with code 137; stopping the other r
 sleep 1
 ! pgrep -f "titan_train.*$WORK/kill" >/dev/null || fail "ranks left running"
 
-# FSDP and the model parallelisms are not built yet: a clear error.
-NGPU=2 train "$WORK/fsdp.log" "${SMALL[@]}" --training.steps 1 --job.dump_folder "$WORK/fsdp"
-[[ $RC -ne 0 ]] && grep -q "only DDP is supported yet across ranks" "$WORK/fsdp.log" || { cat "$WORK/fsdp.log"; fail "FSDP message"; }
+# The model parallelisms are not built yet: a clear error naming the key.
+NGPU=2 train "$WORK/tp.log" "${SMALL[@]}" --training.steps 1 --parallelism.tensor_parallel_degree 2 --job.dump_folder "$WORK/tp"
+[[ $RC -ne 0 ]] && grep -q "parallelism.tensor_parallel_degree = 2 is not supported yet" "$WORK/tp.log" ||
+  { cat "$WORK/tp.log"; fail "tensor parallel message"; }
 echo "PASS"

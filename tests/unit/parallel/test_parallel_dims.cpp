@@ -30,5 +30,21 @@ TEST(ParallelDims, ExpertDegrees) {
   EXPECT_THROW(ParallelDims::build(1, 4, 1, 1, 1, 3, 1, 4), std::invalid_argument);
 }
 
+TEST(ParallelDims, MeshGroupsFollowTorchTitansOrder) {
+  using V = std::vector<int64_t>;
+  auto hsdp = ParallelDims::build(2, 2, 1, 1, 1, 1, 1, 4);  // mesh (dp_replicate=2, dp_shard=2)
+  EXPECT_EQ(hsdp.group_ranks(1, {MeshDim::kDPShard}), (V{0, 1}));
+  EXPECT_EQ(hsdp.group_ranks(1, {MeshDim::kDPReplicate}), (V{1, 3}));
+  EXPECT_EQ(hsdp.group_ranks(2, {MeshDim::kDPReplicate, MeshDim::kDPShard}), (V{0, 1, 2, 3}));
+  EXPECT_EQ(hsdp.coordinate(2, MeshDim::kDPReplicate), 1);
+  EXPECT_EQ(hsdp.coordinate(2, MeshDim::kDPShard), 0);
+  // 8 ranks as pp=2 x dp_shard=2 x tp=2: tp is innermost, pp outermost.
+  auto d = ParallelDims::build(1, 2, 1, 2, 2, 1, 1, 8);
+  EXPECT_EQ(d.group_ranks(5, {MeshDim::kTP}), (V{4, 5}));
+  EXPECT_EQ(d.group_ranks(5, {MeshDim::kDPShard}), (V{5, 7}));
+  EXPECT_EQ(d.group_ranks(5, {MeshDim::kPP}), (V{1, 5}));
+  EXPECT_EQ(d.group_ranks(5, {MeshDim::kCP}), (V{5}));
+}
+
 }  // namespace
 }  // namespace titan

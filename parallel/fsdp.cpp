@@ -1,0 +1,272 @@
+#include "parallel/fsdp.h"
+
+#include <map>
+#include <stdexcept>
+
+namespace titan {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::vector<int64_t> ShardLayout::offsets() const {
+  std::vector<int64_t> out(global_shape.size(), 0);
+  if (!out.empty()) out[0] = row_begin;
+  return out;
+}
+
+std::pair<int64_t, int64_t> chunk_rows(int64_t n, int64_t parts, int64_t part) {
+  const int64_t chunk = (n + parts - 1) / parts;
+  const int64_t begin = std::min(n, part * chunk);
+  return {begin, std::min(n, begin + chunk) - begin};
+}
+
+namespace {
+
+// Storage that autograd may have saved is freed and refilled in place (FSDP2's resize_(0)), so the
+// saved gathered weights cost no memory between a unit's forward and its backward.
+void free_storage(const torch::Tensor& t) {
+  c10::StorageImpl* impl = t.storage().unsafeGetStorageImpl();
+  impl->set_data_ptr_noswap(c10::DataPtr(nullptr, t.device()));
+  impl->set_nbytes(0);
+}
+
+void allocate_storage(const torch::Tensor& t) {
+  c10::StorageImpl* impl = t.storage().unsafeGetStorageImpl();
+  const size_t bytes = static_cast<size_t>(t.numel()) * t.element_size();
+  if (impl->nbytes() == bytes) return;
+  impl->set_data_ptr_noswap(impl->allocator()->allocate(bytes));
+  impl->set_nbytes(bytes);
+}
+
+// A second handle on t's memory with its own version counter: refilling it leaves the tensors
+// autograd saved "unmodified".
+torch::Tensor alias_of(const torch::Tensor& t) { return torch::from_blob(t.data_ptr(), t.sizes(), t.options()); }
+
+}  // namespace
+
+struct FsdpParam {
+  std::string fqn;
+  torch::Tensor shard;  // the registered parameter: this rank's rows, master dtype
+  torch::Tensor* slot;  // the module member forward reads
+  ShardLayout layout;
+  int64_t row_numel = 1;    // elements per row
+  int64_t flat_offset = 0;  // in every rank's padded all-gather buffer
+};
+
+struct FsdpUnit {
+  std::vector<FsdpParam> params;
+  int64_t padded_numel = 0;  // per rank: sum of ceil(rows / n) * row_numel
+  bool reshard_after_forward = true;
+  ProcessGroup* shard = nullptr;
+  ProcessGroup* replicate = nullptr;
+  FsdpOptions options;
+  std::vector<torch::Tensor> full;  // the gathered copies forward reads; storage freed while resharded
+
+  // All-gathers every shard into one (n * padded) buffer in `dtype`.
+  torch::Tensor gather_flat(torch::ScalarType dtype) {
+    torch::NoGradGuard no_grad;
+    const auto opts = params.front().shard.options().dtype(dtype);
+    auto in = torch::zeros({padded_numel}, opts);
+    for (const auto& p : params)
+      in.narrow(0, p.flat_offset, p.shard.numel()).copy_(p.shard.detach().reshape({-1}));
+    auto out = torch::empty({shard->size() * padded_numel}, opts);
+    shard->all_gather(out, in);
+    return out;
+  }
+
+  // Copies param i's rows of every rank from a gathered buffer into `dst` (its full shape).
+  void unpack(const torch::Tensor& flat, size_t i, const torch::Tensor& dst) const {
+    const auto& p = params[i];
+    auto out = dst.view({-1});
+    for (int64_t r = 0; r < shard->size(); ++r) {
+      const auto [begin, rows] = chunk_rows(p.layout.global_shape[0], shard->size(), r);
+      if (rows == 0) continue;
+      out.narrow(0, begin * p.row_numel, rows * p.row_numel)
+          .copy_(flat.narrow(0, r * padded_numel + p.flat_offset, rows * p.row_numel));
+    }
+  }
+
+  std::vector<torch::Tensor> gather_new(torch::ScalarType dtype) {
+    auto flat = gather_flat(dtype);
+    std::vector<torch::Tensor> out;
+    for (size_t i = 0; i < params.size(); ++i) {
+      out.push_back(torch::empty(params[i].layout.global_shape, flat.options()));
+      unpack(flat, i, out.back());
+    }
+    return out;
+  }
+
+  // Before backward: the freed copies get their memory and values back, same tensors.
+  void regather() {
+    bool freed = false;
+    for (const auto& t : full) freed = freed || t.storage().nbytes() == 0;
+    if (!freed) return;
+    auto flat = gather_flat(options.param_dtype);
+    for (size_t i = 0; i < params.size(); ++i) {
+      allocate_storage(full[i]);
+      unpack(flat, i, alias_of(full[i]));
+    }
+  }
+
+  void reshard() {
+    for (const auto& t : full) free_storage(t);
+  }
+
+  // After backward: the shards' gradients, summed over the shard group (then the replicas).
+  std::vector<torch::Tensor> reduce_scatter(const variable_list& grads) {
+    torch::NoGradGuard no_grad;
+    const int64_t n = shard->size();
+    const auto opts = params.front().shard.options().dtype(options.reduce_dtype);
+    auto in = torch::zeros({n * padded_numel}, opts);
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (!grads[i].defined()) continue;
+      const auto& p = params[i];
+      auto g = grads[i].reshape({-1});
+      for (int64_t r = 0; r < n; ++r) {
+        const auto [begin, rows] = chunk_rows(p.layout.global_shape[0], n, r);
+        if (rows == 0) continue;
+        in.narrow(0, r * padded_numel + p.flat_offset, rows * p.row_numel)
+            .copy_(g.narrow(0, begin * p.row_numel, rows * p.row_numel));
+      }
+    }
+    auto out = torch::empty({padded_numel}, opts);
+    shard->reduce_scatter_sum(out, in);
+    if (replicate->size() > 1) {
+      std::vector<torch::Tensor> t = {out};
+      replicate->all_reduce_sum(t);
+    }
+    std::vector<torch::Tensor> shard_grads;
+    for (const auto& p : params)
+      shard_grads.push_back(out.narrow(0, p.flat_offset, p.shard.numel()).view(p.shard.sizes()).to(p.shard.scalar_type()));
+    return shard_grads;
+  }
+
+  void point_slots_at(const std::vector<torch::Tensor>& tensors) {
+    for (size_t i = 0; i < params.size(); ++i) *params[i].slot = tensors[i];
+  }
+  void restore_slots() {
+    for (auto& p : params) *p.slot = p.shard;
+    full.clear();
+  }
+};
+
+namespace {
+
+// shards -> gathered full parameters; backward reduce-scatters their gradients and frees them.
+struct GatherUnit : public torch::autograd::Function<GatherUnit> {
+  static variable_list forward(AutogradContext* ctx, int64_t unit_address, at::TensorList shards) {
+    ctx->saved_data["unit"] = unit_address;
+    (void)shards;  // read through the unit, which holds the same tensors
+    return reinterpret_cast<FsdpUnit*>(unit_address)->gather_new(reinterpret_cast<FsdpUnit*>(unit_address)->options.param_dtype);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto* unit = reinterpret_cast<FsdpUnit*>(ctx->saved_data["unit"].toInt());
+    auto shard_grads = unit->reduce_scatter(grads);
+    unit->reshard();
+    unit->restore_slots();
+    variable_list out = {torch::Tensor()};
+    out.insert(out.end(), shard_grads.begin(), shard_grads.end());
+    return out;
+  }
+};
+
+// Identity on a unit's output whose backward runs first among the unit's: it gathers the
+// parameters again before the unit's own backward needs them.
+struct RegatherBeforeBackward : public torch::autograd::Function<RegatherBeforeBackward> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& out, int64_t unit_address) {
+    ctx->saved_data["unit"] = unit_address;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    reinterpret_cast<FsdpUnit*>(ctx->saved_data["unit"].toInt())->regather();
+    return {grads[0], torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+FullyShardedModel::FullyShardedModel(llama3::Transformer model, ProcessGroup& shard, ProcessGroup& replicate,
+                                     FsdpOptions options)
+    : model_(std::move(model)) {
+  const int64_t n_units = model_->args().n_layers + 2;
+  for (int64_t u = 0; u < n_units; ++u) {
+    units_.push_back(std::make_unique<FsdpUnit>());
+    units_.back()->shard = &shard;
+    units_.back()->replicate = &replicate;
+    units_.back()->options = options;
+    // Backward starts with norm + output right away; a tied embedding is read again by the output.
+    const bool last = u == n_units - 1, tied = u == 0 && model_->args().tie_word_embeddings;
+    units_.back()->reshard_after_forward = options.reshard_after_forward && !last && !tied;
+  }
+  std::map<std::string, torch::Tensor*> slots;
+  for (const auto& [fqn, slot] : model_->weight_slots()) slots[fqn] = slot;
+  torch::NoGradGuard no_grad;
+  const int64_t n = shard.size();
+  for (auto& item : model_->named_parameters()) {
+    torch::Tensor param = item.value();
+    auto slot = slots.find(item.key());
+    if (slot == slots.end() || param.dim() == 0)
+      throw std::logic_error("FSDP: parameter " + item.key() + " has no weight slot or no rows to shard");
+    FsdpUnit& unit = *units_.at(static_cast<size_t>(model_->unit_of(item.key())));
+    FsdpParam p;
+    p.fqn = item.key();
+    p.slot = slot->second;
+    p.layout.global_shape = param.sizes().vec();
+    std::tie(p.layout.row_begin, p.layout.rows) = chunk_rows(param.size(0), n, shard.rank());
+    p.row_numel = param.size(0) == 0 ? 0 : param.numel() / param.size(0);
+    p.flat_offset = unit.padded_numel;
+    unit.padded_numel += (param.size(0) + n - 1) / n * p.row_numel;
+    param.set_data(param.narrow(0, p.layout.row_begin, p.layout.rows).clone());  // the full copy is released
+    p.shard = param;
+    unit.params.push_back(std::move(p));
+  }
+  units_.erase(std::remove_if(units_.begin(), units_.end(), [](const auto& u) { return u->params.empty(); }), units_.end());
+  model_->hooks = this;
+}
+
+FullyShardedModel::~FullyShardedModel() { model_->hooks = nullptr; }
+
+const ShardLayout& FullyShardedModel::layout(const std::string& fqn) const {
+  for (const auto& u : units_)
+    for (const auto& p : u->params)
+      if (p.fqn == fqn) return p.layout;
+  throw std::out_of_range("FSDP: no parameter " + fqn);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> FullyShardedModel::full_parameters() {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& u : units_) {
+    auto full = u->gather_new(u->params.front().shard.scalar_type());
+    for (size_t i = 0; i < full.size(); ++i) out.emplace_back(u->params[i].fqn, full[i]);
+  }
+  return out;
+}
+
+void FullyShardedModel::pre_forward(int64_t unit_index) {
+  FsdpUnit* unit = nullptr;
+  for (auto& u : units_)
+    if (model_->unit_of(u->params.front().fqn) == unit_index) unit = u.get();
+  if (!unit) return;
+  std::vector<torch::Tensor> shards;
+  for (const auto& p : unit->params) shards.push_back(p.shard);
+  unit->full = GatherUnit::apply(reinterpret_cast<int64_t>(unit), at::TensorList(shards));
+  unit->point_slots_at(unit->full);
+}
+
+torch::Tensor FullyShardedModel::post_forward(int64_t unit_index, torch::Tensor out) {
+  FsdpUnit* unit = nullptr;
+  for (auto& u : units_)
+    if (model_->unit_of(u->params.front().fqn) == unit_index) unit = u.get();
+  if (!unit) return out;
+  if (!torch::GradMode::is_enabled()) {  // no backward will come: release now
+    unit->restore_slots();
+    return out;
+  }
+  if (!unit->reshard_after_forward) return out;
+  unit->reshard();
+  return RegatherBeforeBackward::apply(out, reinterpret_cast<int64_t>(unit));
+}
+
+}  // namespace titan

@@ -1,0 +1,58 @@
+// FSDP over plain libtorch modules, as FSDP2 does it: every parameter is sharded on dim 0 across
+// the shard group (torch.chunk's uneven split); the model's registered parameters become this
+// rank's shards (what the optimizer and the checkpoint see), while the weights forward reads are
+// all-gathered per unit (embedding, each block, norm + output) just before the unit runs, freed
+// after it (reshard_after_forward), gathered again just before its backward, and their gradients
+// reduce-scattered (then summed across the replicate group: HSDP) as soon as the unit's backward ends.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/llama3/model.h"
+#include "parallel/process_group.h"
+
+namespace titan {
+
+struct FsdpOptions {
+  bool reshard_after_forward = true;                  // parallelism.fsdp_reshard_after_forward, resolved
+  torch::ScalarType param_dtype = torch::kFloat32;    // training.mixed_precision_param: gathered copies
+  torch::ScalarType reduce_dtype = torch::kFloat32;   // training.mixed_precision_reduce: gradient sums
+};
+
+// This rank's piece of a parameter: rows [row_begin, row_begin + rows) of global_shape.
+struct ShardLayout {
+  std::vector<int64_t> global_shape;
+  int64_t row_begin = 0, rows = 0;
+  std::vector<int64_t> offsets() const;  // {row_begin, 0, ...}
+};
+
+// torch.chunk(n rows, parts)[part] as (first row, row count): ceil(n / parts) rows each, the last
+// parts shorter or empty.
+std::pair<int64_t, int64_t> chunk_rows(int64_t n, int64_t parts, int64_t part);
+
+struct FsdpUnit;  // one unit's parameters, gathered copies and collectives (fsdp.cpp)
+
+class FullyShardedModel : public llama3::ForwardHooks {
+ public:
+  // Shards `model` (initialised identically on every rank) and installs itself as its hooks.
+  // `replicate` is the HSDP replica group (size 1 for plain FSDP).
+  FullyShardedModel(llama3::Transformer model, ProcessGroup& shard, ProcessGroup& replicate, FsdpOptions options);
+  ~FullyShardedModel() override;
+
+  const ShardLayout& layout(const std::string& fqn) const;
+  // Gathered full copies of every parameter in its master dtype (Hugging Face exports).
+  std::vector<std::pair<std::string, torch::Tensor>> full_parameters();
+
+  void pre_forward(int64_t unit) override;
+  torch::Tensor post_forward(int64_t unit, torch::Tensor out) override;
+
+ private:
+  llama3::Transformer model_;
+  std::vector<std::unique_ptr<FsdpUnit>> units_;
+};
+
+}  // namespace titan

@@ -1,0 +1,123 @@
+#include "parallel/process_group.h"
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+
+#include "parallel/logging.h"
+
+namespace titan {
+namespace {
+
+// Gloo only copies bytes in an all-gather: 16-bit floats travel as int16.
+torch::Tensor as_gatherable(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf ? t.view(torch::kInt16) : t;
+}
+
+}  // namespace
+
+ProcessGroup::ProcessGroup(std::string name, std::vector<int64_t> ranks, int64_t global_rank,
+                           const c10::intrusive_ptr<c10d::Store>& store, std::shared_ptr<std::chrono::milliseconds> timeout)
+    : name_(std::move(name)), ranks_(std::move(ranks)), timeout_(std::move(timeout)) {
+  auto it = std::find(ranks_.begin(), ranks_.end(), global_rank);
+  if (it == ranks_.end()) throw std::logic_error("rank " + std::to_string(global_rank) + " is not in group " + name_);
+  rank_ = it - ranks_.begin();
+  if (ranks_.size() == 1) return;
+  auto options = c10d::ProcessGroupGloo::Options::create();
+  options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  options->timeout = *timeout_;
+  // Each group meets under its own prefix: the name and its lowest global rank.
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>(name_ + "/" + std::to_string(ranks_.front()), store);
+  pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, static_cast<int>(rank_), static_cast<int>(size()), options);
+}
+
+ProcessGroup::~ProcessGroup() = default;
+
+namespace {
+
+// A failed or timed-out collective ends the process at once: its Gloo thread may stay blocked
+// in the operation, and the group's destructor would wait for it (up to Gloo's own timeout).
+void wait_for(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what, std::chrono::milliseconds timeout) {
+  try {
+    work->wait(timeout);
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    log_error(what + " failed or timed out after " + std::to_string(timeout.count() / 1000) +
+              " s (a rank died or hangs): " + msg.substr(0, msg.find('\n')));
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
+}
+
+}  // namespace
+
+void ProcessGroup::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
+  if (!pg_) return;
+  c10d::AllreduceOptions opts;
+  opts.timeout = *timeout_;
+  wait_for(pg_->allreduce(tensors, opts), "all-reduce over " + name_, *timeout_);
+}
+
+double ProcessGroup::all_reduce_sum(double value) {
+  std::vector<torch::Tensor> t = {torch::tensor({value}, torch::kFloat64)};
+  all_reduce_sum(t);
+  return t[0].item<double>();
+}
+
+void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) {
+  if (!pg_) return;
+  c10d::BroadcastOptions opts;
+  opts.rootRank = root;
+  opts.timeout = *timeout_;
+  for (auto& t : tensors) {
+    std::vector<torch::Tensor> one = {t};
+    wait_for(pg_->broadcast(one, opts), "broadcast over " + name_, *timeout_);
+  }
+}
+
+void ProcessGroup::barrier() {
+  if (!pg_) return;
+  c10d::BarrierOptions opts;
+  opts.timeout = *timeout_;
+  wait_for(pg_->barrier(opts), "barrier over " + name_, *timeout_);
+}
+
+void ProcessGroup::all_gather(torch::Tensor& out, const torch::Tensor& in) {
+  const int64_t n = in.numel();
+  TORCH_CHECK(out.numel() == n * size() && out.is_contiguous() && in.is_contiguous(), "all_gather: out must be size * n");
+  if (!pg_) {
+    out.copy_(in);
+    return;
+  }
+  auto flat_out = as_gatherable(out);
+  std::vector<std::vector<torch::Tensor>> outputs(1);
+  for (int64_t r = 0; r < size(); ++r) outputs[0].push_back(flat_out.narrow(0, r * n, n));
+  std::vector<torch::Tensor> inputs = {as_gatherable(in)};
+  c10d::AllgatherOptions opts;
+  opts.timeout = *timeout_;
+  wait_for(pg_->allgather(outputs, inputs, opts), "all-gather over " + name_, *timeout_);
+}
+
+void ProcessGroup::reduce_scatter_sum(torch::Tensor& out, const torch::Tensor& in) {
+  const int64_t n = out.numel();
+  TORCH_CHECK(in.numel() == n * size() && in.is_contiguous(), "reduce_scatter_sum: in must be size * n");
+  if (!pg_) {
+    out.copy_(in);
+    return;
+  }
+  // All-to-all hands every rank the n-element pieces addressed to it; summing them in rank order
+  // is the reduce-scatter (same traffic as a native one).
+  auto received = torch::empty_like(in);
+  auto send = in;
+  std::vector<int64_t> counts;  // empty = equal splits
+  c10d::AllToAllOptions opts;
+  opts.timeout = *timeout_;
+  wait_for(pg_->alltoall_base(received, send, counts, counts, opts), "reduce-scatter over " + name_, *timeout_);
+  out.copy_(received.view({size(), n}).sum(0));
+}
+
+}  // namespace titan
