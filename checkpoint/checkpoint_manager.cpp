@@ -166,7 +166,8 @@ void CheckpointManager::purge(int64_t just_written) {
   int64_t kept_complete = 1;  // the one just written
   for (auto it = folders.rbegin(); it != folders.rend(); ++it) {
     const auto& [step, path] = *it;
-    if (step == just_written) continue;
+    // Newer folders may be saves other ranks have begun already; only their own save clears them.
+    if (step >= just_written) continue;
     const bool complete = is_complete(path.string()) || hf::is_hf_folder(path.string());
     if (complete && (options_.keep_latest_k == 0 || kept_complete < options_.keep_latest_k)) {
       ++kept_complete;

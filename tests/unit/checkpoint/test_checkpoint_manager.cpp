@@ -64,15 +64,16 @@ TEST(CheckpointManager, IntervalAndLastStepAsTorchTitan) {
   EXPECT_FALSE(CheckpointManager(disabled, f.components(), {}).should_save(3, true));
 }
 
-TEST(CheckpointManager, KeepsTheNewestKAndRemovesIncompleteFolders) {
+TEST(CheckpointManager, KeepsTheNewestKAndRemovesOlderIncompleteFolders) {
   Fixture f("purge");
   Options o = f.options();
   o.interval = 1;
   o.keep_latest_k = 2;
   CheckpointManager m(o, f.components(), {});
   fs::create_directories(fs::path(f.dir) / "step-0");  // an interrupted save
+  fs::create_directories(fs::path(f.dir) / "step-9");  // newer: maybe a save other ranks have begun
   for (int64_t s = 1; s <= 3; ++s) m.save(s, false);
-  EXPECT_EQ(f.folders(), (std::vector<std::string>{"step-2", "step-3"}));
+  EXPECT_EQ(f.folders(), (std::vector<std::string>{"step-2", "step-3", "step-9"}));
 }
 
 TEST(CheckpointManager, ResumesFromTheNewestCompleteStep) {
