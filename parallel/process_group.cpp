@@ -13,9 +13,10 @@
 namespace titan {
 namespace {
 
-// Gloo only copies bytes in an all-gather: 16-bit floats travel as int16.
+// An all-gather only copies bytes, and Gloo knows few dtypes: anything but fp32/fp64 travels as bytes.
 torch::Tensor as_gatherable(const torch::Tensor& t) {
-  return t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf ? t.view(torch::kInt16) : t;
+  const auto type = t.scalar_type();
+  return type == torch::kFloat32 || type == torch::kFloat64 ? t : t.view(torch::kUInt8);
 }
 
 }  // namespace
@@ -45,9 +46,12 @@ void wait_for(const c10::intrusive_ptr<c10d::Work>& work, const std::string& wha
   try {
     work->wait(timeout);
   } catch (const std::exception& e) {
-    const std::string msg = e.what();
-    log_error(what + " failed or timed out after " + std::to_string(timeout.count() / 1000) +
-              " s (a rank died or hangs): " + msg.substr(0, msg.find('\n')));
+    std::string msg = e.what();
+    msg = msg.substr(0, msg.find('\n'));
+    if (msg.find("timed out") != std::string::npos || msg.find("Timed out") != std::string::npos)
+      log_error(what + " timed out after " + std::to_string(timeout.count() / 1000) + " s (a rank died or hangs)");
+    else
+      log_error(what + " failed: " + msg);
     std::fflush(nullptr);
     std::_Exit(1);
   }
@@ -93,10 +97,11 @@ void ProcessGroup::all_gather(torch::Tensor& out, const torch::Tensor& in) {
     out.copy_(in);
     return;
   }
-  auto flat_out = as_gatherable(out);
+  auto flat_out = as_gatherable(out), flat_in = as_gatherable(in);
+  const int64_t piece = flat_in.numel();
   std::vector<std::vector<torch::Tensor>> outputs(1);
-  for (int64_t r = 0; r < size(); ++r) outputs[0].push_back(flat_out.narrow(0, r * n, n));
-  std::vector<torch::Tensor> inputs = {as_gatherable(in)};
+  for (int64_t r = 0; r < size(); ++r) outputs[0].push_back(flat_out.narrow(0, r * piece, piece));
+  std::vector<torch::Tensor> inputs = {flat_in};
   c10d::AllgatherOptions opts;
   opts.timeout = *timeout_;
   wait_for(pg_->allgather(outputs, inputs, opts), "all-gather over " + name_, *timeout_);
