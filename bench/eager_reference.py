@@ -4,7 +4,7 @@ init, from tests/reference/llama3_reference.py), AdamW, LR schedule, batch, sequ
 and thread count as titan_train, in idiomatic eager PyTorch on Debian's python3-torch (the same
 libtorch underneath). Prints one JSON line: tokens/s over the timed steps and peak RSS.
 
-Usage: eager_reference.py CONFIG_JSON TOKENS_NPY --batch B --seq T --steps N --warmup W --threads K
+Usage: eager_reference.py CONFIG_JSON TOKENS_NPY --batch B --seq T --steps N --warmup W --threads K [--dtype D]
 """
 import argparse
 import json
@@ -30,6 +30,7 @@ def main():
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")  # as training.dtype
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     hf = json.load(open(a.config))
@@ -40,6 +41,7 @@ def main():
     model = ref.Llama(c)
     torch.manual_seed(0)
     model.init_weights()
+    model.to(getattr(torch, a.dtype))  # bfloat16: weights, gradients and AdamW state in bf16, as titan_train
     opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 2))
     data = np.load(a.tokens).astype(np.int64)

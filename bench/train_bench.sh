@@ -3,11 +3,14 @@
 # on the same model, data, batch, sequence length and threads, alternating A B A B after a
 # warm-up. Prints tokens/s of each, the ratio per pair and its median, peak memory, and our MFU
 # against the GEMM peak our start-up probe measures in the same run.
-# Usage: bench/train_bench.sh [debug|mid] [ROUNDS]      (fp32; 2 threads = the machine's cores)
+# Usage: bench/train_bench.sh [debug|mid] [ROUNDS] [float32|bfloat16]   (threads = the machine's cores)
+# bfloat16 is training.dtype = bfloat16 for both (weights, gradients, AdamW state in bf16).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODEL="${1:-debug}"
 ROUNDS="${2:-3}"
+DTYPE="${3:-float32}"
+[[ "$DTYPE" == float32 || "$DTYPE" == bfloat16 ]] || { echo "usage: $0 [debug|mid] [ROUNDS] [float32|bfloat16]" >&2; exit 2; }
 "$ROOT/scripts/setup.sh"
 "$ROOT/scripts/build.sh" titan_train titan_sentencepiece
 WORK="$(mktemp -d)"
@@ -18,8 +21,9 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 case "$MODEL" in
   debug) DIM=256 LAYERS=6 HEADS=16 KV=16 FFN=768 VOCAB=2048 SEQ=256 BATCH=8 STEPS=6 ;;
   mid) DIM=1024 LAYERS=8 HEADS=16 KV=8 FFN=2816 VOCAB=32000 SEQ=1024 BATCH=1 STEPS=4 ;;
-  *) echo "usage: $0 [debug|mid] [ROUNDS]" >&2; exit 2 ;;
+  *) echo "usage: $0 [debug|mid] [ROUNDS] [float32|bfloat16]" >&2; exit 2 ;;
 esac
+STEPS="${BENCH_STEPS:-$STEPS}"  # bf16 on CPUs without AMX is slow: fewer steps keep a round short
 mkdir -p "$WORK/model"
 cat >"$WORK/model/config.json" <<JSON
 {"hidden_size": $DIM, "num_hidden_layers": $LAYERS, "num_attention_heads": $HEADS, "num_key_value_heads": $KV,
@@ -34,18 +38,19 @@ ours() {
   OMP_NUM_THREADS=$THREADS "${TITAN_BUILD_DIR:-$ROOT/build}/titan_train" --job.config_file "$ROOT/configs/debug_model.toml" \
     --model.flavor from_hf --model.hf_assets_path "$WORK/model" --training.dataset_path "$WORK/tokens.npy" \
     --training.seq_len $SEQ --training.local_batch_size $BATCH --training.steps $STEPS --metrics.log_freq 1 \
-    --activation_checkpoint.mode none --metrics.disable_color_printing --job.dump_folder "$WORK/out" >"$WORK/ours.log" 2>&1
+    --activation_checkpoint.mode none --metrics.disable_color_printing --training.dtype "$DTYPE" \
+    --job.dump_folder "$WORK/out" >"$WORK/ours.log" 2>&1
   # tokens/s over steps 2..N (step 1 is the warm-up), peak RSS, MFU of the last step, measured peak
   sed -nE 's/.*step: *([0-9]+) .*memory: +([0-9.]+)GiB.*tps: ([0-9,]+) .*mfu: ([0-9.]+)%.*/\1 \2 \3 \4/p' "$WORK/ours.log" |
     tr -d , | awk '$1 > 1 {s += 1 / $3; n++; m = $2; mfu = $4} END {printf "%.1f %.2f %.1f", n / s, m, mfu}'
 }
 theirs() {
   /usr/bin/python3 "$ROOT/bench/eager_reference.py" "$WORK/model/config.json" "$WORK/tokens.npy" --batch $BATCH \
-    --seq $SEQ --steps $STEPS --warmup 1 --threads $THREADS |
+    --seq $SEQ --steps $STEPS --warmup 1 --threads $THREADS --dtype "$DTYPE" |
     /usr/bin/python3 -c "import json, sys; d = json.load(sys.stdin); print('%.1f %.2f' % (d['tps'], d['peak_rss_gib']))"
 }
 
-echo "model $MODEL: dim $DIM, $LAYERS layers, $HEADS heads ($KV kv), ffn $FFN, vocab $VOCAB, seq $SEQ, batch $BATCH, fp32, $THREADS threads"
+echo "model $MODEL: dim $DIM, $LAYERS layers, $HEADS heads ($KV kv), ffn $FFN, vocab $VOCAB, seq $SEQ, batch $BATCH, $DTYPE, $THREADS threads"
 ours >/dev/null; theirs >/dev/null  # warm-up round (page cache, allocator)
 ratios=()
 for ((r = 1; r <= ROUNDS; r++)); do

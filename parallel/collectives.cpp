@@ -38,9 +38,14 @@ Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chro
     groups_["world"] = std::make_shared<ProcessGroup>("world", all, rank_, store_, timeout_);
     // Every rank builds its groups in the same order; a group equal to one built already is shared.
     const std::vector<std::pair<std::string, std::vector<MeshDim>>> wanted = {
+        {"pp", {MeshDim::kPP}},
         {"dp_replicate", {MeshDim::kDPReplicate}},
         {"dp_shard", {MeshDim::kDPShard}},
-        {"dp", {MeshDim::kDPReplicate, MeshDim::kDPShard}},
+        {"cp", {MeshDim::kCP}},
+        {"tp", {MeshDim::kTP}},
+        {"dp", {MeshDim::kDPReplicate, MeshDim::kDPShard}},                // the batch: ranks reading different data
+        {"fsdp", {MeshDim::kDPShard, MeshDim::kCP}},                       // parameters are sharded over it
+        {"loss", {MeshDim::kDPReplicate, MeshDim::kDPShard, MeshDim::kCP}},  // the loss is averaged over it
     };
     for (const auto& [name, mesh_dims] : wanted) {
       const auto ranks = dims.group_ranks(rank_, mesh_dims);
@@ -57,6 +62,12 @@ Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chro
 }
 
 Collectives::~Collectives() = default;
+
+ProcessGroup& Collectives::group(const std::string& name) const {
+  auto it = groups_.find(name);
+  if (it == groups_.end()) throw std::logic_error("no process group '" + name + "'");
+  return *it->second;
+}
 
 void Collectives::set_timeout(std::chrono::seconds timeout) {
   *timeout_ = timeout;

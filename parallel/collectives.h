@@ -33,10 +33,10 @@ class Collectives {
   // Timeout of every later collective and store wait (comm.train_timeout_seconds after step 1).
   void set_timeout(std::chrono::seconds timeout);
 
-  ProcessGroup& world() const { return *groups_.at("world"); }
-  ProcessGroup& dp_replicate() const { return *groups_.at("dp_replicate"); }
-  ProcessGroup& dp_shard() const { return *groups_.at("dp_shard"); }
-  ProcessGroup& batch() const { return *groups_.at("dp"); }  // ranks reading different data
+  // "world", one group per mesh dimension ("pp", "dp_replicate", "dp_shard", "cp", "tp") and the
+  // flattened "dp" (batch), "fsdp" (dp_shard x cp) and "loss" (dp x cp). Throws for other names.
+  ProcessGroup& group(const std::string& name) const;
+  ProcessGroup& world() const { return group("world"); }
 
   // Key-value exchange through the store; get waits for the key up to the timeout.
   void store_set(const std::string& key, const std::string& value);

@@ -163,7 +163,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
     fsdp.reshard_after_forward = policy != "never";  // "default" reshards unless pipelining (not built)
     fsdp.param_dtype = dtype_from_name(config_.training.mixed_precision_param);
     fsdp.reduce_dtype = dtype_from_name(config_.training.mixed_precision_reduce);
-    fsdp_ = std::make_unique<FullyShardedModel>(model_, comm_->dp_shard(), comm_->dp_replicate(), fsdp);
+    fsdp_ = std::make_unique<FullyShardedModel>(model_, comm_->group("fsdp"), comm_->group("dp_replicate"), fsdp);
   }
   model_->train();
   const int64_t checkpointed = llama3::apply_activation_checkpointing(model_, config_.activation_checkpoint.mode,
@@ -362,7 +362,7 @@ Trainer::StepResult Trainer::train_step() {
   int64_t valid = 0;
   for (const auto& b : micro) valid += b.labels.ne(-100).sum().item<int64_t>();
   double global_valid = static_cast<double>(valid);
-  if (comm_) global_valid = comm_->batch().all_reduce_sum(global_valid);  // across the data-parallel ranks
+  if (comm_) global_valid = comm_->group("loss").all_reduce_sum(global_valid);  // across the data-parallel ranks
   global_valid = std::max(global_valid, 1.0);
 
   auto loss_total = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
@@ -378,14 +378,14 @@ Trainer::StepResult Trainer::train_step() {
   std::vector<torch::Tensor> params;
   for (const auto& [name, p] : optimizer_->params()) params.push_back(p);
   // Sums: the loss is already divided globally. FSDP reduced its gradients during backward.
-  if (comm_ && !fsdp_) all_reduce_gradients(params, comm_->dp_replicate());
+  if (comm_ && !fsdp_) all_reduce_gradients(params, comm_->group("dp_replicate"));
   std::function<double(double)> across_shards;  // shards' squared norms add up to the global one
-  if (fsdp_) across_shards = [this](double sq) { return comm_->dp_shard().all_reduce_sum(sq); };
+  if (fsdp_) across_shards = [this](double sq) { return comm_->group("fsdp").all_reduce_sum(sq); };
   const double grad_norm = clip_grad_norm_(params, config_.training.max_norm, across_shards);
   optimizer_->step(lr_scheduler_->lr());
   lr_scheduler_->step();
   double loss = loss_total.item<double>();
-  if (comm_) loss = comm_->batch().all_reduce_sum(loss);  // the global mean over valid tokens
+  if (comm_) loss = comm_->group("loss").all_reduce_sum(loss);  // the global mean over valid tokens
   return {loss, grad_norm, tokens};
 }
 

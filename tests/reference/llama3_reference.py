@@ -80,7 +80,7 @@ class Attention(nn.Module):
         k = k.repeat_interleave(self.h // self.kv, dim=1)  # q head h reads kv head h // n_rep
         v = v.repeat_interleave(self.h // self.kv, dim=1)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.hd)
-        mask = torch.full((T, T), float("-inf")).triu(1)
+        mask = torch.full((T, T), float("-inf"), dtype=scores.dtype).triu(1)
         out = torch.softmax(scores + mask, dim=-1) @ v
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))
 
