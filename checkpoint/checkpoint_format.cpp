@@ -86,10 +86,11 @@ std::map<std::string, TensorEntry> write_shard(const std::string& dir, const std
   const fs::path folder(dir);
   fs::create_directories(folder);
   const fs::path manifest_path = folder / kManifestName;
-  if (fs::exists(manifest_path)) {  // rewriting a step: it stops looking complete first
-    fs::remove(manifest_path);
-    fsync_path(dir, O_RDONLY | O_DIRECTORY);
-  }
+  // Rewriting a step: it stops looking complete, durably, before any data changes. Every rank
+  // syncs the folder, also one whose peer removed the manifest first.
+  std::error_code ignored;
+  fs::remove(manifest_path, ignored);
+  fsync_path(dir, O_RDONLY | O_DIRECTORY);
   if (tensors.empty()) return {};  // a replica whose pieces another rank saves writes no file
   const std::string file = "__" + std::to_string(rank) + "_0.safetensors";
   std::vector<std::pair<std::string, torch::Tensor>> named;

@@ -185,21 +185,25 @@ void CheckpointManager::save(int64_t step, bool last_step) {
   const auto start = std::chrono::steady_clock::now();
   if (last_step && options_.last_save_in_hf) {
     const auto tensors = options_.full_model ? options_.full_model() : component("model")->tensors();
-    if (options_.comm && options_.comm->rank() != 0) return;  // rank 0 holds every whole tensor too
-    hf::save_hf_model(step_dir(step), tensors, options_.model_args, options_.export_dtype, options_.hf_max_shard_bytes,
-                      options_.hf_assets_path);
-    purge(step);
+    if (!options_.comm || options_.comm->rank() == 0) {  // rank 0 holds every whole tensor
+      hf::save_hf_model(step_dir(step), tensors, options_.model_args, options_.export_dtype, options_.hf_max_shard_bytes,
+                        options_.hf_assets_path);
+      purge(step);
+    }
+    wait_for_writers();
     log_info("Saved Hugging Face checkpoint " + step_dir(step));
     return;
   }
   if (last_step) {
     write(snapshot(step, options_.last_save_model_only, /*stage_copies=*/false), /*purge_after=*/true);
+    wait_for_writers();
     log_info("Saved " + std::string(options_.last_save_model_only ? "model-only " : "") + "checkpoint " + step_dir(step) +
              " in " + seconds_since(start));
     return;
   }
   if (options_.async_mode == "disabled") {
     write(snapshot(step, false, false), /*purge_after=*/true);
+    wait_for_writers();
     log_info("Saved checkpoint " + step_dir(step) + " in " + seconds_since(start));
     return;
   }
@@ -207,6 +211,12 @@ void CheckpointManager::save(int64_t step, bool last_step) {
   log_info("Staged checkpoint step-" + std::to_string(step) + " in " + seconds_since(start) +
            "; writing it in the background (" + options_.async_mode + ")");
   in_flight_ = std::async(std::launch::async, [this, snap] { write(*snap, /*purge_after=*/true); });
+}
+
+void CheckpointManager::wait_for_writers() {
+  // Ranks done early (replicas write nothing) would otherwise wait for rank 0's manifest inside the
+  // next step's collective, under the shorter training timeout.
+  if (options_.comm) options_.comm->world().barrier(options_.save_timeout);
 }
 
 void CheckpointManager::save_seed() {

@@ -44,6 +44,7 @@ struct Options {
   // Several ranks: each writes the pieces it holds with save_here, rank 0 gathers their chunk
   // lists through the store and writes the manifest last, then purges. Null for one process.
   Collectives* comm = nullptr;
+  std::chrono::seconds save_timeout{300};  // how long ranks wait for each other's synchronous saves
   // Whole model tensors for a Hugging Face export when the model component holds shards (a
   // collective: every rank calls it).
   std::function<std::vector<ShardedTensor>()> full_model;
@@ -99,6 +100,7 @@ class CheckpointManager {
   Snapshot snapshot(int64_t step, bool model_only, bool stage_copies);
   void write(const Snapshot& s, bool purge_after);
   void purge(int64_t just_written);
+  void wait_for_writers();
   LoadResult load_from(const std::string& dir, bool model_only);
   const Component* component(const std::string& name) const;
 

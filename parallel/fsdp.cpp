@@ -57,6 +57,7 @@ struct FsdpUnit {
   std::vector<FsdpParam> params;
   int64_t padded_numel = 0;  // per rank: sum of ceil(rows / n) * row_numel
   bool reshard_after_forward = true;
+  bool regather_for_backward = true;  // false when backward never reads the weights (embedding)
   ProcessGroup* shard = nullptr;
   ProcessGroup* replicate = nullptr;
   FsdpOptions options;
@@ -196,9 +197,12 @@ FullyShardedModel::FullyShardedModel(llama3::Transformer model, ProcessGroup& sh
     units_.back()->shard = &shard;
     units_.back()->replicate = &replicate;
     units_.back()->options = options;
-    // Backward starts with norm + output right away; a tied embedding is read again by the output.
-    const bool last = u == n_units - 1, tied = u == 0 && model_->args().tie_word_embeddings;
-    units_.back()->reshard_after_forward = options.reshard_after_forward && !last && !tied;
+    // Backward starts with norm + output and then the last block right away (TorchTitan keeps the
+    // last block too); a tied embedding is read again by the output projection.
+    const bool late = u >= n_units - 2, tied = u == 0 && model_->args().tie_word_embeddings;
+    units_.back()->reshard_after_forward = options.reshard_after_forward && !late && !tied;
+    // The embedding's backward reads only the token ids, never the weight.
+    units_.back()->regather_for_backward = u != 0;
   }
   std::map<std::string, torch::Tensor*> slots;
   for (const auto& [fqn, slot] : model_->weight_slots()) slots[fqn] = slot;
@@ -249,6 +253,10 @@ void FullyShardedModel::pre_forward(int64_t unit_index) {
   for (auto& u : units_)
     if (model_->unit_of(u->params.front().fqn) == unit_index) unit = u.get();
   if (!unit) return;
+  // The gathered copies live in the unit: one forward per backward (no second forward of a unit
+  // while the first one's graph is alive).
+  TORCH_CHECK(unit->full.empty(), "FSDP: unit ", unit_index, " ran forward again before the backward of its previous "
+              "forward; run backward (or forward under no_grad) between forwards");
   std::vector<torch::Tensor> shards;
   for (const auto& p : unit->params) shards.push_back(p.shard);
   unit->full = GatherUnit::apply(reinterpret_cast<int64_t>(unit), at::TensorList(shards));
@@ -260,12 +268,15 @@ torch::Tensor FullyShardedModel::post_forward(int64_t unit_index, torch::Tensor 
   for (auto& u : units_)
     if (model_->unit_of(u->params.front().fqn) == unit_index) unit = u.get();
   if (!unit) return out;
-  if (!torch::GradMode::is_enabled()) {  // no backward will come: release now
-    unit->restore_slots();
+  if (!torch::GradMode::is_enabled()) {  // no backward will come: release now (a tied embedding at the end)
+    const bool tied = unit == units_.front().get() && model_->args().tie_word_embeddings;
+    if (!tied) unit->restore_slots();
+    if (unit == units_.back().get()) units_.front()->restore_slots();
     return out;
   }
   if (!unit->reshard_after_forward) return out;
   unit->reshard();
+  if (!unit->regather_for_backward) return out;
   return RegatherBeforeBackward::apply(out, reinterpret_cast<int64_t>(unit));
 }
 

@@ -83,11 +83,11 @@ void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) 
   }
 }
 
-void ProcessGroup::barrier() {
+void ProcessGroup::barrier(std::chrono::milliseconds timeout) {
   if (!pg_) return;
   c10d::BarrierOptions opts;
-  opts.timeout = *timeout_;
-  wait_for(pg_->barrier(opts), "barrier over " + name_, *timeout_);
+  opts.timeout = timeout;
+  wait_for(pg_->barrier(opts), "barrier over " + name_, timeout);
 }
 
 void ProcessGroup::all_gather(torch::Tensor& out, const torch::Tensor& in) {

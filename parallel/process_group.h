@@ -34,7 +34,7 @@ class ProcessGroup {
   void all_reduce_sum(std::vector<torch::Tensor>& tensors);  // in place
   double all_reduce_sum(double value);
   void broadcast(std::vector<torch::Tensor>& tensors, int64_t root);  // root: a group rank
-  void barrier();
+  void barrier(std::chrono::milliseconds timeout);  // its own timeout: checkpoint saves wait longer than steps
   // out (size * n) <- every rank's in (n), in rank order.
   void all_gather(torch::Tensor& out, const torch::Tensor& in);
   // out (n) <- sum over ranks of their in.narrow(0, rank * n, n); in: (size * n).

@@ -197,6 +197,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   options.hf_max_shard_bytes = ck.hf_max_shard_size_mb * 1'000'000;
   options.model_args = model_args_;
   options.comm = comm_.get();
+  options.save_timeout = std::chrono::seconds(std::max(config_.comm.init_timeout_seconds, config_.comm.train_timeout_seconds));
   if (fsdp_)
     options.full_model = [this] {
       std::vector<checkpoint::ShardedTensor> out;
