@@ -83,7 +83,8 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
     // Data parallelism (DDP, FSDP, HSDP) is built; the model parallelisms are not yet.
     const std::pair<const char*, int64_t> not_yet[] = {{"context_parallel_degree", dims_.cp},
                                                         {"tensor_parallel_degree", dims_.tp},
-                                                        {"pipeline_parallel_degree", dims_.pp}};
+                                                        {"pipeline_parallel_degree", dims_.pp},
+                                                        {"expert_parallel_degree", dims_.ep}};
     for (const auto& [key, degree] : not_yet)
       if (degree != 1)
         throw Err(std::string("parallelism.") + key + " = " + std::to_string(degree) +

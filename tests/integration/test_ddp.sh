@@ -53,4 +53,7 @@ sleep 1
 NGPU=2 train "$WORK/tp.log" "${SMALL[@]}" --training.steps 1 --parallelism.tensor_parallel_degree 2 --job.dump_folder "$WORK/tp"
 [[ $RC -ne 0 ]] && grep -q "parallelism.tensor_parallel_degree = 2 is not supported yet" "$WORK/tp.log" ||
   { cat "$WORK/tp.log"; fail "tensor parallel message"; }
+NGPU=2 train "$WORK/ep.log" "${SMALL[@]}" --training.steps 1 --parallelism.expert_parallel_degree 2 --job.dump_folder "$WORK/ep"
+[[ $RC -ne 0 ]] && grep -q "parallelism.expert_parallel_degree = 2 is not supported yet" "$WORK/ep.log" ||
+  { cat "$WORK/ep.log"; fail "expert parallel message"; }
 echo "PASS"
