@@ -15,6 +15,7 @@
 #include "checkpoint/hf_adapter.h"
 #include "checkpoint/hf_checkpoint.h"
 #include "models/llama3/model.h"
+#include "parallel/logging.h"
 #include "checkpoint/safetensors.h"
 
 namespace {
@@ -128,7 +129,7 @@ int main(int argc, char** argv) {
     }
     return usage();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", std::string(e.what()).substr(0, std::string(e.what()).find('\n')).c_str());
+    std::fprintf(stderr, "error: %s\n", titan::first_line(e.what()).c_str());
     return 1;
   }
 }

@@ -2,6 +2,8 @@
 
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "parallel/logging.h"
+
 #include <cstdlib>
 #include <stdexcept>
 
@@ -11,11 +13,6 @@ namespace {
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
   return v && *v ? v : fallback;
-}
-
-std::string first_line(const std::exception& e) {
-  const std::string msg = e.what();
-  return msg.substr(0, msg.find('\n'));
 }
 
 }  // namespace
@@ -57,7 +54,7 @@ Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chro
   } catch (const std::exception& e) {
     throw std::runtime_error("rendezvous at " + addr + ":" + port_text + " failed within comm.init_timeout_seconds=" +
                              std::to_string(timeout.count()) + " (rank " + std::to_string(rank_) + " of " +
-                             std::to_string(env.world_size) + "): " + first_line(e));
+                             std::to_string(env.world_size) + "): " + first_line(e.what()));
   }
 }
 
@@ -87,7 +84,7 @@ std::string Collectives::store_get(const std::string& key) {
     return std::string(bytes.begin(), bytes.end());
   } catch (const std::exception& e) {
     throw std::runtime_error("waiting for '" + key + "' in the rendezvous store failed or timed out after " +
-                             std::to_string(timeout_->count() / 1000) + " s (a rank died or hangs): " + first_line(e));
+                             std::to_string(timeout_->count() / 1000) + " s (a rank died or hangs): " + first_line(e.what()));
   }
 }
 

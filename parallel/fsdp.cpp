@@ -158,7 +158,8 @@ struct GatherUnit : public torch::autograd::Function<GatherUnit> {
   static variable_list forward(AutogradContext* ctx, int64_t unit_address, at::TensorList shards) {
     ctx->saved_data["unit"] = unit_address;
     (void)shards;  // read through the unit, which holds the same tensors
-    return reinterpret_cast<FsdpUnit*>(unit_address)->gather_new(reinterpret_cast<FsdpUnit*>(unit_address)->options.param_dtype);
+    auto* unit = reinterpret_cast<FsdpUnit*>(unit_address);
+    return unit->gather_new(unit->options.param_dtype);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -193,16 +194,16 @@ FullyShardedModel::FullyShardedModel(llama3::Transformer model, ProcessGroup& sh
     : model_(std::move(model)) {
   const int64_t n_units = model_->args().n_layers + 2;
   for (int64_t u = 0; u < n_units; ++u) {
-    units_.push_back(std::make_unique<FsdpUnit>());
-    units_.back()->shard = &shard;
-    units_.back()->replicate = &replicate;
-    units_.back()->options = options;
+    FsdpUnit& unit = *units_.emplace_back(std::make_unique<FsdpUnit>());
+    unit.shard = &shard;
+    unit.replicate = &replicate;
+    unit.options = options;
     // Backward starts with norm + output and then the last block right away (TorchTitan keeps the
     // last block too); a tied embedding is read again by the output projection.
     const bool late = u >= n_units - 2, tied = u == 0 && model_->args().tie_word_embeddings;
-    units_.back()->reshard_after_forward = options.reshard_after_forward && !late && !tied;
+    unit.reshard_after_forward = options.reshard_after_forward && !late && !tied;
     // The embedding's backward reads only the token ids, never the weight.
-    units_.back()->regather_for_backward = u != 0;
+    unit.regather_for_backward = u != 0;
   }
   std::map<std::string, torch::Tensor*> slots;
   for (const auto& [fqn, slot] : model_->weight_slots()) slots[fqn] = slot;
@@ -226,7 +227,6 @@ FullyShardedModel::FullyShardedModel(llama3::Transformer model, ProcessGroup& sh
     p.shard = param;
     unit.params.push_back(std::move(p));
   }
-  units_.erase(std::remove_if(units_.begin(), units_.end(), [](const auto& u) { return u->params.empty(); }), units_.end());
   model_->hooks = this;
 }
 
@@ -242,16 +242,20 @@ const ShardLayout& FullyShardedModel::layout(const std::string& fqn) const {
 std::vector<std::pair<std::string, torch::Tensor>> FullyShardedModel::full_parameters() {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (auto& u : units_) {
+    if (u->params.empty()) continue;
     auto full = u->gather_new(u->params.front().shard.scalar_type());
     for (size_t i = 0; i < full.size(); ++i) out.emplace_back(u->params[i].fqn, full[i]);
   }
   return out;
 }
 
+FsdpUnit* FullyShardedModel::unit(int64_t index) const {
+  FsdpUnit* u = units_.at(static_cast<size_t>(index)).get();
+  return u->params.empty() ? nullptr : u;
+}
+
 void FullyShardedModel::pre_forward(int64_t unit_index) {
-  FsdpUnit* unit = nullptr;
-  for (auto& u : units_)
-    if (model_->unit_of(u->params.front().fqn) == unit_index) unit = u.get();
+  FsdpUnit* unit = this->unit(unit_index);
   if (!unit) return;
   // The gathered copies live in the unit: one forward per backward (no second forward of a unit
   // while the first one's graph is alive).
@@ -264,9 +268,7 @@ void FullyShardedModel::pre_forward(int64_t unit_index) {
 }
 
 torch::Tensor FullyShardedModel::post_forward(int64_t unit_index, torch::Tensor out) {
-  FsdpUnit* unit = nullptr;
-  for (auto& u : units_)
-    if (model_->unit_of(u->params.front().fqn) == unit_index) unit = u.get();
+  FsdpUnit* unit = this->unit(unit_index);
   if (!unit) return out;
   if (!torch::GradMode::is_enabled()) {  // no backward will come: release now (a tied embedding at the end)
     const bool tied = unit == units_.front().get() && model_->args().tie_word_embeddings;

@@ -51,8 +51,10 @@ class FullyShardedModel : public llama3::ForwardHooks {
   torch::Tensor post_forward(int64_t unit, torch::Tensor out) override;
 
  private:
+  FsdpUnit* unit(int64_t index) const;  // null for a unit without parameters
+
   llama3::Transformer model_;
-  std::vector<std::unique_ptr<FsdpUnit>> units_;
+  std::vector<std::unique_ptr<FsdpUnit>> units_;  // indexed by ForwardHooks' unit number
 };
 
 }  // namespace titan

@@ -11,6 +11,9 @@ void log_warning(const std::string& message);
 // Errors are printed by every rank, on stderr, prefixed like the log lines.
 void log_error(const std::string& message);
 
+// The first line of an error message: libtorch and c10d errors carry a C++ backtrace after it.
+inline std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
+
 // With several ranks, lines get a "[rankN]: " prefix and only the ranks listed in LOG_RANK
 // (comma separated, default 0) print info and warnings, as torchrun's --local-ranks-filter.
 void configure_logging(int64_t rank, int64_t world_size);

@@ -46,8 +46,7 @@ void wait_for(const c10::intrusive_ptr<c10d::Work>& work, const std::string& wha
   try {
     work->wait(timeout);
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    msg = msg.substr(0, msg.find('\n'));
+    const std::string msg = first_line(e.what());
     if (msg.find("timed out") != std::string::npos || msg.find("Timed out") != std::string::npos)
       log_error(what + " timed out after " + std::to_string(timeout.count() / 1000) + " s (a rank died or hangs)");
     else

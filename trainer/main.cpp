@@ -16,9 +16,6 @@ void on_sigint(int) {
   titan::Trainer::stop_requested() = true;
 }
 
-// First line of a message: libtorch errors carry a C++ backtrace after it.
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -42,9 +39,9 @@ int main(int argc, char** argv) {
     }
     return trainer.train() ? 0 : 130;
   } catch (const c10::Error& e) {
-    titan::log_error(first_line(e.what_without_backtrace()));
+    titan::log_error(titan::first_line(e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    titan::log_error(first_line(e.what()));
+    titan::log_error(titan::first_line(e.what()));
   }
   return 1;
 }

@@ -64,12 +64,11 @@ double clip_grad_norm_(const std::vector<torch::Tensor>& params, double max_norm
     if (p.grad().defined()) norms.push_back(at::linalg_vector_norm(p.grad(), 2, c10::nullopt, false, torch::kFloat64));
   double sq = norms.empty() ? 0.0 : torch::stack(norms).pow(2).sum().item<double>();  // one sync for all parameters
   if (sum_across) sq = sum_across(sq);
-  if (norms.empty() && !sum_across) return 0.0;
-  auto total = torch::tensor(std::sqrt(sq), torch::kFloat64);
-  auto coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  const double total = std::sqrt(sq);
+  const double coef = std::min(1.0, max_norm / (total + 1e-6));
   for (const auto& p : params)
-    if (p.grad().defined()) p.grad().mul_(coef.to(p.grad().scalar_type()));
-  return total.item<double>();
+    if (p.grad().defined()) p.grad().mul_(coef);
+  return total;
 }
 
 }  // namespace titan

@@ -14,6 +14,12 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 # The losses of every logged step, one "step loss" pair per line.
 losses() { sed -nE 's/.*step: *([0-9]+) +loss: +([0-9.]+).*/\1 \2/p' "$1"; }
 
+# A free TCP port for a rendezvous the test sets up itself.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
+
+# rank_pid FOLDER R: the pid of rank R of the run whose command line names FOLDER.
+rank_pid() { pgrep -f "titan_train.*$1" | while read -r p; do grep -qz "^RANK=$2$" "/proc/$p/environ" && echo "$p"; done | head -1; }
+
 # Runs ./run_train.sh with the given arguments; stdout+stderr into $1, exit code into $RC.
 train() {
   local log="$1"; shift

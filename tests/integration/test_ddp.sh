@@ -35,7 +35,7 @@ close "$WORK/rank0_tail.log" "$WORK/resume.log" ||
 NGPU=2 ./run_train.sh "${SMALL[@]}" "${DDP[@]}" --training.steps 1000 --job.dump_folder "$WORK/kill" >"$WORK/kill.log" 2>&1 &
 launcher=$!
 for _ in $(seq 1 600); do grep -q "step:  2" "$WORK/kill.log" && break; sleep 0.1; done
-victim=$(pgrep -f "titan_train.*$WORK/kill" | while read -r p; do grep -qz '^RANK=1$' "/proc/$p/environ" && echo "$p"; done | head -1)
+victim=$(rank_pid "$WORK/kill" 1)
 [[ -n "$victim" ]] || fail "rank 1 not found"
 kill -9 "$victim"
 set +e

@@ -4,10 +4,9 @@
 # complete checkpoint still loads).
 source "$(dirname "$0")/lib.sh"
 FSDP2=("${SMALL[@]}" --training.seq_len 64 --training.local_batch_size 2 --training.mixed_precision_param float32)
-port() { python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
 
 # Rank 0 of 2 alone: the rendezvous gives up after comm.init_timeout_seconds.
-p=$(port)
+p=$(free_port)
 start=$SECONDS
 RANK=0 LOCAL_RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$p \
   train "$WORK/alone.log" "${FSDP2[@]}" --training.steps 2 --comm.init_timeout_seconds 3 --job.dump_folder "$WORK/alone"
@@ -22,7 +21,6 @@ NGPU=2 ./run_train.sh "${FSDP2[@]}" --training.steps 100000 --comm.train_timeout
   --job.dump_folder "$WORK/hang" >"$WORK/hang.log" 2>&1 &
 launcher=$!
 for _ in $(seq 1 600); do grep -q "rank1\]: .*step:  3 " "$WORK/hang.log" && break; sleep 0.1; done
-rank_pid() { pgrep -f "titan_train.*$1" | while read -r p; do grep -qz "^RANK=$2$" "/proc/$p/environ" && echo "$p"; done | head -1; }
 victim=$(rank_pid "$WORK/hang" 1)
 [[ -n "$victim" ]] || fail "rank 1 not found"
 kill -STOP "$victim"

@@ -40,7 +40,7 @@ run accum 2 5 $(degrees 1 2) --training.local_batch_size 2 --parallelism.fsdp_re
 grep -q "gradient accumulation steps 2" "$WORK/accum.log" || fail "the accumulation run does not accumulate"
 # Two "nodes" of two ranks on this machine (one shared dump folder, as on a shared filesystem).
 mkdir -p "$WORK/nodes/checkpoint" && cp -r "$WORK/seed/checkpoint/step-0" "$WORK/nodes/checkpoint/"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 for node in 0 1; do
   TITAN_TEST_METRICS_FILE="$WORK/nodes.metrics" NNODES=2 NODE_RANK=$node NGPU=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
     ./run_train.sh "${ARGS[@]}" $(degrees 1 4) --training.local_batch_size 2 --training.steps 5 \
