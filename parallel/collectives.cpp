@@ -93,32 +93,4 @@ void Collectives::store_delete(const std::string& key) {
   store_->deleteKey(key);
 }
 
-void all_reduce_gradients(const std::vector<torch::Tensor>& params, ProcessGroup& group) {
-  torch::NoGradGuard no_grad;
-  constexpr int64_t kBucketBytes = 25 << 20;
-  std::vector<torch::Tensor> bucket;
-  int64_t bytes = 0;
-  auto flush = [&] {
-    if (bucket.empty()) return;
-    std::vector<torch::Tensor> flats;
-    for (const auto& g : bucket) flats.push_back(g.reshape({-1}));
-    std::vector<torch::Tensor> flat = {torch::cat(flats)};  // one collective per bucket
-    group.all_reduce_sum(flat);
-    int64_t offset = 0;
-    for (auto& g : bucket) {
-      g.copy_(flat[0].narrow(0, offset, g.numel()).view_as(g));
-      offset += g.numel();
-    }
-    bucket.clear();
-    bytes = 0;
-  };
-  for (const auto& p : params) {
-    if (!p.grad().defined()) continue;
-    bucket.push_back(p.grad());
-    bytes += static_cast<int64_t>(p.grad().nbytes());
-    if (bytes >= kBucketBytes) flush();
-  }
-  flush();
-}
-
 }  // namespace titan

@@ -51,7 +51,4 @@ class Collectives {
   std::map<std::string, std::shared_ptr<ProcessGroup>> groups_;
 };
 
-// DDP's gradient sync: sums every gradient across the group, in flat buckets of ~25 MB.
-void all_reduce_gradients(const std::vector<torch::Tensor>& params, ProcessGroup& group);
-
 }  // namespace titan

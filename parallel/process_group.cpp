@@ -58,11 +58,14 @@ void wait_for(const c10::intrusive_ptr<c10d::Work>& work, const std::string& wha
 
 }  // namespace
 
-void ProcessGroup::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
-  if (!pg_) return;
+void ProcessGroup::all_reduce_sum(std::vector<torch::Tensor>& tensors) { start_all_reduce_sum(tensors)(); }
+
+std::function<void()> ProcessGroup::start_all_reduce_sum(std::vector<torch::Tensor> tensors) {
+  if (!pg_) return [] {};
   c10d::AllreduceOptions opts;
   opts.timeout = *timeout_;
-  wait_for(pg_->allreduce(tensors, opts), "all-reduce over " + name_, *timeout_);
+  auto work = pg_->allreduce(tensors, opts);
+  return [work, what = "all-reduce over " + name_, timeout = *timeout_] { wait_for(work, what, timeout); };
 }
 
 double ProcessGroup::all_reduce_sum(double value) {

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,9 @@ class ProcessGroup {
   const std::vector<int64_t>& ranks() const { return ranks_; }  // global ranks, ascending
 
   void all_reduce_sum(std::vector<torch::Tensor>& tensors);  // in place
+  // Starts an in-place sum and returns at once; calling the result waits for it (DDP overlaps
+  // its bucket all-reduces with backward this way).
+  std::function<void()> start_all_reduce_sum(std::vector<torch::Tensor> tensors);
   double all_reduce_sum(double value);
   void broadcast(std::vector<torch::Tensor>& tensors, int64_t root);  // root: a group rank
   void barrier(std::chrono::milliseconds timeout);  // its own timeout: checkpoint saves wait longer than steps

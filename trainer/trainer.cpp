@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "checkpoint/hf_adapter.h"
+#include "models/common/matmul.h"
 #include "models/llama3/activation_checkpoint.h"
 #include "trainer/config_manager.h"
 #include "parallel/logging.h"
@@ -174,6 +175,8 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
              std::to_string(checkpointed) + " of " + std::to_string(model_args_.n_layers) + " blocks");
 
   optimizer_ = std::make_unique<AdamW>(model_->named_parameters().pairs(), config_.optimizer);
+  if (comm_ && !fsdp_ && dims_.dp_replicate > 1)
+    ddp_ = std::make_unique<DistributedDataParallel>(model_->named_parameters().pairs(), comm_->group("dp_replicate"));
   lr_scheduler_ = std::make_unique<LRScheduler>(config_.lr_scheduler, config_.training.steps, config_.optimizer.lr);
   for (const auto& w : lr_scheduler_->warnings()) log_warning(w);
 
@@ -227,22 +230,29 @@ void Trainer::log_startup() {
   log_info("Dataset " + config_.training.dataset + " from " + dataloader_->stream().source().describe());
   log_info("Model " + config_.model.name + " " + config_.model.flavor + " size: " + with_commas(num_params_) +
            " total parameters");
+  // Matmuls run in the FSDP param dtype under FSDP, else in training.dtype.
+  const torch::ScalarType compute_dtype = fsdp_ ? dtype_from_name(config_.training.mixed_precision_param) : dtype_;
+  GemmProbe gemm = probe_low_precision_gemm(compute_dtype, device_);
+  if (gemm.native_flops > 0) {  // a bf16/fp16 run on the CPU: every rank takes the same path, fp32 if any prefers it
+    bool fp32 = gemm.choice == LowPrecisionGemm::kFp32;
+    if (comm_) fp32 = comm_->world().all_reduce_sum(fp32 ? 1.0 : 0.0) > 0;
+    gemm.choice = fp32 ? LowPrecisionGemm::kFp32 : LowPrecisionGemm::kNative;
+    set_low_precision_gemm(gemm.choice);
+    log_info(gemm.describe(compute_dtype));
+  }
   if (config_.metrics.peak_flops) {
     peak_flops_ = *config_.metrics.peak_flops;
     log_info("Peak FLOPS used for computing MFU: " + fmt("%.3e", peak_flops_) + " (metrics.peak_flops)");
   } else {
-    peak_flops_ = measure_peak_flops(dtype_, device_);
+    peak_flops_ = measure_peak_flops(compute_dtype, device_);
     log_info("Peak FLOPS used for computing MFU: " + fmt("%.3e", peak_flops_) + " (measured: " +
-             std::string(c10::toString(dtype_)) + " GEMM probe on " + device_.str() + ")");
+             std::string(c10::toString(compute_dtype)) + " GEMM probe on " + device_.str() + ", the path the model's matmuls take)");
   }
   if (fsdp_) {
     log_info("Applied FSDP to the model: " + std::to_string(dims_.dp_shard) + " shards" +
              (dims_.dp_replicate > 1 ? " x " + std::to_string(dims_.dp_replicate) + " replicas (HSDP)" : "") +
              ", reshard_after_forward=" + config_.parallelism.fsdp_reshard_after_forward + ", param dtype " +
              config_.training.mixed_precision_param + ", reduce dtype " + config_.training.mixed_precision_reduce);
-    if (config_.training.mixed_precision_param == "bfloat16" && device_.is_cpu())
-      log_warning("training.mixed_precision_param=bfloat16 on a CPU: bf16 matmuls are far slower than fp32 on CPUs "
-                  "without AMX/AVX512-BF16; --training.mixed_precision_param float32 is the fast choice here");
   } else if (config_.training.mixed_precision_param != config_.training.dtype) {
     log_info("training.mixed_precision_param=" + config_.training.mixed_precision_param +
              " applies under FSDP (data_parallel_shard_degree > 1), as in TorchTitan; this run computes in "
@@ -353,6 +363,7 @@ void Trainer::create_seed_checkpoint() {
 
 Trainer::StepResult Trainer::train_step() {
   optimizer_->zero_grad();
+  if (ddp_) ddp_->zero_grad();
   std::vector<Batch> micro;
   micro.reserve(static_cast<size_t>(grad_accum_steps_));
   int64_t tokens = 0;
@@ -368,7 +379,9 @@ Trainer::StepResult Trainer::train_step() {
   global_valid = std::max(global_valid, 1.0);
 
   auto loss_total = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
-  for (const auto& b : micro) {
+  for (size_t i = 0; i < micro.size(); ++i) {
+    const Batch& b = micro[i];
+    if (ddp_) ddp_->set_sync(i + 1 == micro.size());  // the last microbatch's backward all-reduces
     auto logits = model_->forward(b.input.to(device_));  // (B, T, vocab)
     auto loss_sum = torch::nn::functional::cross_entropy(
         logits.flatten(0, 1).to(torch::kFloat32), b.labels.reshape({-1}).to(device_),
@@ -379,8 +392,8 @@ Trainer::StepResult Trainer::train_step() {
   }
   std::vector<torch::Tensor> params;
   for (const auto& [name, p] : optimizer_->params()) params.push_back(p);
-  // Sums: the loss is already divided globally. FSDP reduced its gradients during backward.
-  if (comm_ && !fsdp_) all_reduce_gradients(params, comm_->group("dp_replicate"));
+  // FSDP reduced its gradients during backward; DDP's last buckets may still be on the wire.
+  if (ddp_) ddp_->finish_gradient_sync();
   std::function<double(double)> across_shards;  // shards' squared norms add up to the global one
   if (fsdp_) across_shards = [this](double sq) { return comm_->group("fsdp").all_reduce_sum(sq); };
   const double grad_norm = clip_grad_norm_(params, config_.training.max_norm, across_shards);

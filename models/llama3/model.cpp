@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "models/common/matmul.h"
 #include "models/llama3/activation_checkpoint.h"
 #include "models/llama3/rope.h"
 
@@ -46,26 +47,26 @@ AttentionImpl::AttentionImpl(const ModelArgs& args) : head_dim_(args.head_dim())
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   const int64_t B = x.size(0), T = x.size(1), hd = head_dim_;
   // -1 infers the local head count, so a tensor-parallel shard of wq/wk/wv works unchanged.
-  auto xq = apply_rope(wq(x).view({B, T, -1, hd}), cos, sin);  // (B, T, H, hd)
-  auto xk = apply_rope(wk(x).view({B, T, -1, hd}), cos, sin);  // (B, T, KV, hd)
-  auto xv = wv(x).view({B, T, -1, hd});                        // (B, T, KV, hd)
+  auto xq = apply_rope(apply_linear(x, wq->weight).view({B, T, -1, hd}), cos, sin);  // (B, T, H, hd)
+  auto xk = apply_rope(apply_linear(x, wk->weight).view({B, T, -1, hd}), cos, sin);  // (B, T, KV, hd)
+  auto xv = apply_linear(x, wv->weight).view({B, T, -1, hd});         // (B, T, KV, hd)
   const int64_t H = xq.size(2), KV = xk.size(2), rep = H / KV;
 
   // Group the rep query heads of each kv head along the row axis: no copy of K or V per head.
   auto q = xq.permute({0, 2, 1, 3}).reshape({B, KV, rep * T, hd});  // (B, KV, rep*T, hd)
   auto k = xk.permute({0, 2, 3, 1});                                 // (B, KV, hd, T)
   auto v = xv.transpose(1, 2);                                       // (B, KV, T, hd)
-  auto scores = torch::matmul(q, k).mul_(1.0 / std::sqrt(static_cast<double>(hd)));  // (B, KV, rep*T, T)
+  auto scores = batched_matmul(q, k).mul_(1.0 / std::sqrt(static_cast<double>(hd)));  // (B, KV, rep*T, T)
   auto causal = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
   scores = scores.view({B, KV, rep, T, T}).masked_fill(causal, -std::numeric_limits<double>::infinity());
   auto probs = torch::softmax(scores, -1).view({B, KV, rep * T, T});
-  auto out = torch::matmul(probs, v);                             // (B, KV, rep*T, hd)
+  auto out = batched_matmul(probs, v);                            // (B, KV, rep*T, hd)
   out = out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});  // (B, T, H*hd)
-  return wo(out);
+  return apply_linear(out, wo->weight);  // (B, T, dim)
 }
 
 void AttentionImpl::init_weights(double init_std) {
-  for (auto& linear : {wq, wk, wv}) trunc_normal_(linear->weight, 0.0, 0.02, -2.0, 2.0);
+  for (auto& proj : {wq, wk, wv}) trunc_normal_(proj->weight, 0.0, 0.02, -2.0, 2.0);
   trunc_normal_(wo->weight, 0.0, init_std, -2.0, 2.0);
 }
 
@@ -76,12 +77,12 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t hidden_dim) {
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
-  return w2(torch::silu(w1(x)) * w3(x));  // (B, T, hidden) inside
+  return apply_linear(torch::silu(apply_linear(x, w1->weight)) * apply_linear(x, w3->weight), w2->weight);  // (B, T, hidden) inside
 }
 
 void FeedForwardImpl::init_weights(double init_std) {
   trunc_normal_(w1->weight, 0.0, 0.02, -2.0, 2.0);
-  for (auto& linear : {w2, w3}) trunc_normal_(linear->weight, 0.0, init_std, -2.0, 2.0);
+  for (auto& proj : {w2, w3}) trunc_normal_(proj->weight, 0.0, init_std, -2.0, 2.0);
 }
 
 TransformerBlockImpl::TransformerBlockImpl(int64_t layer_id, const ModelArgs& args) {
@@ -137,7 +138,7 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens) {
     h = unit(i + 1, [&] { return layers->at<TransformerBlockImpl>(static_cast<size_t>(i)).forward(h, rope_cos_, rope_sin_); });
   return unit(args_.n_layers + 1, [&] {
     auto normed = norm(h);
-    return output ? output(normed) : torch::linear(normed, tok_embeddings->weight);  // (B, T, vocab)
+    return apply_linear(normed, output ? output->weight : tok_embeddings->weight);  // (B, T, vocab)
   });
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Data-parallel layouts over Gloo ranks, all from one seed checkpoint on the same global batch of
-# 8 sequences: 1 rank, DDP2, FSDP2, FSDP4, HSDP2x2 and FSDP2 with gradient accumulation give the
+# 8 sequences: 1 rank, DDP2, FSDP2, FSDP4, HSDP2x2, FSDP2 and DDP2 with gradient accumulation give the
 # same loss and grad_norm at each of the first 5 steps within 1e-5 relative; each layout's step-5
 # checkpoint resumes in another layout on the uninterrupted FSDP4 run's numbers.
 source "$(dirname "$0")/lib.sh"
@@ -38,6 +38,9 @@ run hsdp 4 5 $(degrees 2 2) --training.local_batch_size 2
 run accum 2 5 $(degrees 1 2) --training.local_batch_size 2 --parallelism.fsdp_reshard_after_forward never \
   --activation_checkpoint.mode full
 grep -q "gradient accumulation steps 2" "$WORK/accum.log" || fail "the accumulation run does not accumulate"
+# DDP with accumulation: the first microbatch's backward does not all-reduce (no_sync), the
+# checkpointed blocks' nested backward fires the bucket hooks.
+run ddp_accum 2 5 $(degrees 2 1) --training.local_batch_size 2 --activation_checkpoint.mode full
 # Two "nodes" of two ranks on this machine (one shared dump folder, as on a shared filesystem).
 mkdir -p "$WORK/nodes/checkpoint" && cp -r "$WORK/seed/checkpoint/step-0" "$WORK/nodes/checkpoint/"
 port=$(free_port)
@@ -49,7 +52,7 @@ for node in 0 1; do
 done
 wait "${pids[0]}" || { cat "$WORK/node0.log"; fail "node 0 failed"; }
 wait "${pids[1]}" || { cat "$WORK/node1.log"; fail "node 1 failed"; }
-for name in one ddp2 fsdp2 hsdp accum nodes; do
+for name in one ddp2 fsdp2 hsdp accum ddp_accum nodes; do
   near "$WORK/fsdp4.metrics" "$WORK/$name.metrics" || fail "$name differs from FSDP4 in the first 5 steps"
 done
 

@@ -6,35 +6,18 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "parallel/fsdp.h"
+#include "tests/unit/parallel/tiny_model.h"
 
 namespace titan {
 namespace {
 
-llama3::ModelArgs tiny(bool tied) {
-  llama3::ModelArgs a;
-  a.dim = 32;
-  a.n_layers = 3;
-  a.n_heads = 4;
-  a.n_kv_heads = 2;
-  a.vocab_size = 64;
-  a.multiple_of = 16;
-  a.max_seq_len = 8;
-  a.tie_word_embeddings = tied;
-  return a;
-}
-
-llama3::Transformer initialised(const llama3::ModelArgs& args) {
-  torch::manual_seed(7);
-  llama3::Transformer m(args);
-  m->init_weights();
-  return m;
-}
+using testing::initialised;
 
 TEST(FullyShardedModel, OneShardEqualsThePlainModel) {
   for (bool tied : {false, true}) {
     SCOPED_TRACE(tied ? "tied embeddings" : "untied");
-    auto reference = initialised(tiny(tied));
-    auto sharded = initialised(tiny(tied));
+    auto reference = initialised(testing::tiny_args(tied));
+    auto sharded = initialised(testing::tiny_args(tied));
     auto timeout = std::make_shared<std::chrono::milliseconds>(1000);
     ProcessGroup shard("fsdp", {0}, 0, c10::intrusive_ptr<c10d::Store>(), timeout);
     ProcessGroup replicas("dp_replicate", {0}, 0, c10::intrusive_ptr<c10d::Store>(), timeout);
