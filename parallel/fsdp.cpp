@@ -62,17 +62,42 @@ struct FsdpUnit {
   ProcessGroup* replicate = nullptr;
   FsdpOptions options;
   std::vector<torch::Tensor> full;  // the gathered copies forward reads; storage freed while resharded
+  torch::Tensor prefetched;           // (n * padded) an all-gather started ahead of need, in param_dtype
+  std::function<void()> wait_prefetched;
 
-  // All-gathers every shard into one (n * padded) buffer in `dtype`.
-  torch::Tensor gather_flat(torch::ScalarType dtype) {
+  // Starts the all-gather of every shard into one (n * padded) buffer in `dtype`.
+  std::function<void()> start_gather(torch::ScalarType dtype, torch::Tensor& out) {
     torch::NoGradGuard no_grad;
     const auto opts = params.front().shard.options().dtype(dtype);
-    auto in = torch::zeros({padded_numel}, opts);
+    auto in = torch::zeros({padded_numel}, opts);  // (padded)
     for (const auto& p : params)
       in.narrow(0, p.flat_offset, p.shard.numel()).copy_(p.shard.detach().reshape({-1}));
-    auto out = torch::empty({shard->size() * padded_numel}, opts);
-    shard->all_gather(out, in);
+    out = torch::empty({shard->size() * padded_numel}, opts);  // (n * padded)
+    return shard->start_all_gather(out, in);
+  }
+
+  // The next gather_flat in param_dtype finds it done or on the wire: communication overlaps the
+  // compute of the unit before it (forward) or after it (backward).
+  void prefetch() {
+    if (!wait_prefetched) wait_prefetched = start_gather(options.param_dtype, prefetched);
+  }
+
+  torch::Tensor gather_flat(torch::ScalarType dtype) {
+    torch::Tensor out;
+    if (wait_prefetched && dtype == options.param_dtype) {
+      wait_prefetched();
+      wait_prefetched = nullptr;
+      std::swap(out, prefetched);
+      return out;
+    }
+    start_gather(dtype, out)();
     return out;
+  }
+
+  bool is_resharded() const {
+    for (const auto& t : full)
+      if (t.storage().nbytes() == 0) return true;
+    return false;
   }
 
   // Copies param i's rows of every rank from a gathered buffer into `dst` (its full shape).
@@ -99,9 +124,7 @@ struct FsdpUnit {
 
   // Before backward: the freed copies get their memory and values back, same tensors.
   void regather() {
-    bool freed = false;
-    for (const auto& t : full) freed = freed || t.storage().nbytes() == 0;
-    if (!freed) return;
+    if (!is_resharded()) return;
     auto flat = gather_flat(options.param_dtype);
     for (size_t i = 0; i < params.size(); ++i) {
       allocate_storage(full[i]);
@@ -173,21 +196,22 @@ struct GatherUnit : public torch::autograd::Function<GatherUnit> {
   }
 };
 
-// Identity on a unit's output whose backward runs first among the unit's: it gathers the
-// parameters again before the unit's own backward needs them.
+}  // namespace
+
+// Identity on a unit's output whose backward runs first among the unit's: it gathers the unit's
+// parameters again before the unit's own backward needs them, and starts the previous unit's.
 struct RegatherBeforeBackward : public torch::autograd::Function<RegatherBeforeBackward> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& out, int64_t unit_address) {
-    ctx->saved_data["unit"] = unit_address;
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& out, int64_t model_address, int64_t unit) {
+    ctx->saved_data["model"] = model_address;
+    ctx->saved_data["unit"] = unit;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    reinterpret_cast<FsdpUnit*>(ctx->saved_data["unit"].toInt())->regather();
-    return {grads[0], torch::Tensor()};
+    reinterpret_cast<FullyShardedModel*>(ctx->saved_data["model"].toInt())->before_backward(ctx->saved_data["unit"].toInt());
+    return {grads[0], torch::Tensor(), torch::Tensor()};
   }
 };
-
-}  // namespace
 
 FullyShardedModel::FullyShardedModel(llama3::Transformer model, ProcessGroup& shard, ProcessGroup& replicate,
                                      FsdpOptions options)
@@ -265,6 +289,16 @@ void FullyShardedModel::pre_forward(int64_t unit_index) {
   for (const auto& p : unit->params) shards.push_back(p.shard);
   unit->full = GatherUnit::apply(reinterpret_cast<int64_t>(unit), at::TensorList(shards));
   unit->point_slots_at(unit->full);
+  if (unit_index + 1 < static_cast<int64_t>(units_.size()))
+    if (FsdpUnit* next = this->unit(unit_index + 1); next && next->full.empty()) next->prefetch();
+}
+
+void FullyShardedModel::before_backward(int64_t unit_index) {
+  FsdpUnit* unit = this->unit(unit_index);
+  if (unit->regather_for_backward) unit->regather();
+  if (unit_index == 0) return;
+  FsdpUnit* previous = this->unit(unit_index - 1);
+  if (previous && previous->regather_for_backward && previous->is_resharded()) previous->prefetch();
 }
 
 torch::Tensor FullyShardedModel::post_forward(int64_t unit_index, torch::Tensor out) {
@@ -276,10 +310,8 @@ torch::Tensor FullyShardedModel::post_forward(int64_t unit_index, torch::Tensor 
     if (unit == units_.back().get()) units_.front()->restore_slots();
     return out;
   }
-  if (!unit->reshard_after_forward) return out;
-  unit->reshard();
-  if (!unit->regather_for_backward) return out;
-  return RegatherBeforeBackward::apply(out, reinterpret_cast<int64_t>(unit));
+  if (unit->reshard_after_forward) unit->reshard();
+  return RegatherBeforeBackward::apply(out, reinterpret_cast<int64_t>(this), unit_index);
 }
 
 }  // namespace titan

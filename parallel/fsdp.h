@@ -49,6 +49,8 @@ class FullyShardedModel : public llama3::ForwardHooks {
 
   void pre_forward(int64_t unit) override;
   torch::Tensor post_forward(int64_t unit, torch::Tensor out) override;
+  // First in a unit's backward: regathers it if resharded, starts the previous unit's all-gather.
+  void before_backward(int64_t unit);
 
  private:
   FsdpUnit* unit(int64_t index) const;  // null for a unit without parameters

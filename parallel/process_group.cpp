@@ -92,12 +92,14 @@ void ProcessGroup::barrier(std::chrono::milliseconds timeout) {
   wait_for(pg_->barrier(opts), "barrier over " + name_, timeout);
 }
 
-void ProcessGroup::all_gather(torch::Tensor& out, const torch::Tensor& in) {
+void ProcessGroup::all_gather(torch::Tensor& out, const torch::Tensor& in) { start_all_gather(out, in)(); }
+
+std::function<void()> ProcessGroup::start_all_gather(const torch::Tensor& out, const torch::Tensor& in) {
   const int64_t n = in.numel();
   TORCH_CHECK(out.numel() == n * size() && out.is_contiguous() && in.is_contiguous(), "all_gather: out must be size * n");
   if (!pg_) {
     out.copy_(in);
-    return;
+    return [] {};
   }
   auto flat_out = as_gatherable(out), flat_in = as_gatherable(in);
   const int64_t piece = flat_in.numel();
@@ -106,7 +108,8 @@ void ProcessGroup::all_gather(torch::Tensor& out, const torch::Tensor& in) {
   std::vector<torch::Tensor> inputs = {flat_in};
   c10d::AllgatherOptions opts;
   opts.timeout = *timeout_;
-  wait_for(pg_->allgather(outputs, inputs, opts), "all-gather over " + name_, *timeout_);
+  auto work = pg_->allgather(outputs, inputs, opts);
+  return [work, what = "all-gather over " + name_, timeout = *timeout_] { wait_for(work, what, timeout); };
 }
 
 void ProcessGroup::reduce_scatter_sum(torch::Tensor& out, const torch::Tensor& in) {

@@ -41,6 +41,8 @@ class ProcessGroup {
   void barrier(std::chrono::milliseconds timeout);  // its own timeout: checkpoint saves wait longer than steps
   // out (size * n) <- every rank's in (n), in rank order.
   void all_gather(torch::Tensor& out, const torch::Tensor& in);
+  // The same, started: calling the result waits for it (FSDP prefetches the next unit this way).
+  std::function<void()> start_all_gather(const torch::Tensor& out, const torch::Tensor& in);
   // out (n) <- sum over ranks of their in.narrow(0, rank * n, n); in: (size * n).
   void reduce_scatter_sum(torch::Tensor& out, const torch::Tensor& in);
 

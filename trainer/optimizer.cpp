@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "trainer/adamw_kernel.h"
+
 namespace titan {
 
 AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, const JobConfig::Optimizer& config)
@@ -12,6 +14,20 @@ AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, co
       eps_(config.eps),
       weight_decay_(config.weight_decay) {}
 
+namespace {
+
+void fused_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamCoefficients& c) {
+  at::parallel_for(0, n, 1 << 15, [&](int64_t begin, int64_t end) { adamw_update_range(p, g, m, v, begin, end, c); });
+}
+
+bool fusable(const torch::Tensor& param, const torch::Tensor& grad, const AdamState& s) {
+  for (const auto* t : {&param, &grad, &s.exp_avg, &s.exp_avg_sq})
+    if (t->scalar_type() != torch::kFloat32 || !t->is_contiguous() || !t->device().is_cpu()) return false;
+  return true;
+}
+
+}  // namespace
+
 void AdamW::step(double lr) {
   torch::NoGradGuard no_grad;
   for (auto& [name, param] : params_) {
@@ -20,13 +36,28 @@ void AdamW::step(double lr) {
     auto& s = state_for(name, param);
     s.step.add_(1);
     const double step = s.step.item<double>();
+    const double bias_correction1 = 1 - std::pow(beta1_, step);
+    const double bias_correction2 = 1 - std::pow(beta2_, step);
+    const double step_size = lr / bias_correction1;
+    if (fusable(param, grad, s)) {
+      const AdamCoefficients c{decoupled_,
+                               static_cast<float>(weight_decay_),
+                               static_cast<float>(1 - lr * weight_decay_),
+                               static_cast<float>(beta1_),
+                               static_cast<float>(beta2_),
+                               static_cast<float>(std::sqrt(bias_correction2)),
+                               static_cast<float>(eps_),
+                               static_cast<float>(step_size)};
+      fused_update(param.data_ptr<float>(), grad.data_ptr<float>(), s.exp_avg.data_ptr<float>(),
+                   s.exp_avg_sq.data_ptr<float>(), param.numel(), c);
+      for (auto* t : {&param, &s.exp_avg, &s.exp_avg_sq}) torch::autograd::impl::bump_version(*t);  // as in-place ops do
+      continue;
+    }
+    // Other dtypes and layouts: torch.optim's op-by-op form.
     if (decoupled_) param.mul_(1 - lr * weight_decay_);
     else if (weight_decay_ != 0) grad = grad.add(param, weight_decay_);
     s.exp_avg.mul_(beta1_).add_(grad, 1 - beta1_);
     s.exp_avg_sq.mul_(beta2_).addcmul_(grad, grad, 1 - beta2_);
-    const double bias_correction1 = 1 - std::pow(beta1_, step);
-    const double bias_correction2 = 1 - std::pow(beta2_, step);
-    const double step_size = lr / bias_correction1;
     auto denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(eps_);
     param.addcdiv_(s.exp_avg, denom, -step_size);
   }
