@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "models/common/causal_attention.h"
 #include "models/common/matmul.h"
 #include "models/llama3/activation_checkpoint.h"
 #include "models/llama3/rope.h"
@@ -52,15 +53,11 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto xv = apply_linear(x, wv->weight).view({B, T, -1, hd});         // (B, T, KV, hd)
   const int64_t H = xq.size(2), KV = xk.size(2), rep = H / KV;
 
-  // Group the rep query heads of each kv head along the row axis: no copy of K or V per head.
-  auto q = xq.permute({0, 2, 1, 3}).reshape({B, KV, rep * T, hd});  // (B, KV, rep*T, hd)
-  auto k = xk.permute({0, 2, 3, 1});                                 // (B, KV, hd, T)
-  auto v = xv.transpose(1, 2);                                       // (B, KV, T, hd)
-  auto scores = batched_matmul(q, k).mul_(1.0 / std::sqrt(static_cast<double>(hd)));  // (B, KV, rep*T, T)
-  auto causal = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
-  scores = scores.view({B, KV, rep, T, T}).masked_fill(causal, -std::numeric_limits<double>::infinity());
-  auto probs = torch::softmax(scores, -1).view({B, KV, rep * T, T});
-  auto out = batched_matmul(probs, v);                            // (B, KV, rep*T, hd)
+  // The rep query heads of each kv head side by side: no copy of K or V per query head.
+  auto q = xq.permute({0, 2, 1, 3}).view({B, KV, rep, T, hd});  // (B, KV, rep, T, hd)
+  auto k = xk.permute({0, 2, 3, 1});                             // (B, KV, hd, T)
+  auto v = xv.transpose(1, 2);                                   // (B, KV, T, hd)
+  auto out = causal_attention(q, k, v);                          // (B, KV, rep, T, hd)
   out = out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});  // (B, T, H*hd)
   return apply_linear(out, wo->weight);  // (B, T, dim)
 }
