@@ -1,5 +1,6 @@
 #include "models/common/causal_attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -8,7 +9,7 @@
 namespace titan {
 
 int64_t attention_query_blocks(int64_t T) {
-  return T >= 128 ? 4 : 1;
+  return T < 128 ? 1 : std::max<int64_t>(4, T / 128);
 }
 
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The single levers behind the training bench's numbers, each against the form it replaced:
+# blocked causal attention, the one-pass AdamW, bf16 GEMMs with fp32 accumulation, data loading.
+# Usage: bench/kernel_bench.sh [ROUNDS]   (threads = the machine's cores)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/build.sh" titan_kernel_bench
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
+"${TITAN_BUILD_DIR:-$ROOT/build}/titan_kernel_bench" "$ROOT/tests/assets/tokenizer" \
+  "$ROOT/tests/assets/janeausten/janeausten.txt" "${1:-5}"
