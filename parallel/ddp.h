@@ -42,7 +42,7 @@ class DistributedDataParallel {
   struct State;  // buckets and readiness, shared with the hooks (defined in ddp.cpp)
 
  private:
-  std::shared_ptr<State> state_;                                                     // shared with the hooks
+  std::shared_ptr<State> state_;  // the hooks hold it weakly: a hook outliving this object does nothing
   std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;  // accumulator, key
 };
 
