@@ -1,8 +1,9 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """The eager-PyTorch opponent of the training benchmark: the same Llama 3 (TorchTitan layout and
 init, from tests/reference/llama3_reference.py), AdamW, LR schedule, batch, sequence length, data
-and thread count as titan_train, in idiomatic eager PyTorch on Debian's python3-torch (the same
-libtorch underneath). Prints one JSON line: tokens/s over the timed steps and peak RSS.
+and thread count as titan_train, in idiomatic eager PyTorch 2.11 from the venv (the same libtorch
+underneath): F.scaled_dot_product_attention (causal, GQA), nn.RMSNorm and AdamW(fused=True), as
+TorchTitan writes them. Prints one JSON line: tokens/s over the timed steps and peak RSS.
 
 Usage: eager_reference.py CONFIG_JSON TOKENS_NPY --batch B --seq T --steps N --warmup W --threads K [--dtype D]
 """
@@ -19,6 +20,22 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "reference"))
 import llama3_reference as ref  # noqa: E402
+
+
+class SdpaAttention(ref.Attention):
+    """The reference's projections and RoPE, with PyTorch's fused attention core."""
+
+    def forward(self, x, freqs_cis):
+        B, T, _ = x.shape
+        q = ref.apply_rope(self.wq(x).view(B, T, self.h, self.hd), freqs_cis).transpose(1, 2)
+        k = ref.apply_rope(self.wk(x).view(B, T, self.kv, self.hd), freqs_cis).transpose(1, 2)
+        v = self.wv(x).view(B, T, self.kv, self.hd).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.h != self.kv)
+        return self.wo(out.transpose(1, 2).reshape(B, T, -1))
+
+
+ref.Attention = SdpaAttention
+ref.Norm = lambda dim, eps: torch.nn.RMSNorm(dim, eps=eps)
 
 
 def main():
@@ -42,7 +59,7 @@ def main():
     torch.manual_seed(0)
     model.init_weights()
     model.to(getattr(torch, a.dtype))  # bfloat16: weights, gradients and AdamW state in bf16, as titan_train
-    opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 2))
     data = np.load(a.tokens).astype(np.int64)
     window = a.seq + 1

@@ -9,6 +9,7 @@
 # 1.56 GiB), FSDP4 427.6 MiB (0.250, 1.07 GiB).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/env.sh"  # TITAN_PYTHON
 "$ROOT/scripts/setup.sh"
 "$ROOT/scripts/build.sh" titan_train titan_sentencepiece
 WORK="$(mktemp -d)"
@@ -19,7 +20,7 @@ cat >"$WORK/model/config.json" <<JSON
  "intermediate_size": 2048, "vocab_size": 32000, "rope_theta": 500000.0, "rms_norm_eps": 1e-5,
  "max_position_embeddings": 2048, "tie_word_embeddings": false}
 JSON
-/usr/bin/python3 -c "import numpy as np; np.save('$WORK/tokens.npy', np.random.default_rng(0).integers(0, 32000, 200000).astype(np.int32))"
+"$TITAN_PYTHON" -c "import numpy as np; np.save('$WORK/tokens.npy', np.random.default_rng(0).integers(0, 32000, 200000).astype(np.int32))"
 
 echo "layout  params+grads+optimizer on rank 0  share of unsharded  peak RSS rank 0"
 for ngpu in 1 2 4; do

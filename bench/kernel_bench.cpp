@@ -1,7 +1,9 @@
-// The performance levers of issue #6 one by one, each against the form it replaced, alternating
-// in one run: causal attention by query blocks vs the full T x T matrix (forward + backward), the
-// one-pass AdamW vs torch.optim's op-by-op form, bf16 GEMMs with fp32 accumulation vs libtorch's
-// bf16 kernel, and the data loader's time per batch. Run through bench/kernel_bench.sh.
+// The kernels the trainer uses against the forms they replaced, alternating in one run, with the
+// largest error of each against float64: at::scaled_dot_product_attention (models/common/
+// causal_attention) vs our former attention by query blocks, kept here as the baseline; the fused
+// AdamW (at::_fused_adamw_) vs torch.optim's op-by-op form; at::rms_norm vs the cast-then-scale
+// composite; bf16 GEMMs natively vs with fp32 accumulation (the start-up probe picks per machine);
+// and the data loader's time per batch. Run through bench/kernel_bench.sh.
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -17,9 +19,6 @@
 
 namespace {
 
-using titan::AdamW;
-using titan::JobConfig;
-
 // Best wall time of fn over `rounds` runs, after one warm-up run, in milliseconds.
 double best_ms(const std::function<void()>& fn, int rounds) {
   fn();
@@ -32,91 +31,155 @@ double best_ms(const std::function<void()>& fn, int rounds) {
   return best;
 }
 
-// What the model computed before: softmax over the whole masked T x T matrix.
-torch::Tensor full_matrix_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
-  const int64_t B = q.size(0), KV = q.size(1), rep = q.size(2), T = q.size(3), hd = q.size(4);
-  auto scores = titan::batched_matmul(q.reshape({B, KV, rep * T, hd}), k).mul_(1.0 / std::sqrt(double(hd)));
-  auto masked = torch::ones({T, T}, torch::kBool).triu(1);
-  scores = scores.view({B, KV, rep, T, T}).masked_fill(masked, -std::numeric_limits<double>::infinity());
-  auto probs = torch::softmax(scores, -1).view({B, KV, rep * T, T});
-  return titan::batched_matmul(probs, v).view({B, KV, rep, T, hd});
+double max_error(const torch::Tensor& a, const torch::Tensor& exact) {
+  return (a.to(torch::kFloat64) - exact).abs().max().item<double>();
 }
 
-void attention(const char* model, int64_t B, int64_t KV, int64_t rep, int64_t T, int64_t hd, int rounds) {
-  auto q = torch::randn({B, KV, rep, T, hd}).requires_grad_(true);
-  auto k = torch::randn({B, KV, hd, T}).requires_grad_(true);
-  auto v = torch::randn({B, KV, T, hd}).requires_grad_(true);
-  const double full = best_ms([&] { full_matrix_attention(q, k, v).sum().backward(); }, rounds);
-  const double blocked = best_ms([&] { titan::causal_attention(q, k, v).sum().backward(); }, rounds);
+// The attention the model had before SDPA: block b of 128 queries (at least 4 blocks) attends to
+// keys [0, end_b) only. q (B, KV, rep, T, hd), k (B, KV, hd, T), v (B, KV, T, hd).
+torch::Tensor blocked_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  const int64_t B = q.size(0), KV = q.size(1), rep = q.size(2), T = q.size(3), hd = q.size(4);
+  const int64_t blocks = T < 128 ? 1 : std::max<int64_t>(4, T / 128), block = (T + blocks - 1) / blocks;
+  std::vector<torch::Tensor> outs;
+  for (int64_t begin = 0; begin < T; begin += block) {
+    const int64_t n = std::min(block, T - begin), end = begin + n;
+    auto scores = titan::batched_matmul(q.narrow(3, begin, n).reshape({B, KV, rep * n, hd}), k.narrow(3, 0, end))
+                      .mul_(1.0 / std::sqrt(static_cast<double>(hd)));  // (B, KV, rep*n, end)
+    auto masked = torch::ones({n, end}, torch::kBool).triu(begin + 1);
+    scores = scores.view({B, KV, rep, n, end}).masked_fill(masked, -std::numeric_limits<double>::infinity());
+    auto probs = torch::softmax(scores, -1).view({B, KV, rep * n, end});
+    outs.push_back(titan::batched_matmul(probs, v.narrow(2, 0, end)).view({B, KV, rep, n, hd}));
+  }
+  return torch::cat(outs, 3);  // (B, KV, rep, T, hd)
+}
+
+// Forward + backward of one attention layer's core; errors of output and dq against float64.
+void attention(const char* model, int64_t B, int64_t KV, int64_t rep, int64_t T, int64_t hd, torch::ScalarType dtype,
+               int rounds) {
+  torch::manual_seed(0);
+  const int64_t H = KV * rep;
+  auto q = torch::randn({B, H, T, hd}).to(dtype).requires_grad_(true);  // (B, H, T, hd)
+  auto k = torch::randn({B, KV, T, hd}).to(dtype).requires_grad_(true);  // (B, KV, T, hd)
+  auto v = torch::randn({B, KV, T, hd}).to(dtype).requires_grad_(true);
+  auto grad = torch::randn({B, H, T, hd}).to(dtype);
+  auto blocked = [&] { return blocked_attention(q.view({B, KV, rep, T, hd}), k.transpose(2, 3), v).view({B, H, T, hd}); };
+  auto sdpa = [&] { return titan::causal_attention(q, k, v); };
+  auto exact_of = [&](const torch::Tensor& q64, const torch::Tensor& k64, const torch::Tensor& v64) {
+    auto kk = k64.repeat_interleave(rep, 1), vv = v64.repeat_interleave(rep, 1);
+    auto s = torch::matmul(q64, kk.transpose(2, 3)) / std::sqrt(static_cast<double>(hd));
+    s = s.masked_fill(torch::ones({T, T}, torch::kBool).triu(1), -std::numeric_limits<double>::infinity());
+    return torch::matmul(torch::softmax(s, -1), vv);
+  };
+  auto q64 = q.detach().to(torch::kFloat64).requires_grad_(true);
+  auto exact = exact_of(q64, k.detach().to(torch::kFloat64), v.detach().to(torch::kFloat64));
+  exact.backward(grad.to(torch::kFloat64));
+  auto errors = [&](const std::function<torch::Tensor()>& f) {
+    q.mutable_grad() = torch::Tensor();
+    auto out = f();
+    out.backward(grad);
+    return std::make_pair(max_error(out, exact.detach()), max_error(q.grad(), q64.grad()));
+  };
+  const auto [ours_out, ours_dq] = errors(blocked);
+  const auto [sdpa_out, sdpa_dq] = errors(sdpa);
+  double ours_ms = 0, sdpa_ms = 0;
+  for (int r = 0; r < 2; ++r) {  // alternate: the machine's load changes over a run
+    ours_ms += best_ms([&] { blocked().backward(grad); }, rounds) / 2;
+    sdpa_ms += best_ms([&] { sdpa().backward(grad); }, rounds) / 2;
+  }
   std::printf(
-      "attention fwd+bwd, %s layer (B %ld, %ld kv x %ld heads, T %ld, hd %ld): full matrix %.1f ms, "
-      "%ld query blocks %.1f ms: %.2fx\n",
-      model, B, KV, rep, T, hd, full, titan::attention_query_blocks(T), blocked, full / blocked);
+      "attention fwd+bwd %s, %s layer (B %ld, %ld kv x %ld heads, T %ld, hd %ld): query blocks %.1f ms, "
+      "error out %.2g dq %.2g; SDPA %.1f ms, error out %.2g dq %.2g: SDPA %.2fx\n",
+      c10::toString(dtype), model, B, KV, rep, T, hd, ours_ms, ours_out, ours_dq, sdpa_ms, sdpa_out, sdpa_dq,
+      ours_ms / sdpa_ms);
+}
+
+// The mid model's parameter shapes (158M parameters).
+std::vector<std::vector<int64_t>> mid_model_shapes() {
+  std::vector<std::vector<int64_t>> shapes = {{32000, 1024}, {32000, 1024}, {1024}};
+  for (int l = 0; l < 8; ++l)
+    for (const auto& s : std::vector<std::vector<int64_t>>{
+             {1024, 1024}, {512, 1024}, {512, 1024}, {1024, 1024}, {2816, 1024}, {1024, 2816}, {2816, 1024}, {1024}, {1024}})
+      shapes.push_back(s);
+  return shapes;
 }
 
 void adamw(int rounds) {
-  // The mid model's parameter shapes (158M fp32 parameters).
-  std::vector<std::vector<int64_t>> shapes = {{32000, 1024}, {32000, 1024}, {1024}};
-  for (int l = 0; l < 8; ++l)
-    for (const auto& s : std::vector<std::vector<int64_t>>{{1024, 1024},
-                                                           {512, 1024},
-                                                           {512, 1024},
-                                                           {1024, 1024},
-                                                           {2816, 1024},
-                                                           {1024, 2816},
-                                                           {2816, 1024},
-                                                           {1024},
-                                                           {1024}})
-      shapes.push_back(s);
+  torch::manual_seed(1);
   std::vector<std::pair<std::string, torch::Tensor>> params;
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    auto p = torch::randn(shapes[i]).requires_grad_(true);
-    p.mutable_grad() = torch::randn(shapes[i]);
-    params.emplace_back("p" + std::to_string(i), p);
+  std::vector<torch::Tensor> ref, m, v;
+  for (const auto& shape : mid_model_shapes()) {
+    auto p = torch::randn(shape).requires_grad_(true);
+    p.mutable_grad() = torch::randn(shape);
+    params.emplace_back("p" + std::to_string(params.size()), p);
+    ref.push_back(p.detach().clone());
+    m.push_back(torch::zeros(shape));
+    v.push_back(torch::zeros(shape));
   }
-  JobConfig::Optimizer c;
-  AdamW fused(params, c);
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> state;
-  for (auto& [n, p] : params) state.emplace_back(torch::zeros_like(p), torch::zeros_like(p));
+  titan::JobConfig::Optimizer c;
+  titan::AdamW fused(params, c);
+  const double lr = 1e-4;
   int step = 0;
-  auto op_by_op = [&] {  // torch.optim's single-tensor AdamW
+  auto op_by_op = [&] {  // torch.optim's single-tensor AdamW, on copies of the same parameters
     torch::NoGradGuard no_grad;
     ++step;
-    const double lr = 1e-4, bc1 = 1 - std::pow(c.beta1, step), bc2 = 1 - std::pow(c.beta2, step);
-    for (size_t i = 0; i < params.size(); ++i) {
-      auto& p = params[i].second;
-      auto& [m, v] = state[i];
-      p.mul_(1 - lr * c.weight_decay);
-      m.mul_(c.beta1).add_(p.grad(), 1 - c.beta1);
-      v.mul_(c.beta2).addcmul_(p.grad(), p.grad(), 1 - c.beta2);
-      p.addcdiv_(m, (v.sqrt() / std::sqrt(bc2)).add_(c.eps), -lr / bc1);
+    const double bc1 = 1 - std::pow(c.beta1, step), bc2 = 1 - std::pow(c.beta2, step);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const auto& g = params[i].second.grad();
+      ref[i].mul_(1 - lr * c.weight_decay);
+      m[i].mul_(c.beta1).add_(g, 1 - c.beta1);
+      v[i].mul_(c.beta2).addcmul_(g, g, 1 - c.beta2);
+      ref[i].addcdiv_(m[i], (v[i].sqrt() / std::sqrt(bc2)).add_(c.eps), -lr / bc1);
     }
   };
-  const double ops = best_ms(op_by_op, rounds);
-  const double one_pass = best_ms([&] { fused.step(1e-4); }, rounds);
-  std::printf("AdamW step, mid model (158M fp32 parameters): op-by-op %.0f ms, one pass %.0f ms: %.2fx\n", ops,
-              one_pass, ops / one_pass);
+  double ops_ms = 0, fused_ms = 0;
+  for (int r = 0; r < 2; ++r) {
+    ops_ms += best_ms(op_by_op, rounds) / 2;
+    fused_ms += best_ms([&] { fused.step(lr); }, rounds) / 2;
+  }
+  double diff = 0;  // the same steps from the same start agree to fp32 rounding
+  for (size_t i = 0; i < ref.size(); ++i) diff = std::max(diff, (ref[i] - params[i].second.detach()).abs().max().item<double>());
+  std::printf("AdamW step, mid model (158M fp32 parameters): op-by-op %.0f ms, fused (at::_fused_adamw_) %.0f ms: %.2fx "
+              "(largest parameter difference after %d steps: %.2g)\n",
+              ops_ms, fused_ms, ops_ms / fused_ms, step, diff);
+}
+
+void rms_norm(torch::ScalarType dtype, int rounds) {
+  torch::manual_seed(2);
+  const int64_t rows = 1024, dim = 1024;  // the mid model: seq 1024 x dim 1024
+  auto x = torch::randn({rows, dim}).to(dtype).requires_grad_(true);
+  auto w = (torch::rand({dim}) + 0.5).to(dtype).requires_grad_(true);
+  auto grad = torch::randn({rows, dim}).to(dtype);
+  auto composite = [&] {  // models/llama3 RMSNorm: normalise in fp32, cast, then scale
+    auto xf = x.to(torch::kFloat32);
+    return (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + 1e-5)).to(dtype) * w;
+  };
+  auto aten = [&] { return at::rms_norm(x, {dim}, w, 1e-5); };
+  auto x64 = x.detach().to(torch::kFloat64);
+  auto exact = x64 * torch::rsqrt(x64.pow(2).mean(-1, true) + 1e-5) * w.detach().to(torch::kFloat64);
+  const double ours_err = max_error(composite(), exact), aten_err = max_error(aten(), exact);
+  double ours_ms = 0, aten_ms = 0;
+  for (int r = 0; r < 2; ++r) {
+    ours_ms += best_ms([&] { composite().backward(grad); }, rounds) / 2;
+    aten_ms += best_ms([&] { aten().backward(grad); }, rounds) / 2;
+  }
+  std::printf("RMSNorm fwd+bwd %s (%ld x %ld): composite %.2f ms, error %.2g; at::rms_norm %.2f ms, error %.2g: "
+              "at::rms_norm %.2fx\n",
+              c10::toString(dtype), rows, dim, ours_ms, ours_err, aten_ms, aten_err, ours_ms / aten_ms);
 }
 
 void bf16_gemm() {
   const auto probe = titan::probe_low_precision_gemm(torch::kBFloat16, torch::kCPU);
-  std::printf(
-      "bf16 GEMM 512^3: native %.3g FLOP/s (largest error %.3g), fp32 accumulation %.3g FLOP/s (largest "
-      "error %.3g): %.1fx\n",
-      probe.native_flops, probe.native_error, probe.fp32_flops, probe.fp32_error,
-      probe.fp32_flops / probe.native_flops);
+  std::printf("bf16 GEMM 512^3: native %.3g FLOP/s (largest error %.3g), fp32 accumulation %.3g FLOP/s (largest "
+              "error %.3g): fp32 accumulation %.2fx; the start-up probe picks %s\n",
+              probe.native_flops, probe.native_error, probe.fp32_flops, probe.fp32_error,
+              probe.fp32_flops / probe.native_flops, probe.choice == titan::LowPrecisionGemm::kFp32 ? "fp32 accumulation" : "native");
 }
 
 void data(const std::string& tokenizer_dir, const std::string& text, int rounds) {
   titan::Tokenizer tokenizer(tokenizer_dir);
   auto stream = std::make_unique<titan::TokenStream>(titan::open_document_source(text, &tokenizer), 257);
   titan::DataLoader loader(std::move(stream), 8, 256, 0, 1, tokenizer.vocab_size());
-  const double ms = best_ms(
-                        [&] {
-                          for (int i = 0; i < 10; ++i) loader.next();
-                        },
-                        rounds) /
-                    10;
+  const double ms = best_ms([&] { for (int i = 0; i < 10; ++i) loader.next(); }, rounds) / 10;
   std::printf("data: one debug-model batch (8 x 256 tokens, tokenized from %s): %.2f ms\n", text.c_str(), ms);
 }
 
@@ -128,10 +191,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int rounds = argc > 3 ? std::stoi(argv[3]) : 5;
-  std::printf("%d intra-op threads, best of %d runs each\n", torch::get_num_threads(), rounds);
-  attention("debug", 8, 16, 1, 256, 16, rounds);
-  attention("mid", 1, 8, 2, 1024, 64, rounds);
+  std::printf("%d intra-op threads, best of %d runs each, alternated twice\n", torch::get_num_threads(), rounds);
+  // bf16 matmuls of our kernels take the path the trainer's start-up probe would choose here.
+  titan::set_low_precision_gemm(titan::probe_low_precision_gemm(torch::kBFloat16, torch::kCPU).choice);
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    attention("debug", 8, 16, 1, 256, 16, dtype, rounds);
+    attention("mid", 1, 8, 2, 1024, 64, dtype, rounds);
+  }
   adamw(rounds);
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) rms_norm(dtype, rounds);
   bf16_gemm();
   data(argv[1], argv[2], rounds);
 }

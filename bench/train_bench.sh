@@ -7,6 +7,7 @@
 # bfloat16 is training.dtype = bfloat16 for both (weights, gradients, AdamW state in bf16).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/env.sh"  # TITAN_PYTHON
 MODEL="${1:-debug}"
 ROUNDS="${2:-3}"
 DTYPE="${3:-float32}"
@@ -32,7 +33,7 @@ cat >"$WORK/model/config.json" <<JSON
  "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                   "original_max_position_embeddings": 8192}}
 JSON
-/usr/bin/python3 -c "import numpy as np; np.save('$WORK/tokens.npy', np.random.default_rng(0).integers(0, $VOCAB, 4000000).astype(np.int32))"
+"$TITAN_PYTHON" -c "import numpy as np; np.save('$WORK/tokens.npy', np.random.default_rng(0).integers(0, $VOCAB, 4000000).astype(np.int32))"
 
 ours() {
   OMP_NUM_THREADS=$THREADS "${TITAN_BUILD_DIR:-$ROOT/build}/titan_train" --job.config_file "$ROOT/configs/debug_model.toml" \
@@ -45,9 +46,9 @@ ours() {
     tr -d , | awk '$1 > 1 {s += 1 / $3; n++; m = $2; mfu = $4} END {printf "%.1f %.2f %.1f", n / s, m, mfu}'
 }
 theirs() {
-  /usr/bin/python3 "$ROOT/bench/eager_reference.py" "$WORK/model/config.json" "$WORK/tokens.npy" --batch $BATCH \
+  "$TITAN_PYTHON" "$ROOT/bench/eager_reference.py" "$WORK/model/config.json" "$WORK/tokens.npy" --batch $BATCH \
     --seq $SEQ --steps $STEPS --warmup 1 --threads $THREADS --dtype "$DTYPE" |
-    /usr/bin/python3 -c "import json, sys; d = json.load(sys.stdin); print('%.1f %.2f' % (d['tps'], d['peak_rss_gib']))"
+    "$TITAN_PYTHON" -c "import json, sys; d = json.load(sys.stdin); print('%.1f %.2f' % (d['tps'], d['peak_rss_gib']))"
 }
 
 echo "model $MODEL: dim $DIM, $LAYERS layers, $HEADS heads ($KV kv), ffn $FFN, vocab $VOCAB, seq $SEQ, batch $BATCH, $DTYPE, $THREADS threads"

@@ -216,7 +216,7 @@ void CheckpointManager::save(int64_t step, bool last_step) {
 void CheckpointManager::wait_for_writers() {
   // Ranks done early (replicas write nothing) would otherwise wait for rank 0's manifest inside the
   // next step's collective, under the shorter training timeout.
-  if (options_.comm) options_.comm->world().barrier(options_.save_timeout);
+  if (options_.comm) options_.comm->world_cpu().barrier(options_.save_timeout);
 }
 
 void CheckpointManager::save_seed() {

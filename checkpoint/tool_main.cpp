@@ -4,6 +4,10 @@
 //   titan_checkpoint from-hf HF_DIR STEP_DIR     an HF Llama folder -> a native step-0 (model only)
 //   titan_checkpoint to-hf STEP_DIR OUT_DIR [--dtype float32|bfloat16|float16] [--hf-assets DIR]
 //                                                [--max-shard-mb N]   a native checkpoint -> an HF folder
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
+
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -55,10 +59,17 @@ void to_torch(const std::string& dir, const std::string& out) {
   titan::checkpoint::load_tensors(dir, m, targets);
   c10::Dict<std::string, torch::Tensor> dict;
   for (const auto& t : targets) dict.insert(t.key, t.local);
-  const std::vector<char> bytes = torch::pickle_save(dict);
-  std::ofstream f(out, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!f.flush()) throw std::runtime_error("cannot write " + out);
+  // torch.save's zip layout with an untagged dict: torch::pickle_save tags the dict's type for
+  // TorchScript, a global that torch.load's default (weights_only=True, since 2.6) refuses.
+  std::vector<char> pickled;
+  torch::jit::Pickler pickler([&](const char* p, size_t n) { pickled.insert(pickled.end(), p, p + n); }, nullptr,
+                              nullptr, nullptr, nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(dict);
+  pickler.stop();
+  caffe2::serialize::PyTorchStreamWriter writer(out);
+  torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
+  writer.writeEndOfFile();
   std::printf("wrote %zu tensors to %s\n", targets.size(), out.c_str());
 }
 

@@ -1,5 +1,6 @@
 #include "parallel/collectives.h"
 
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "parallel/logging.h"
@@ -17,22 +18,29 @@ std::string env_or(const char* name, const std::string& fallback) {
 
 }  // namespace
 
-Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chrono::seconds timeout)
+Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chrono::seconds timeout, torch::Device device)
     : rank_(env.rank), timeout_(std::make_shared<std::chrono::milliseconds>(timeout)) {
   const std::string addr = env_or("MASTER_ADDR", "127.0.0.1");
   const std::string port_text = env_or("MASTER_PORT", "");
   if (port_text.empty()) throw std::runtime_error("MASTER_PORT is not set: launch several ranks with ./run_train.sh (NGPU=N)");
+  const std::string agent_store = env_or("TORCHELASTIC_USE_AGENT_STORE", "");
+  const bool agent_serves = agent_store == "True" || agent_store == "true" || agent_store == "1";
   c10d::TCPStoreOptions opts;
   opts.port = static_cast<uint16_t>(std::stoi(port_text));
-  opts.isServer = rank_ == 0;
-  opts.numWorkers = static_cast<int>(env.world_size);
-  opts.waitWorkers = true;
+  opts.isServer = rank_ == 0 && !agent_serves;
+  opts.numWorkers = agent_serves ? std::nullopt : std::optional<size_t>(static_cast<size_t>(env.world_size));
+  opts.waitWorkers = !agent_serves;
   opts.timeout = timeout;
   try {
     store_ = c10::make_intrusive<c10d::TCPStore>(addr, opts);
+    // torchrun restarts every worker after a failure; each attempt meets under fresh keys.
+    if (agent_serves)
+      store_ = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + env_or("TORCHELASTIC_RESTART_COUNT", "0"), store_);
     std::vector<int64_t> all(static_cast<size_t>(env.world_size));
     for (int64_t r = 0; r < env.world_size; ++r) all[static_cast<size_t>(r)] = r;
-    groups_["world"] = std::make_shared<ProcessGroup>("world", all, rank_, store_, timeout_);
+    groups_["world"] = std::make_shared<ProcessGroup>("world", all, rank_, store_, timeout_, device);
+    groups_["world_cpu"] = device.is_cpu() ? groups_["world"]
+                                           : std::make_shared<ProcessGroup>("world_cpu", all, rank_, store_, timeout_);
     // Every rank builds its groups in the same order; a group equal to one built already is shared.
     const std::vector<std::pair<std::string, std::vector<MeshDim>>> wanted = {
         {"pp", {MeshDim::kPP}},
@@ -48,8 +56,8 @@ Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chro
       const auto ranks = dims.group_ranks(rank_, mesh_dims);
       std::shared_ptr<ProcessGroup> same;
       for (const auto& [other, group] : groups_)
-        if (group->ranks() == ranks) same = group;
-      groups_[name] = same ? same : std::make_shared<ProcessGroup>(name, ranks, rank_, store_, timeout_);
+        if (group->ranks() == ranks && group->device() == device) same = group;
+      groups_[name] = same ? same : std::make_shared<ProcessGroup>(name, ranks, rank_, store_, timeout_, device);
     }
   } catch (const std::exception& e) {
     throw std::runtime_error("rendezvous at " + addr + ":" + port_text + " failed within comm.init_timeout_seconds=" +

@@ -1,6 +1,7 @@
 // The job's distributed runtime: the c10d TCPStore rendezvous, the world group, one process group
 // per mesh dimension and per flattened group the trainer needs, and a small key-value exchange
-// through the store (checkpoint manifests). Gloo on CPU; the NCCL path is not built yet.
+// through the store (checkpoint manifests). The groups run on NCCL when the job's device is a GPU
+// and on Gloo on the CPU; host-side coordination (barriers, CPU tensors) has a Gloo world too.
 #pragma once
 
 #include <torch/torch.h>
@@ -23,9 +24,12 @@ namespace titan {
 
 class Collectives {
  public:
-  // Rendezvous at MASTER_ADDR:MASTER_PORT (rank 0 hosts the store), then builds the groups of
-  // `dims`. Throws std::runtime_error naming the address when a rank does not arrive in `timeout`.
-  Collectives(const RankEnv& env, const ParallelDims& dims, std::chrono::seconds timeout);
+  // Rendezvous at MASTER_ADDR:MASTER_PORT, then builds the groups of `dims` on `device`. Rank 0
+  // hosts the store, unless torchrun's agent already serves it (TORCHELASTIC_USE_AGENT_STORE):
+  // then every rank is a client and keys live under /worker/attempt_{restart count}, as in
+  // torch.distributed. Throws std::runtime_error naming the address when a rank does not arrive.
+  Collectives(const RankEnv& env, const ParallelDims& dims, std::chrono::seconds timeout,
+              torch::Device device = torch::kCPU);
   ~Collectives();
 
   int64_t rank() const { return rank_; }
@@ -34,9 +38,11 @@ class Collectives {
   void set_timeout(std::chrono::seconds timeout);
 
   // "world", one group per mesh dimension ("pp", "dp_replicate", "dp_shard", "cp", "tp") and the
-  // flattened "dp" (batch), "fsdp" (dp_shard x cp) and "loss" (dp x cp). Throws for other names.
+  // flattened "dp" (batch), "fsdp" (dp_shard x cp) and "loss" (dp x cp), all on the job's device;
+  // "world_cpu" over Gloo (the same group as "world" on a CPU job). Throws for other names.
   ProcessGroup& group(const std::string& name) const;
   ProcessGroup& world() const { return group("world"); }
+  ProcessGroup& world_cpu() const { return group("world_cpu"); }
 
   // Key-value exchange through the store; get waits for the key up to the timeout.
   void store_set(const std::string& key, const std::string& value);

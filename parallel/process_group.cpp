@@ -2,10 +2,14 @@
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#if TITAN_CUDA
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <numeric>
 #include <stdexcept>
 
 #include "parallel/logging.h"
@@ -13,41 +17,37 @@
 namespace titan {
 namespace {
 
-// An all-gather only copies bytes, and Gloo knows few dtypes: anything but fp32/fp64 travels as bytes.
-torch::Tensor as_gatherable(const torch::Tensor& t) {
-  const auto type = t.scalar_type();
-  return type == torch::kFloat32 || type == torch::kFloat64 ? t : t.view(torch::kUInt8);
-}
-
-}  // namespace
-
-ProcessGroup::ProcessGroup(std::string name, std::vector<int64_t> ranks, int64_t global_rank,
-                           const c10::intrusive_ptr<c10d::Store>& store, std::shared_ptr<std::chrono::milliseconds> timeout)
-    : name_(std::move(name)), ranks_(std::move(ranks)), timeout_(std::move(timeout)) {
-  auto it = std::find(ranks_.begin(), ranks_.end(), global_rank);
-  if (it == ranks_.end()) throw std::logic_error("rank " + std::to_string(global_rank) + " is not in group " + name_);
-  rank_ = it - ranks_.begin();
-  if (ranks_.size() == 1) return;
-  auto options = c10d::ProcessGroupGloo::Options::create();
+c10::intrusive_ptr<c10d::Backend> make_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                                               std::chrono::milliseconds timeout, const torch::Device& device) {
+  if (device.is_cuda()) {
+#if TITAN_CUDA
+    auto options = c10d::ProcessGroupNCCL::Options::create();
+    options->timeout = timeout;  // the watchdog's; each collective also passes the job's current one
+    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
+#else
+    throw std::invalid_argument("an NCCL process group needs a libtorch built with CUDA (this build has none)");
+#endif
+  }
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
   options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-  options->timeout = *timeout_;
-  // Each group meets under its own prefix: the name and its lowest global rank.
-  auto prefixed = c10::make_intrusive<c10d::PrefixStore>(name_ + "/" + std::to_string(ranks_.front()), store);
-  pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, static_cast<int>(rank_), static_cast<int>(size()), options);
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
 }
-
-ProcessGroup::~ProcessGroup() = default;
-
-namespace {
 
 // A failed or timed-out collective ends the process at once: its Gloo thread may stay blocked
 // in the operation, and the group's destructor would wait for it (up to Gloo's own timeout).
-void wait_for(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what, std::chrono::milliseconds timeout) {
+// NCCL work is waited on by the GPU stream; its watchdog enforces the timeout.
+void wait_for(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what, std::chrono::milliseconds timeout,
+              bool nccl) {
   try {
-    work->wait(timeout);
+    if (nccl)
+      work->wait();
+    else
+      work->wait(timeout);
   } catch (const std::exception& e) {
     const std::string msg = first_line(e.what());
-    if (msg.find("timed out") != std::string::npos || msg.find("Timed out") != std::string::npos)
+    // Gloo 2025 says "Application timeout caused pair closure", older ones "Timed out"; c10d "timed out".
+    if (msg.find("timed out") != std::string::npos || msg.find("Timed out") != std::string::npos ||
+        msg.find("timeout") != std::string::npos)
       log_error(what + " timed out after " + std::to_string(timeout.count() / 1000) + " s (a rank died or hangs)");
     else
       log_error(what + " failed: " + msg);
@@ -56,20 +56,46 @@ void wait_for(const c10::intrusive_ptr<c10d::Work>& work, const std::string& wha
   }
 }
 
+c10d::ReduceOp to_c10d(ReduceOp op) { return op == ReduceOp::kMax ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM; }
+
 }  // namespace
 
-void ProcessGroup::all_reduce_sum(std::vector<torch::Tensor>& tensors) { start_all_reduce_sum(tensors)(); }
+ProcessGroup::ProcessGroup(std::string name, std::vector<int64_t> ranks, int64_t global_rank,
+                           const c10::intrusive_ptr<c10d::Store>& store, std::shared_ptr<std::chrono::milliseconds> timeout,
+                           torch::Device device)
+    : name_(std::move(name)), ranks_(std::move(ranks)), timeout_(std::move(timeout)), device_(device),
+      nccl_(device.is_cuda()) {
+  auto it = std::find(ranks_.begin(), ranks_.end(), global_rank);
+  if (it == ranks_.end()) throw std::logic_error("rank " + std::to_string(global_rank) + " is not in group " + name_);
+  rank_ = it - ranks_.begin();
+  if (ranks_.size() == 1) return;
+  // Each group meets under its own prefix: the name and its lowest global rank.
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>(name_ + "/" + std::to_string(ranks_.front()), store);
+  pg_ = make_backend(prefixed, static_cast<int>(rank_), static_cast<int>(size()), *timeout_, device_);
+}
+
+ProcessGroup::~ProcessGroup() {
+  if (pg_ && nccl_) pg_->shutdown();  // as destroy_process_group: NCCL's communicators end cleanly, without its warning
+}
+
+void ProcessGroup::all_reduce(std::vector<torch::Tensor>& tensors, ReduceOp op) {
+  if (!pg_) return;
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = to_c10d(op);
+  opts.timeout = *timeout_;
+  wait_for(pg_->allreduce(tensors, opts), "all-reduce over " + name_, *timeout_, nccl_);
+}
 
 std::function<void()> ProcessGroup::start_all_reduce_sum(std::vector<torch::Tensor> tensors) {
   if (!pg_) return [] {};
   c10d::AllreduceOptions opts;
   opts.timeout = *timeout_;
   auto work = pg_->allreduce(tensors, opts);
-  return [work, what = "all-reduce over " + name_, timeout = *timeout_] { wait_for(work, what, timeout); };
+  return [work, what = "all-reduce over " + name_, timeout = *timeout_, nccl = nccl_] { wait_for(work, what, timeout, nccl); };
 }
 
 double ProcessGroup::all_reduce_sum(double value) {
-  std::vector<torch::Tensor> t = {torch::tensor({value}, torch::kFloat64)};
+  std::vector<torch::Tensor> t = {torch::tensor({value}, torch::TensorOptions().dtype(torch::kFloat64).device(device_))};
   all_reduce_sum(t);
   return t[0].item<double>();
 }
@@ -81,7 +107,7 @@ void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) 
   opts.timeout = *timeout_;
   for (auto& t : tensors) {
     std::vector<torch::Tensor> one = {t};
-    wait_for(pg_->broadcast(one, opts), "broadcast over " + name_, *timeout_);
+    wait_for(pg_->broadcast(one, opts), "broadcast over " + name_, *timeout_, nccl_);
   }
 }
 
@@ -89,7 +115,9 @@ void ProcessGroup::barrier(std::chrono::milliseconds timeout) {
   if (!pg_) return;
   c10d::BarrierOptions opts;
   opts.timeout = timeout;
-  wait_for(pg_->barrier(opts), "barrier over " + name_, timeout);
+  if (nccl_) opts.device_ids = {device_.index()};
+  wait_for(pg_->barrier(opts), "barrier over " + name_, timeout, nccl_);
+  if (nccl_) torch::cuda::synchronize(device_.index());  // a barrier is for the host: wait for the GPU too
 }
 
 void ProcessGroup::all_gather(torch::Tensor& out, const torch::Tensor& in) { start_all_gather(out, in)(); }
@@ -101,33 +129,74 @@ std::function<void()> ProcessGroup::start_all_gather(const torch::Tensor& out, c
     out.copy_(in);
     return [] {};
   }
-  auto flat_out = as_gatherable(out), flat_in = as_gatherable(in);
-  const int64_t piece = flat_in.numel();
-  std::vector<std::vector<torch::Tensor>> outputs(1);
-  for (int64_t r = 0; r < size(); ++r) outputs[0].push_back(flat_out.narrow(0, r * piece, piece));
-  std::vector<torch::Tensor> inputs = {flat_in};
+  auto flat_out = out.view({-1}), flat_in = in.view({-1});
   c10d::AllgatherOptions opts;
   opts.timeout = *timeout_;
-  auto work = pg_->allgather(outputs, inputs, opts);
-  return [work, what = "all-gather over " + name_, timeout = *timeout_] { wait_for(work, what, timeout); };
+  c10::intrusive_ptr<c10d::Work> work;
+  if (nccl_) {
+    work = pg_->_allgather_base(flat_out, flat_in, opts);
+  } else {  // into views of out: Gloo's _allgather_base would gather into a temporary and copy
+    std::vector<std::vector<torch::Tensor>> outputs(1);
+    for (int64_t r = 0; r < size(); ++r) outputs[0].push_back(flat_out.narrow(0, r * n, n));
+    std::vector<torch::Tensor> inputs = {flat_in};
+    work = pg_->allgather(outputs, inputs, opts);
+  }
+  return [work, what = "all-gather over " + name_, timeout = *timeout_, nccl = nccl_] { wait_for(work, what, timeout, nccl); };
 }
 
 void ProcessGroup::reduce_scatter_sum(torch::Tensor& out, const torch::Tensor& in) {
   const int64_t n = out.numel();
-  TORCH_CHECK(in.numel() == n * size() && in.is_contiguous(), "reduce_scatter_sum: in must be size * n");
+  TORCH_CHECK(in.numel() == n * size() && in.is_contiguous() && out.is_contiguous(), "reduce_scatter_sum: in must be size * n");
   if (!pg_) {
     out.copy_(in);
     return;
   }
+  if (nccl_) {
+    auto flat_out = out.view({-1}), flat_in = in.view({-1});
+    c10d::ReduceScatterOptions opts;
+    opts.timeout = *timeout_;
+    wait_for(pg_->_reduce_scatter_base(flat_out, flat_in, opts), "reduce-scatter over " + name_, *timeout_, nccl_);
+    return;
+  }
   // All-to-all hands every rank the n-element pieces addressed to it; summing them in rank order
-  // is the reduce-scatter (same traffic as a native one).
-  auto received = torch::empty_like(in);
-  auto send = in;
-  std::vector<int64_t> counts;  // empty = equal splits
+  // is the reduce-scatter (same traffic as a ring one).
+  auto received = torch::empty({size() * n}, in.options());
+  auto send = in.view({-1});
+  std::vector<int64_t> equal;  // empty splits: n elements to each rank
   c10d::AllToAllOptions opts;
   opts.timeout = *timeout_;
-  wait_for(pg_->alltoall_base(received, send, counts, counts, opts), "reduce-scatter over " + name_, *timeout_);
-  out.copy_(received.view({size(), n}).sum(0));
+  wait_for(pg_->alltoall_base(received, send, equal, equal, opts), "reduce-scatter over " + name_, *timeout_, nccl_);
+  out.view({-1}).copy_(received.view({size(), n}).sum(0));
+}
+
+void ProcessGroup::all_to_all(torch::Tensor& out, const torch::Tensor& in, std::vector<int64_t> out_splits,
+                              std::vector<int64_t> in_splits) {
+  auto rows = [](const std::vector<int64_t>& s) { return std::accumulate(s.begin(), s.end(), int64_t{0}); };
+  TORCH_CHECK((out_splits.empty() || static_cast<int64_t>(out_splits.size()) == size()) &&
+                  (in_splits.empty() || static_cast<int64_t>(in_splits.size()) == size()),
+              "all_to_all: one split per rank of ", name_);
+  TORCH_CHECK(out_splits.empty() || rows(out_splits) == out.size(0), "all_to_all: out_splits must add up to out's rows");
+  TORCH_CHECK(in_splits.empty() || rows(in_splits) == in.size(0), "all_to_all: in_splits must add up to in's rows");
+  if (!pg_) {
+    out.copy_(in);
+    return;
+  }
+  auto send = in.contiguous();
+  c10d::AllToAllOptions opts;
+  opts.timeout = *timeout_;
+  wait_for(pg_->alltoall_base(out, send, out_splits, in_splits, opts), "all-to-all over " + name_, *timeout_, nccl_);
+}
+
+void ProcessGroup::send(const torch::Tensor& t, int64_t dst) {
+  TORCH_CHECK(pg_ && dst != rank_, "send: rank ", dst, " is not another rank of ", name_);
+  std::vector<torch::Tensor> one = {t.contiguous()};
+  wait_for(pg_->send(one, static_cast<int>(dst), /*tag=*/0), "send over " + name_, *timeout_, nccl_);
+}
+
+void ProcessGroup::recv(torch::Tensor& t, int64_t src) {
+  TORCH_CHECK(pg_ && src != rank_ && t.is_contiguous(), "recv: rank ", src, " is not another rank of ", name_);
+  std::vector<torch::Tensor> one = {t};
+  wait_for(pg_->recv(one, static_cast<int>(src), /*tag=*/0), "recv over " + name_, *timeout_, nccl_);
 }
 
 }  // namespace titan

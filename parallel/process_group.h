@@ -1,7 +1,9 @@
-// One c10d process group over some of the job's ranks (Gloo on CPU) and the collectives the
-// trainer and FSDP use, each waited on with the job's current timeout. Gloo in libtorch 1.13 has
-// no reduce_scatter or _allgather_base: all_gather and reduce_scatter_sum emulate them, so callers
-// never care. A group of one rank does no communication.
+// One c10d process group over some of the job's ranks, on Gloo (CPU tensors) or NCCL (the rank's
+// GPU), and every collective the trainer and the parallel layers use, each waited on with the
+// job's current timeout. Callers never see which backend runs: all_gather and reduce_scatter_sum
+// take one flat tensor on both (NCCL's native forms; on Gloo an all-gather into views and an
+// all-to-all plus a local sum, the same traffic as a ring reduce-scatter, where Gloo's own
+// _reduce_scatter_base is a full all-reduce). A group of one rank does no communication.
 #pragma once
 
 #include <torch/torch.h>
@@ -13,26 +15,33 @@
 #include <vector>
 
 namespace c10d {
-class ProcessGroupGloo;
+class Backend;
 class Store;
 }  // namespace c10d
 
 namespace titan {
 
+enum class ReduceOp { kSum, kMax };
+
 class ProcessGroup {
  public:
   // Builds the group over `store` (members only, all in the same order); `timeout` is shared with
-  // the job, so raising it after step 1 applies to every group.
+  // the job, so raising it after step 1 applies to every group. A CUDA `device` makes an NCCL
+  // group whose tensors live on that GPU; a CPU one a Gloo group.
   ProcessGroup(std::string name, std::vector<int64_t> ranks, int64_t global_rank,
-               const c10::intrusive_ptr<c10d::Store>& store, std::shared_ptr<std::chrono::milliseconds> timeout);
+               const c10::intrusive_ptr<c10d::Store>& store, std::shared_ptr<std::chrono::milliseconds> timeout,
+               torch::Device device = torch::kCPU);
   ~ProcessGroup();
 
   const std::string& name() const { return name_; }
   int64_t rank() const { return rank_; }  // within the group
   int64_t size() const { return static_cast<int64_t>(ranks_.size()); }
   const std::vector<int64_t>& ranks() const { return ranks_; }  // global ranks, ascending
+  const torch::Device& device() const { return device_; }      // where the collectives' tensors live
+  bool is_nccl() const { return nccl_; }
 
-  void all_reduce_sum(std::vector<torch::Tensor>& tensors);  // in place
+  void all_reduce(std::vector<torch::Tensor>& tensors, ReduceOp op);  // in place
+  void all_reduce_sum(std::vector<torch::Tensor>& tensors) { all_reduce(tensors, ReduceOp::kSum); }
   // Starts an in-place sum and returns at once; calling the result waits for it (DDP overlaps
   // its bucket all-reduces with backward this way).
   std::function<void()> start_all_reduce_sum(std::vector<torch::Tensor> tensors);
@@ -45,13 +54,21 @@ class ProcessGroup {
   std::function<void()> start_all_gather(const torch::Tensor& out, const torch::Tensor& in);
   // out (n) <- sum over ranks of their in.narrow(0, rank * n, n); in: (size * n).
   void reduce_scatter_sum(torch::Tensor& out, const torch::Tensor& in);
+  // Rank r sends in's rows [sum(in_splits[:j]), +in_splits[j]) to rank j and receives rank j's
+  // piece into out's rows [sum(out_splits[:j]), +out_splits[j]); empty splits = equal pieces.
+  void all_to_all(torch::Tensor& out, const torch::Tensor& in, std::vector<int64_t> out_splits,
+                  std::vector<int64_t> in_splits);
+  void send(const torch::Tensor& t, int64_t dst);  // dst, src: group ranks
+  void recv(torch::Tensor& t, int64_t src);
 
  private:
   std::string name_;
   std::vector<int64_t> ranks_;
   int64_t rank_ = 0;
   std::shared_ptr<std::chrono::milliseconds> timeout_;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;  // null for a group of one
+  torch::Device device_;
+  bool nccl_ = false;
+  c10::intrusive_ptr<c10d::Backend> pg_;  // null for a group of one
 };
 
 }  // namespace titan

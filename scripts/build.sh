@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
 # Configures (once) and builds titan.cpp into build/ (or $TITAN_BUILD_DIR). Arguments are build
 # targets (default: all). Pass cmake options through TITAN_CMAKE_ARGS, e.g. -DTorch_DIR=...
+# Progress: one line per file compiled, with the build's percentage.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/env.sh
+source "$ROOT/scripts/env.sh"
 BUILD="${TITAN_BUILD_DIR:-$ROOT/build}"
 mkdir -p "$BUILD"
 # Configure on the first build and whenever a CMakeLists.txt changed (targets may be new).
 if [[ ! -f $BUILD/CMakeCache.txt ]] || [[ -n "$(find "$ROOT" -name CMakeLists.txt -newer "$BUILD/CMakeCache.txt" -not -path "$BUILD/*")" ]]; then
   echo "build: configuring $BUILD"
   # shellcheck disable=SC2086
-  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release ${TITAN_CMAKE_ARGS:-} >"$BUILD/configure.log" 2>&1 ||
-    { cat "$BUILD/configure.log"; exit 1; }
+  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTITAN_PYTHON="$TITAN_PYTHON" ${TITAN_CMAKE_ARGS:-} >"$BUILD/configure.log" 2>&1 ||
+    { grep -E "Error|error" -A5 "$BUILD/configure.log" | head -40; echo "build: configuring failed: full log in $BUILD/configure.log" >&2; exit 1; }
+  grep -E "^-- (libtorch|CUDA/NCCL path):" "$BUILD/configure.log" | sed 's/^-- /build: /'
   touch "$BUILD/CMakeCache.txt"
 fi
 targets=()
 for t in "$@"; do targets+=(--target "$t"); done
 start=$(date +%s)
-if ! cmake --build "$BUILD" -j "$(nproc)" "${targets[@]}" >"$BUILD/build.log" 2>&1; then
+# Compiler lines become "build: [ 42%] trainer/trainer.cpp"; the whole output stays in build.log.
+set +e
+cmake --build "$BUILD" -j "$(nproc)" "${targets[@]}" 2>&1 | tee "$BUILD/build.log" |
+  sed -u -nE 's|^\[ *([0-9]+%)\] Building CXX object .*/([^/]+/[^/]+)\.o$|build: [\1] \2|p'
+status=${PIPESTATUS[0]}
+set -e
+if ((status != 0)); then
   grep -E "error|Error" "$BUILD/build.log" | head -40 || true
   echo "build failed: full log in $BUILD/build.log" >&2
   exit 1

@@ -1,33 +1,70 @@
 #!/usr/bin/env bash
-# Idempotent set-up on Debian bookworm: installs missing packages, then makes the bundled corpus
-# (Jane Austen's six novels, from r-cran-janeaustenr) and trains its tokenizer (sentencepiece BPE).
+# Idempotent set-up on Debian bookworm: the Debian packages the build needs, the project venv with
+# torch 2.11 from PyPI (its libtorch is what we build against; its Python runs the references),
+# gloo headers that match the wheel's gloo, the bundled corpus and its tokenizer.
+# Progress goes to stdout ("setup: ..."); the first run downloads ~2.8 GB (see README).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=scripts/env.sh
+source "$ROOT/scripts/env.sh"
+
+die() { echo "setup: error: $*" >&2; exit 1; }
+elapsed() { echo "$(($(date +%s) - $1)) s"; }
 
 PACKAGES=(
-  g++ cmake make pkg-config procps                # procps: pgrep in the DDP test
-  libtorch-dev libgloo-dev libopenblas0-pthread   # libtorch 1.13 CPU; without OpenBLAS fp32 matmul is ~30x slower
-  libtcmalloc-minimal4                             # allocator for titan_train (+40% tokens/s here)
+  g++ cmake make procps curl                      # procps: pgrep in the tests; curl: the gloo headers
+  python3 python3-venv                            # the project venv (torch, numpy)
+  libtcmalloc-minimal4                            # allocator for titan_train (+40% tokens/s here)
   libtomlplusplus-dev nlohmann-json3-dev zlib1g-dev libgtest-dev
-  libsentencepiece-dev sentencepiece               # tokenizer library and spm_train
-  r-base-core r-cran-janeaustenr                   # the bundled corpus
-  python3 python3-torch python3-numpy              # reference numbers for tests (Debian's python3-torch)
+  libsentencepiece-dev sentencepiece              # tokenizer library and spm_train
+  r-base-core r-cran-janeaustenr                  # the bundled corpus
 )
+# Python packages of the venv: the torch wheel brings libtorch, CUDA 13 and NCCL; numpy for the tests.
+PIP_PACKAGES=(torch==2.11.0 numpy)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
-  [[ "$p" == \#* ]] && continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}"
+  start=$(date +%s)
+  echo "setup: installing ${#missing[@]} Debian packages (with their dependencies): ${missing[*]}"
   SUDO=""
   [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get update -qq >/dev/null 2>&1 || die "apt-get update failed: Debian's package registry is unreachable (needed for: ${missing[*]})"
+  # One line per package fetched and set up, so a slow download is seen moving.
+  if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}" 2>&1 |
+    { grep --line-buffered -E "^(Get:|Setting up|E:)" || true; } | sed -u -E 's/^Get:[0-9]+ [^ ]+ [^ ]+ [^ ]+ /setup:   got /; s/^Setting up /setup:   set up /'; then
+    die "apt-get install failed: could not install ${missing[*]} from Debian's package registry"
+  fi
+  for p in "${missing[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+      die "Debian package $p could not be installed (is Debian's package registry reachable?)"
+  done
+  echo "setup: Debian packages installed in $(elapsed "$start")"
 fi
+
+# The venv: a stamp names what was installed, so a changed package list reinstalls.
+STAMP="$TITAN_VENV/.titan-packages"
+if [[ ! -x "$TITAN_PYTHON" || "$(cat "$STAMP" 2>/dev/null)" != "${PIP_PACKAGES[*]}" ]]; then
+  start=$(date +%s)
+  echo "setup: making the venv $TITAN_VENV with ${PIP_PACKAGES[*]} from PyPI (~2.8 GB: torch and its CUDA 13/NCCL wheels)"
+  [[ -x "$TITAN_PYTHON" ]] || /usr/bin/python3 -m venv "$TITAN_VENV" || die "could not make the venv $TITAN_VENV (python3-venv)"
+  # Each wheel is named as its download starts; pip draws its own bar on a terminal.
+  progress=(--progress-bar off)
+  [[ -t 1 ]] && progress=()
+  if ! "$TITAN_PYTHON" -m pip install --disable-pip-version-check "${progress[@]}" "${PIP_PACKAGES[@]}" 2>&1 |
+    { grep --line-buffered -E "^ *(Downloading|Installing|Successfully|ERROR)" || true; } | sed -u 's/^ */setup:   /'; then
+    die "pip could not install ${PIP_PACKAGES[*]} into $TITAN_VENV (is PyPI reachable?)"
+  fi
+  "$TITAN_PYTHON" -c "import torch, numpy" 2>/dev/null || die "pip could not install ${PIP_PACKAGES[*]} into $TITAN_VENV (is PyPI reachable?)"
+  echo "${PIP_PACKAGES[*]}" >"$STAMP"
+  echo "setup: venv ready in $(elapsed "$start"): $("$TITAN_PYTHON" -c 'import torch; print("torch", torch.__version__)')"
+fi
+
+"$ROOT/scripts/setup_gloo_headers.sh"
 
 CORPUS=tests/assets/janeausten/janeausten.txt
 if [[ ! -s $CORPUS ]]; then

@@ -16,9 +16,6 @@ double flops_per_token(const llama3::ModelArgs& args, int64_t num_params, int64_
 // Best FLOP/s of a short square GEMM probe in `dtype` on `device`.
 double measure_peak_flops(torch::ScalarType dtype, const torch::Device& device);
 
-int64_t peak_rss_bytes();     // peak resident set size of this process
-int64_t total_memory_bytes();  // physical memory of the machine
-
 struct StepMetrics {
   int64_t step;
   double loss, grad_norm, tps, tflops, mfu_percent;

@@ -1,8 +1,7 @@
 #include "trainer/optimizer.h"
 
 #include <cmath>
-
-#include "trainer/adamw_kernel.h"
+#include <map>
 
 namespace titan {
 
@@ -14,52 +13,32 @@ AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, co
       eps_(config.eps),
       weight_decay_(config.weight_decay) {}
 
-namespace {
-
-void fused_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamCoefficients& c) {
-  at::parallel_for(0, n, 1 << 15, [&](int64_t begin, int64_t end) { adamw_update_range(p, g, m, v, begin, end, c); });
-}
-
-bool fusable(const torch::Tensor& param, const torch::Tensor& grad, const AdamState& s) {
-  for (const auto* t : {&param, &grad, &s.exp_avg, &s.exp_avg_sq})
-    if (t->scalar_type() != torch::kFloat32 || !t->is_contiguous() || !t->device().is_cpu()) return false;
-  return true;
-}
-
-}  // namespace
-
 void AdamW::step(double lr) {
   torch::NoGradGuard no_grad;
+  // libtorch's fused kernels (one pass over each parameter and its state, CPU and CUDA), one call
+  // per device and dtype as torch.optim groups them; they read the step count, bumped here first.
+  struct Group {
+    std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+  };
+  std::map<std::pair<std::string, torch::ScalarType>, Group> groups;
   for (auto& [name, param] : params_) {
     if (!param.grad().defined()) continue;
-    auto grad = param.grad();
     auto& s = state_for(name, param);
-    s.step.add_(1);
-    const double step = s.step.item<double>();
-    const double bias_correction1 = 1 - std::pow(beta1_, step);
-    const double bias_correction2 = 1 - std::pow(beta2_, step);
-    const double step_size = lr / bias_correction1;
-    if (fusable(param, grad, s)) {
-      const AdamCoefficients c{decoupled_,
-                               static_cast<float>(weight_decay_),
-                               static_cast<float>(1 - lr * weight_decay_),
-                               static_cast<float>(beta1_),
-                               static_cast<float>(beta2_),
-                               static_cast<float>(std::sqrt(bias_correction2)),
-                               static_cast<float>(eps_),
-                               static_cast<float>(step_size)};
-      fused_update(param.data_ptr<float>(), grad.data_ptr<float>(), s.exp_avg.data_ptr<float>(),
-                   s.exp_avg_sq.data_ptr<float>(), param.numel(), c);
-      for (auto* t : {&param, &s.exp_avg, &s.exp_avg_sq}) torch::autograd::impl::bump_version(*t);  // as in-place ops do
-      continue;
-    }
-    // Other dtypes and layouts: torch.optim's op-by-op form.
-    if (decoupled_) param.mul_(1 - lr * weight_decay_);
-    else if (weight_decay_ != 0) grad = grad.add(param, weight_decay_);
-    s.exp_avg.mul_(beta1_).add_(grad, 1 - beta1_);
-    s.exp_avg_sq.mul_(beta2_).addcmul_(grad, grad, 1 - beta2_);
-    auto denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(eps_);
-    param.addcdiv_(s.exp_avg, denom, -step_size);
+    Group& g = groups[{param.device().str(), param.scalar_type()}];
+    g.params.push_back(param);
+    g.grads.push_back(param.grad());
+    g.exp_avgs.push_back(s.exp_avg);
+    g.exp_avg_sqs.push_back(s.exp_avg_sq);
+    g.steps.push_back(s.step);
+  }
+  for (auto& [key, g] : groups) {
+    at::_foreach_add_(g.steps, 1);
+    if (decoupled_)
+      at::_fused_adamw_(g.params, g.grads, g.exp_avgs, g.exp_avg_sqs, {}, g.steps, lr, beta1_, beta2_, weight_decay_,
+                        eps_, /*amsgrad=*/false, /*maximize=*/false);
+    else
+      at::_fused_adam_(g.params, g.grads, g.exp_avgs, g.exp_avg_sqs, {}, g.steps, lr, beta1_, beta2_, weight_decay_,
+                       eps_, /*amsgrad=*/false, /*maximize=*/false);
   }
 }
 
@@ -68,7 +47,7 @@ AdamState& AdamW::state_for(const std::string& name, const torch::Tensor& param)
   if (!s.exp_avg.defined()) {
     s.exp_avg = torch::zeros_like(param, torch::MemoryFormat::Preserve);
     s.exp_avg_sq = torch::zeros_like(param, torch::MemoryFormat::Preserve);
-    s.step = torch::zeros({}, torch::kFloat32);
+    s.step = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(param.device()));  // fused kernels: on the parameter's device
   }
   return s;
 }
@@ -98,7 +77,7 @@ double clip_grad_norm_(const std::vector<torch::Tensor>& params, double max_norm
     if (!p.grad().defined()) continue;
     const auto flat = p.grad().reshape({-1});
     for (int64_t i = 0; i < flat.numel(); i += kSlice)
-      norms.push_back(at::linalg_vector_norm(flat.narrow(0, i, std::min(kSlice, flat.numel() - i)), 2, c10::nullopt,
+      norms.push_back(at::linalg_vector_norm(flat.narrow(0, i, std::min(kSlice, flat.numel() - i)), 2, std::nullopt,
                                              false, torch::kFloat64));
   }
   double sq = norms.empty() ? 0.0 : torch::stack(norms).pow(2).sum().item<double>();  // one sync for all parameters

@@ -17,7 +17,7 @@ namespace titan {
 struct AdamState {
   torch::Tensor exp_avg;     // same shape as the parameter
   torch::Tensor exp_avg_sq;  // same shape as the parameter
-  torch::Tensor step;        // 0-dim float32 on the CPU, as torch.optim keeps it
+  torch::Tensor step;        // 0-dim float32 on the parameter's device, as torch.optim's fused AdamW keeps it
 };
 
 class AdamW {

@@ -15,6 +15,7 @@
 #include "models/common/matmul.h"
 #include "models/llama3/activation_checkpoint.h"
 #include "trainer/config_manager.h"
+#include "trainer/device.h"
 #include "parallel/logging.h"
 #include "trainer/metrics.h"
 
@@ -91,11 +92,12 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
         throw Err(std::string("parallelism.") + key + " = " + std::to_string(degree) +
                   " is not supported yet (data parallelism is: data_parallel_replicate_degree and "
                   "data_parallel_shard_degree)");
-    comm_ = std::make_unique<Collectives>(env_, dims_, std::chrono::seconds(config_.comm.init_timeout_seconds));
   }
+  device_ = select_device(env_.local_rank);
+  if (dims_.any_parallelism())
+    comm_ = std::make_unique<Collectives>(env_, dims_, std::chrono::seconds(config_.comm.init_timeout_seconds), device_);
 
   torch::set_num_threads(static_cast<int>(intra_op_threads(env_.local_world_size)));
-  if (torch::cuda::is_available()) device_ = torch::Device(torch::kCUDA, static_cast<int>(env_.local_rank));
   dtype_ = dtype_from_name(config_.training.dtype);
   if (config_.debug.deterministic)
     at::globalContext().setDeterministicAlgorithms(true, config_.debug.deterministic_warn_only);
@@ -154,9 +156,9 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   torch::manual_seed(static_cast<uint64_t>(seed));
   model_->init_weights();
   num_params_ = model_->num_params();
-  if (comm_) {  // every rank starts from rank 0's weights, whatever each rank's seed
+  if (comm_) {  // every rank starts from rank 0's weights, whatever each rank's seed (still on the CPU)
     auto params = model_->parameters();
-    comm_->world().broadcast(params, 0);
+    comm_->world_cpu().broadcast(params, 0);
   }
   model_->to(device_, dtype_);
   if (dims_.dp_shard > 1) {
@@ -223,7 +225,8 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
 void Trainer::log_startup() {
   log_info("Starting job: " + config_.job.description);
   log_info("Rank " + std::to_string(env_.rank) + " of " + std::to_string(env_.world_size) + ", " + dims_.describe() +
-           ", device " + device_.str() + ", " + std::to_string(torch::get_num_threads()) + " intra-op threads");
+           ", device " + device_.str() + " (" + device_name(device_) + "), " + std::to_string(torch::get_num_threads()) +
+           " intra-op threads");
   if (tokenizer_)
     log_info("Tokenizer " + tokenizer_->path() + ": " + std::to_string(tokenizer_->vocab_size()) + " pieces, BOS " +
              std::to_string(tokenizer_->bos_id()) + ", EOS " + std::to_string(tokenizer_->eos_id()));
@@ -235,14 +238,19 @@ void Trainer::log_startup() {
   GemmProbe gemm = probe_low_precision_gemm(compute_dtype, device_);
   if (gemm.native_flops > 0) {  // a bf16/fp16 run on the CPU: every rank takes the same path, fp32 if any prefers it
     bool fp32 = gemm.choice == LowPrecisionGemm::kFp32;
-    if (comm_) fp32 = comm_->world().all_reduce_sum(fp32 ? 1.0 : 0.0) > 0;
+    if (comm_) fp32 = comm_->world_cpu().all_reduce_sum(fp32 ? 1.0 : 0.0) > 0;
     gemm.choice = fp32 ? LowPrecisionGemm::kFp32 : LowPrecisionGemm::kNative;
     set_low_precision_gemm(gemm.choice);
     log_info(gemm.describe(compute_dtype));
   }
+  const std::string device_model = device_name(device_);
+  const auto table_flops = device_.is_cuda() ? known_peak_flops(device_model) : std::nullopt;
   if (config_.metrics.peak_flops) {
     peak_flops_ = *config_.metrics.peak_flops;
     log_info("Peak FLOPS used for computing MFU: " + fmt("%.3e", peak_flops_) + " (metrics.peak_flops)");
+  } else if (table_flops) {
+    peak_flops_ = *table_flops;
+    log_info("Peak FLOPS used for computing MFU: " + fmt("%.3e", peak_flops_) + " (" + device_model + ", dense bf16)");
   } else {
     peak_flops_ = measure_peak_flops(compute_dtype, device_);
     log_info("Peak FLOPS used for computing MFU: " + fmt("%.3e", peak_flops_) + " (measured: " +
@@ -429,8 +437,9 @@ bool Trainer::train() {
       m.tps = static_cast<double>(tokens_since_log) / std::max(seconds, 1e-9);
       m.tflops = flops_per_token_ * m.tps / 1e12;
       m.mfu_percent = peak_flops_ > 0 ? 100.0 * flops_per_token_ * m.tps / peak_flops_ : 0.0;
-      m.memory_gib = static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0 * 1024.0);
-      m.memory_percent = 100.0 * static_cast<double>(peak_rss_bytes()) / static_cast<double>(total_memory_bytes());
+      const DeviceMemory memory = device_memory(device_);
+      m.memory_gib = static_cast<double>(memory.peak_bytes) / (1024.0 * 1024.0 * 1024.0);
+      m.memory_percent = 100.0 * static_cast<double>(memory.peak_bytes) / static_cast<double>(memory.capacity_bytes);
       log_info(format_step_line(m, config_.metrics.disable_color_printing));
       last_log = now;
       tokens_since_log = 0;

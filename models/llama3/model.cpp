@@ -27,9 +27,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  auto xf = x.to(torch::kFloat32);
-  auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);  // (..., dim)
-  return normed.to(x.scalar_type()) * weight;
+  return at::rms_norm(x, {weight.size(0)}, weight, eps_);  // (..., dim), as torch.nn.RMSNorm: fp32 inside
 }
 
 void RMSNormImpl::reset_parameters() {
@@ -51,14 +49,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto xq = apply_rope(apply_linear(x, wq->weight).view({B, T, -1, hd}), cos, sin);  // (B, T, H, hd)
   auto xk = apply_rope(apply_linear(x, wk->weight).view({B, T, -1, hd}), cos, sin);  // (B, T, KV, hd)
   auto xv = apply_linear(x, wv->weight).view({B, T, -1, hd});         // (B, T, KV, hd)
-  const int64_t H = xq.size(2), KV = xk.size(2), rep = H / KV;
-
-  // The rep query heads of each kv head side by side: no copy of K or V per query head.
-  auto q = xq.permute({0, 2, 1, 3}).view({B, KV, rep, T, hd});  // (B, KV, rep, T, hd)
-  auto k = xk.permute({0, 2, 3, 1});                             // (B, KV, hd, T)
-  auto v = xv.transpose(1, 2);                                   // (B, KV, T, hd)
-  auto out = causal_attention(q, k, v);                          // (B, KV, rep, T, hd)
-  out = out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});  // (B, T, H*hd)
+  auto out = causal_attention(xq.transpose(1, 2), xk.transpose(1, 2), xv.transpose(1, 2));  // (B, H, T, hd)
+  out = out.transpose(1, 2).reshape({B, T, -1});                                            // (B, T, H*hd)
   return apply_linear(out, wo->weight);  // (B, T, dim)
 }
 

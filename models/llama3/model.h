@@ -8,7 +8,7 @@
 
 namespace titan::llama3 {
 
-// RMSNorm computed in fp32, cast back to the input dtype, then scaled by the weight.
+// RMSNorm as torch.nn.RMSNorm (TorchTitan's): normalised and scaled in fp32, cast back to the input dtype.
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps);

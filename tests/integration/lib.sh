@@ -2,6 +2,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
+# shellcheck source=scripts/env.sh
+source "$ROOT/scripts/env.sh"  # TITAN_PYTHON: the venv's python with torch 2.11 and numpy
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/titan_it.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 

@@ -32,7 +32,7 @@ for dtype in float32 bfloat16; do
     --training.steps 3 --job.dump_folder "$WORK/m_$dtype"
   [[ $RC -eq 0 ]] || { cat "$WORK/m.log"; fail "model-only $dtype run exited $RC"; }
   "$TOOL" to-torch "$WORK/m_$dtype/checkpoint/step-3" "$WORK/m_$dtype.pt" >/dev/null
-  /usr/bin/python3 tests/reference/check_checkpoint_export.py "$WORK/m_$dtype/checkpoint/step-3" "$WORK/m_$dtype.pt" $dtype 6 ||
+  "$TITAN_PYTHON" tests/reference/check_checkpoint_export.py "$WORK/m_$dtype/checkpoint/step-3" "$WORK/m_$dtype.pt" $dtype 6 ||
     fail "model-only $dtype export check"
   "$TOOL" inspect "$WORK/m_$dtype/checkpoint/step-3" >"$WORK/inspect.txt"
   grep -q "model_only: true" "$WORK/inspect.txt" || fail "inspect lacks model_only"

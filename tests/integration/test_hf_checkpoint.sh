@@ -8,10 +8,10 @@ TOOL="${TITAN_BUILD_DIR:-$ROOT/build}/titan_checkpoint"
 
 for variant in scaled tied sharded; do
   fix="$WORK/hf_$variant"
-  ref=$(/usr/bin/python3 tests/reference/hf_llama_reference.py "$fix" $variant)
-  expected=$(echo "$ref" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['loss'])")
-  wrong=$(echo "$ref" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['loss_without_permutation'])")
-  seq=$(echo "$ref" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['seq_len'])")
+  ref=$("$TITAN_PYTHON" tests/reference/hf_llama_reference.py "$fix" $variant)
+  expected=$(echo "$ref" | "$TITAN_PYTHON" -c "import json,sys; print(json.load(sys.stdin)['loss'])")
+  wrong=$(echo "$ref" | "$TITAN_PYTHON" -c "import json,sys; print(json.load(sys.stdin)['loss_without_permutation'])")
+  seq=$(echo "$ref" | "$TITAN_PYTHON" -c "import json,sys; print(json.load(sys.stdin)['seq_len'])")
   train "$WORK/$variant.log" --model.flavor from_hf --model.hf_assets_path "$fix" --checkpoint.enable \
     --checkpoint.initial_load_in_hf --training.dataset_path "$fix/tokens.npy" --training.seq_len "$seq" \
     --training.local_batch_size 1 --training.steps 1 --metrics.disable_color_printing --job.dump_folder "$WORK/run_$variant"
@@ -25,7 +25,7 @@ done
 # HF -> native -> HF: the same tensors, bit for bit, and a folder that loads again.
 "$TOOL" from-hf "$WORK/hf_sharded" "$WORK/native/step-0" >/dev/null
 "$TOOL" to-hf "$WORK/native/step-0" "$WORK/back" --max-shard-mb 0.1 >/dev/null
-/usr/bin/python3 - "$WORK/hf_sharded" "$WORK/back" <<'PY' || fail "round trip changed tensors"
+"$TITAN_PYTHON" - "$WORK/hf_sharded" "$WORK/back" <<'PY' || fail "round trip changed tensors"
 import json, os, struct, sys
 import torch
 def load(d):

@@ -26,7 +26,7 @@ paste <(losses "$WORK/a.log") <(losses "$WORK/ga.log") |
   awk '{d = $2 - $4; if (d < 0) d = -d; if (d > 2e-4) {print "step " $1 ": " $2 " vs " $4; bad = 1}} END {exit bad}' ||
   fail "gradient accumulation changed the losses"
 
-/usr/bin/python3 -c "import numpy as np; np.save('$WORK/tokens.npy', (np.arange(200000) * 7919 % 2000).astype(np.uint16))"
+"$TITAN_PYTHON" -c "import numpy as np; np.save('$WORK/tokens.npy', (np.arange(200000) * 7919 % 2000).astype(np.uint16))"
 train "$WORK/npy.log" "${SMALL[@]}" --training.steps 2 --training.dataset_path "$WORK/tokens.npy" \
   --model.hf_assets_path /nonexistent --job.dump_folder "$WORK/npy"
 [[ $RC -eq 0 ]] || { cat "$WORK/npy.log"; fail ".npy run exited $RC"; }

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Checks a model-only checkpoint from Python: the step folder's safetensors file, read here with a
 minimal independent safetensors parser, must hold exactly the model keys in the expected dtype,
 and the single-file export (titan_checkpoint to-torch) must torch.load to the same tensors.

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Tiny Hugging Face Llama checkpoints and their reference losses, for the HF interop tests.
 
 An independent implementation of Hugging Face's LlamaForCausalLM forward pass (transformers is not

@@ -1,13 +1,13 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Reference numbers for the Llama 3 unit tests, from an independent eager-PyTorch implementation.
 
 Written from the math (Meta's reference layout: complex RoPE on adjacent pairs with Llama 3.1
 scaling, GQA by repeat_interleave, RMSNorm in fp32, SwiGLU), with torch.optim.AdamW,
-torch.nn.utils.clip_grad_norm_ and a LambdaLR warmup-stable-decay schedule. Uses Debian's
-python3-torch (1.13, the same libtorch as the C++ build), so a model initialised from the same
-seed in the same order gets the same weights.
+torch.nn.utils.clip_grad_norm_ and a LambdaLR warmup-stable-decay schedule. Runs on the venv's
+torch 2.11 (the same libtorch as the C++ build), so a model initialised from the same seed in the
+same order gets the same weights.
 
-Usage: /usr/bin/python3 tests/reference/llama3_reference.py > tests/assets/reference/llama3_tiny.json
+Usage: .venv/bin/python tests/reference/llama3_reference.py > tests/assets/reference/llama3_tiny.json
 """
 import json
 import math

@@ -30,9 +30,9 @@ TEST(AdamW, AdamAddsDecayToTheGradient) {
   EXPECT_NEAR(p[0].item<double>(), 1.0 - 0.01, 1e-6);
 }
 
-// The one-pass fp32 kernel against float64 arithmetic of torch.optim's formulas, three steps, on
-// enough elements to cross parallel chunks and vector tails; a bf16 parameter takes the op-by-op form.
-TEST(AdamW, OnePassUpdateFollowsTorchOptimInFloat64) {
+// The fused update against float64 arithmetic of torch.optim's formulas, three steps, on enough
+// elements to cross parallel chunks and vector tails; a bf16 parameter in the same optimizer.
+TEST(AdamW, FusedUpdateFollowsTorchOptimInFloat64) {
   for (const std::string name : {"AdamW", "Adam"}) {
     SCOPED_TRACE(name);
     torch::manual_seed(1);

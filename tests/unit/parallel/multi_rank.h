@@ -1,0 +1,81 @@
+// Real ranks for a unit test: the test re-runs its own binary once per rank (filtered to itself,
+// with TITAN_TEST_RANK, WORLD_SIZE and MASTER_PORT set), waits for all of them and fails if any
+// rank fails or outlives the timeout. Inside a rank, test_rank() says which one it is.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace titan::testing {
+
+inline std::optional<int> test_rank() {
+  const char* r = std::getenv("TITAN_TEST_RANK");
+  if (!r) return std::nullopt;
+  return std::atoi(r);
+}
+
+inline int free_tcp_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Runs the current test as `world` processes; true when every rank exited 0 in time.
+inline bool run_as_ranks(int world, std::chrono::seconds timeout = std::chrono::seconds(120)) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string filter = std::string("--gtest_filter=") + info->test_suite_name() + "." + info->name();
+  const std::string port = "MASTER_PORT=" + std::to_string(free_tcp_port());
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < world; ++rank) {
+    std::vector<std::string> env_strings = {"TITAN_TEST_RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(world),
+                                            port, "MASTER_ADDR=127.0.0.1"};
+    std::vector<char*> envp;
+    for (auto& s : env_strings) envp.push_back(s.data());
+    for (char** e = environ; *e; ++e) envp.push_back(*e);
+    envp.push_back(nullptr);
+    std::string exe = "/proc/self/exe";
+    std::vector<char*> argv = {exe.data(), const_cast<char*>(filter.c_str()), nullptr};
+    pid_t pid = 0;
+    if (posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv.data(), envp.data()) != 0) return false;
+    pids.push_back(pid);
+  }
+  bool ok = true;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (pid_t pid : pids) {
+    int status = 0;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "rank pid " << pid << " still running after " << timeout.count() << " s";
+        for (pid_t p : pids) kill(p, SIGKILL);
+        waitpid(pid, &status, 0);
+        ok = false;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+  return ok;
+}
+
+}  // namespace titan::testing

@@ -1,0 +1,29 @@
+// The rank's device and what the log line reports about it: as TorchTitan, GPU LOCAL_RANK when
+// CUDA has a device (CUDA_VISIBLE_DEVICES= hides them all), else the CPU; the peak memory (the
+// CUDA caching allocator's peak reserved, or the process's peak resident size) against the
+// device's capacity; and the GPU's peak bf16 FLOP/s from a table of known parts.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace titan {
+
+// Makes the chosen GPU the current one, so libraries that allocate on "the" device use it.
+torch::Device select_device(int64_t local_rank);
+
+std::string device_name(const torch::Device& device);  // "NVIDIA H200", or the CPU's model name
+
+struct DeviceMemory {
+  int64_t peak_bytes = 0;      // CUDA: peak reserved by the caching allocator; CPU: peak RSS
+  int64_t capacity_bytes = 0;  // the GPU's memory, or the machine's
+};
+DeviceMemory device_memory(const torch::Device& device);
+
+// Dense bf16 FLOP/s of a known GPU by name (TorchTitan's table), none for other devices.
+std::optional<double> known_peak_flops(const std::string& device_name);
+
+}  // namespace titan
