@@ -67,9 +67,13 @@ void to_torch(const std::string& dir, const std::string& out) {
   pickler.protocol();
   pickler.pushIValue(dict);
   pickler.stop();
-  caffe2::serialize::PyTorchStreamWriter writer(out);
-  torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
-  writer.writeEndOfFile();
+  try {
+    caffe2::serialize::PyTorchStreamWriter writer(out);
+    torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
+    writer.writeEndOfFile();
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot write " + out + ": " + titan::first_line(e.what_without_backtrace()));
+  }
   std::printf("wrote %zu tensors to %s\n", targets.size(), out.c_str());
 }
 

@@ -75,7 +75,7 @@ ProcessGroup& Collectives::group(const std::string& name) const {
 }
 
 void Collectives::set_timeout(std::chrono::seconds timeout) {
-  *timeout_ = timeout;
+  for (const auto& [name, group] : groups_) group->set_timeout(timeout);  // shared groups are set twice: harmless
   std::lock_guard<std::mutex> lock(store_mutex_);
   store_->setTimeout(timeout);
 }

@@ -22,7 +22,7 @@ c10::intrusive_ptr<c10d::Backend> make_backend(const c10::intrusive_ptr<c10d::St
   if (device.is_cuda()) {
 #if TITAN_CUDA
     auto options = c10d::ProcessGroupNCCL::Options::create();
-    options->timeout = timeout;  // the watchdog's; each collective also passes the job's current one
+    options->timeout = timeout;  // the watchdog's, raised by set_timeout after step 1
     return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
 #else
     throw std::invalid_argument("an NCCL process group needs a libtorch built with CUDA (this build has none)");
@@ -76,6 +76,11 @@ ProcessGroup::ProcessGroup(std::string name, std::vector<int64_t> ranks, int64_t
 
 ProcessGroup::~ProcessGroup() {
   if (pg_ && nccl_) pg_->shutdown();  // as destroy_process_group: NCCL's communicators end cleanly, without its warning
+}
+
+void ProcessGroup::set_timeout(std::chrono::milliseconds timeout) {
+  *timeout_ = timeout;
+  if (pg_) pg_->setTimeout(timeout);
 }
 
 void ProcessGroup::all_reduce(std::vector<torch::Tensor>& tensors, ReduceOp op) {

@@ -26,8 +26,8 @@ enum class ReduceOp { kSum, kMax };
 class ProcessGroup {
  public:
   // Builds the group over `store` (members only, all in the same order); `timeout` is shared with
-  // the job, so raising it after step 1 applies to every group. A CUDA `device` makes an NCCL
-  // group whose tensors live on that GPU; a CPU one a Gloo group.
+  // the job's groups (see set_timeout). A CUDA `device` makes an NCCL group whose tensors live on
+  // that GPU; a CPU one a Gloo group.
   ProcessGroup(std::string name, std::vector<int64_t> ranks, int64_t global_rank,
                const c10::intrusive_ptr<c10d::Store>& store, std::shared_ptr<std::chrono::milliseconds> timeout,
                torch::Device device = torch::kCPU);
@@ -39,6 +39,9 @@ class ProcessGroup {
   const std::vector<int64_t>& ranks() const { return ranks_; }  // global ranks, ascending
   const torch::Device& device() const { return device_; }      // where the collectives' tensors live
   bool is_nccl() const { return nccl_; }
+  // The timeout of every later collective (shared with the job's groups) and of this backend's own
+  // clock: NCCL's watchdog reads only the backend's, not the per-call one.
+  void set_timeout(std::chrono::milliseconds timeout);
 
   void all_reduce(std::vector<torch::Tensor>& tensors, ReduceOp op);  // in place
   void all_reduce_sum(std::vector<torch::Tensor>& tensors) { all_reduce(tensors, ReduceOp::kSum); }

@@ -13,7 +13,7 @@ if [[ ! -f $BUILD/CMakeCache.txt ]] || [[ -n "$(find "$ROOT" -name CMakeLists.tx
   echo "build: configuring $BUILD"
   # shellcheck disable=SC2086
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTITAN_PYTHON="$TITAN_PYTHON" ${TITAN_CMAKE_ARGS:-} >"$BUILD/configure.log" 2>&1 ||
-    { grep -E "Error|error" -A5 "$BUILD/configure.log" | head -40; echo "build: configuring failed: full log in $BUILD/configure.log" >&2; exit 1; }
+    { grep -E "Error|error" -A5 "$BUILD/configure.log" | head -40 || true; echo "build: configuring failed: full log in $BUILD/configure.log" >&2; exit 1; }
   grep -E "^-- (libtorch|CUDA/NCCL path):" "$BUILD/configure.log" | sed 's/^-- /build: /'
   touch "$BUILD/CMakeCache.txt"
 fi

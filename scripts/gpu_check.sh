@@ -20,7 +20,8 @@ DEBS=(libtomlplusplus-dev libtomlplusplus3 nlohmann-json3-dev zlib1g-dev libsent
 if [[ "${1:-}" == "prepare" ]]; then
   ./scripts/setup.sh  # corpus, tokenizer, gloo headers (their .debs are kept in .deps/gloo/debs)
   mkdir -p .deps/debs
-  (cd .deps/debs && apt-get download "${DEBS[@]}" 2>&1 | grep -v "^W: Download is performed unsandboxed")
+  (cd .deps/debs && apt-get download "${DEBS[@]}" 2>&1 | { grep -v "^W: Download is performed unsandboxed" || true; })
+  for p in "${DEBS[@]}"; do compgen -G ".deps/debs/${p}_*.deb" >/dev/null || { echo "gpu_check: could not download $p" >&2; exit 1; }; done
   cp .deps/gloo/debs/*.deb .deps/debs/
   echo "gpu_check: ready; on the GPU machine run, from the repository root, with carry" \
     '[".deps/debs", "tests/assets/janeausten", "tests/assets/tokenizer"]:'
@@ -31,6 +32,10 @@ fi
 OUT="${OUT:-$ROOT/outputs/gpu_check}"
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
+tee_pid=$!
+WORK="$(mktemp -d)"
+# On any exit: drop the scratch folder, and let tee write the last lines before the log is read.
+trap 'rm -rf "$WORK"; exec >&- 2>&-; wait $tee_pid' EXIT
 start=$(date +%s)
 say() { echo "gpu_check [$(($(date +%s) - start)) s]: $*"; }
 fail() { say "FAIL: $*"; exit 1; }
@@ -51,17 +56,20 @@ for deb in .deps/debs/*.deb; do dpkg-deb -x "$deb" "$PREFIX"; done
 LIBDIR="$PREFIX/usr/lib/x86_64-linux-gnu"
 export LD_LIBRARY_PATH="$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 BUILD="$ROOT/build-gpu"
-ZLIB_ARGS=()
-[[ -f /usr/include/zlib.h ]] || ZLIB_ARGS=(-DZLIB_INCLUDE_DIR="$PREFIX/usr/include" -DZLIB_LIBRARY="$(ls /lib/x86_64-linux-gnu/libz.so.1 /usr/lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)")
+ZLIB_ARGS=()  # zlib1g-dev's libz.so points at bookworm's libz: use the image's libz.so.1 with its headers
+if [[ ! -f /usr/include/zlib.h ]]; then
+  for lib in /usr/lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1; do
+    [[ -e $lib ]] && ZLIB_ARGS=(-DZLIB_INCLUDE_DIR="$PREFIX/usr/include" -DZLIB_LIBRARY="$lib") && break
+  done
+fi
 say "configuring"
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTITAN_PYTHON="$TITAN_PYTHON" -DTITAN_BUILD_TESTS=OFF \
   -DCMAKE_PREFIX_PATH="$PREFIX/usr" "${ZLIB_ARGS[@]}" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; fail "configure"; }
 grep -E "^-- (libtorch|CUDA/NCCL path)" "$OUT/configure.log" || true
 say "building"
-cmake --build "$BUILD" -j "$(nproc)" --target titan_train titan_sentencepiece >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20; fail "build"; }
+cmake --build "$BUILD" -j "$(nproc)" --target titan_train titan_sentencepiece >"$OUT/build.log" 2>&1 || { grep -E "error" "$OUT/build.log" | head -20 || true; fail "build"; }
 ldd "$BUILD/titan_train" | grep -E "libtorch_cuda|libnccl" || fail "titan_train does not link libtorch_cuda and NCCL"
 BIN="$BUILD/titan_train"
-WORK="$(mktemp -d)"
 export OMP_WAIT_POLICY=passive CUBLAS_WORKSPACE_CONFIG=:4096:8  # the second: cuBLAS under debug.deterministic
 
 # Every step's loss, at full precision, from TITAN_TEST_METRICS_FILE ("step loss grad_norm").
@@ -109,5 +117,4 @@ grep -E "Peak FLOPS|size:|step: " "$OUT/llama1b.log"
 say "   steps 2-10: $(sed -nE 's/.*step: +([0-9]+) .*tps: ([0-9,]+).*mfu: ([0-9.]+)%.*/\1 \2 \3/p' "$OUT/llama1b.log" |
   awk '$1 > 1 {gsub(",", "", $2); t += $2; m += $3; n++} END {if (n) printf "mean %.0f tokens/s, mean MFU %.2f%%", t / n, m / n}')"
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader || true
-rm -rf "$WORK"
 say "all checks passed"

@@ -46,16 +46,19 @@ if ((${#missing[@]})); then
   echo "setup: Debian packages installed in $(elapsed "$start")"
 fi
 
+# The wheel's CMake config needs the CUDA toolkit at configure time (not a GPU): it comes with the
+# machine (NVIDIA's packages, which neither Debian nor PyPI serve), so it is checked, not installed.
+command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]] ||
+  die "the CUDA 13 toolkit (nvcc, in /usr/local/cuda) is missing: the torch wheel's CMake config needs it to configure the build; install it from NVIDIA, or build against a CPU-only libtorch with TITAN_CMAKE_ARGS=-DTorch_DIR=..."
+
 # The venv: a stamp names what was installed, so a changed package list reinstalls.
 STAMP="$TITAN_VENV/.titan-packages"
 if [[ ! -x "$TITAN_PYTHON" || "$(cat "$STAMP" 2>/dev/null)" != "${PIP_PACKAGES[*]}" ]]; then
   start=$(date +%s)
   echo "setup: making the venv $TITAN_VENV with ${PIP_PACKAGES[*]} from PyPI (~2.8 GB: torch and its CUDA 13/NCCL wheels)"
   [[ -x "$TITAN_PYTHON" ]] || /usr/bin/python3 -m venv "$TITAN_VENV" || die "could not make the venv $TITAN_VENV (python3-venv)"
-  # Each wheel is named as its download starts; pip draws its own bar on a terminal.
-  progress=(--progress-bar off)
-  [[ -t 1 ]] && progress=()
-  if ! "$TITAN_PYTHON" -m pip install --disable-pip-version-check "${progress[@]}" "${PIP_PACKAGES[@]}" 2>&1 |
+  # Each wheel is named as its download starts (the largest, cuBLAS and cuDNN, are ~400 MB).
+  if ! "$TITAN_PYTHON" -m pip install --disable-pip-version-check --progress-bar off "${PIP_PACKAGES[@]}" 2>&1 |
     { grep --line-buffered -E "^ *(Downloading|Installing|Successfully|ERROR)" || true; } | sed -u 's/^ */setup:   /'; then
     die "pip could not install ${PIP_PACKAGES[*]} into $TITAN_VENV (is PyPI reachable?)"
   fi

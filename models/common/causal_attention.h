@@ -1,7 +1,8 @@
 // Causal softmax attention with grouped query heads, by libtorch's scaled_dot_product_attention:
-// flash attention on the CPU and on CUDA (keys past each query block are skipped, bf16 accumulates
-// in fp32, backward keeps only the log-sum-exp). It replaced our query-block kernel, which it beat
-// in fp32 and out-did in bf16 accuracy (bench/kernel_bench.sh, README).
+// flash attention on the CPU (any float dtype) and for bf16/fp16 on CUDA (keys past each query
+// block are skipped, bf16 accumulates in fp32, backward keeps only the log-sum-exp); fp32 on CUDA
+// takes its memory-efficient kernel. It replaced our query-block kernel, which it beat in fp32 and
+// in bf16 accuracy (bench/kernel_bench.sh, README).
 #pragma once
 
 #include <torch/torch.h>

@@ -1,7 +1,7 @@
 // Matrix products of the models. bf16/fp16 operands can run as fp32 GEMMs on exactly-upcast
-// inputs with one rounding of the result: fp32 accumulation, as GPU tensor cores do it. On CPUs
-// without bf16 dot-product instructions this is both faster and more accurate than libtorch's
-// native kernel (Debian's 1.13 accumulates in bf16: ~25x the largest error, ~27x slower here).
+// inputs with one rounding of the result: fp32 accumulation, as GPU tensor cores do it. Which is
+// faster depends on the CPU (the native kernel wins 2x with AVX512-BF16; CPUs without bf16
+// instructions ran it far slower, and libtorch 1.13's accumulated in bf16), so a probe decides.
 #pragma once
 
 #include <torch/torch.h>

@@ -3,7 +3,7 @@
 minimal independent safetensors parser, must hold exactly the model keys in the expected dtype,
 and the single-file export (titan_checkpoint to-torch) must torch.load to the same tensors.
 
-Usage: check_checkpoint_export.py STEP_DIR EXPORT.pt DTYPE(float32|bfloat16) N_LAYERS
+Usage: .venv/bin/python tests/reference/check_checkpoint_export.py STEP_DIR EXPORT.pt DTYPE(float32|bfloat16) N_LAYERS
 """
 import json
 import struct

@@ -7,7 +7,7 @@ GQA, LlamaRMSNorm (fp32 normalise, cast, then scale), SiLU MLP, tied or untied l
 shifted-label mean cross-entropy of LlamaForCausalLM. Weights are written as HF writes them
 (config.json, safetensors with a sharded index or a single file) with a minimal safetensors writer.
 
-Usage: hf_llama_reference.py OUT_DIR VARIANT   (VARIANT: scaled | tied | sharded)
+Usage: .venv/bin/python tests/reference/hf_llama_reference.py OUT_DIR VARIANT   (VARIANT: scaled | tied | sharded)
 Prints {"loss", "loss_without_permutation" (a RoPE-layout bug's loss), "seq_len"} and writes OUT_DIR/{config.json, *.safetensors, tokens.npy}.
 """
 import json

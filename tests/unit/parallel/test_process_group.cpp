@@ -3,6 +3,7 @@
 // reduce-scatter, all-to-all with uneven splits, send/recv, broadcast, barrier. On Gloo always;
 // on NCCL where two GPUs are visible. Built against the gloo headers setup_gloo_headers.sh
 // unpacks, this is the run-time proof that they match the wheel's gloo.
+#include <ATen/DeviceAccelerator.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -27,6 +28,7 @@ void expect_values(const torch::Tensor& t, const std::vector<double>& want, cons
 }
 
 void every_collective(int rank, const torch::Device& device) {
+  if (device.is_cuda()) at::accelerator::setDeviceIndex(device.index());  // as the trainer: NCCL uses the current GPU
   c10d::TCPStoreOptions opts;
   opts.port = static_cast<uint16_t>(std::atoi(std::getenv("MASTER_PORT")));
   opts.isServer = rank == 0;
