@@ -47,8 +47,9 @@ if ((${#missing[@]})); then
 fi
 
 # The wheel's CMake config needs the CUDA toolkit at configure time (not a GPU): it comes with the
-# machine (NVIDIA's packages, which neither Debian nor PyPI serve), so it is checked, not installed.
-command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]] ||
+# machine (NVIDIA's packages, which neither Debian nor PyPI serve), so it is checked, not installed;
+# a build against another libtorch (Torch_DIR) does not need it.
+[[ "${TITAN_CMAKE_ARGS:-}" == *-DTorch_DIR=* ]] || command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]] ||
   die "the CUDA 13 toolkit (nvcc, in /usr/local/cuda) is missing: the torch wheel's CMake config needs it to configure the build; install it from NVIDIA, or build against a CPU-only libtorch with TITAN_CMAKE_ARGS=-DTorch_DIR=..."
 
 # The venv: a stamp names what was installed, so a changed package list reinstalls.
