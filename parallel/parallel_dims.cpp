@@ -75,6 +75,10 @@ int64_t ParallelDims::coordinate(int64_t rank, MeshDim dim) const {
   return rank / stride % size(dim);
 }
 
+int64_t ParallelDims::dp_rank(int64_t rank) const {
+  return coordinate(rank, MeshDim::kDPReplicate) * dp_shard + coordinate(rank, MeshDim::kDPShard);
+}
+
 std::vector<int64_t> ParallelDims::group_ranks(int64_t rank, const std::vector<MeshDim>& dims) const {
   std::vector<int64_t> out;
   for (int64_t other = 0; other < world_size; ++other) {

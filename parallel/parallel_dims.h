@@ -22,12 +22,13 @@ struct ParallelDims {
                             int64_t etp, int64_t world_size);
 
   int64_t dp() const { return dp_replicate * dp_shard; }  // the batch dimension: ranks reading different data
-  int64_t non_data_parallel_size() const { return cp * tp * pp; }
   bool any_parallelism() const { return world_size > 1; }
   std::string describe() const;
 
   int64_t size(MeshDim dim) const;
   int64_t coordinate(int64_t rank, MeshDim dim) const;
+  // Which slice of the global batch `rank` reads: its (dp_replicate, dp_shard) coordinate, flattened.
+  int64_t dp_rank(int64_t rank) const;
   // The process group of `rank` along `dims` (flattened when several): the ranks that differ from
   // it only in those coordinates, ascending. E.g. HSDP 2x2, rank 1: {kDPShard} -> {0, 1},
   // {kDPReplicate} -> {1, 3}, both -> {0, 1, 2, 3}.

@@ -133,7 +133,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
                 " pieces, more than model.flavor " + config_.model.flavor + "'s vocab_size " +
                 std::to_string(model_args_.vocab_size));
   }
-  const int64_t dp = dims_.dp(), dp_rank = env_.rank / dims_.non_data_parallel_size() % dp;
+  const int64_t dp = dims_.dp(), dp_rank = dims_.dp_rank(env_.rank);
   const int64_t local_batch = config_.training.local_batch_size;
   global_batch_size_ = config_.training.global_batch_size == -1 ? local_batch * dp : config_.training.global_batch_size;
   if (global_batch_size_ % (local_batch * dp) != 0)
@@ -383,7 +383,7 @@ Trainer::StepResult Trainer::train_step() {
   int64_t valid = 0;
   for (const auto& b : micro) valid += b.labels.ne(-100).sum().item<int64_t>();
   double global_valid = static_cast<double>(valid);
-  if (comm_) global_valid = comm_->group("loss").all_reduce_sum(global_valid);  // across the data-parallel ranks
+  if (comm_) global_valid = comm_->group("dp").all_reduce_sum(global_valid);  // the batch's ranks: cp/tp peers hold the same labels
   global_valid = std::max(global_valid, 1.0);
 
   auto loss_total = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));

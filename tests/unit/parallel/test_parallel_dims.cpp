@@ -44,6 +44,12 @@ TEST(ParallelDims, MeshGroupsFollowTorchTitansOrder) {
   EXPECT_EQ(d.group_ranks(5, {MeshDim::kDPShard}), (V{5, 7}));
   EXPECT_EQ(d.group_ranks(5, {MeshDim::kPP}), (V{1, 5}));
   EXPECT_EQ(d.group_ranks(5, {MeshDim::kCP}), (V{5}));
+  // Ranks 1 and 5 differ only in pp: they read the same data (dp_shard coordinate 0).
+  EXPECT_EQ(d.dp_rank(5), 0);
+  EXPECT_EQ(d.dp_rank(1), 0);
+  EXPECT_EQ(d.dp_rank(7), 1);
+  EXPECT_EQ(hsdp.dp_rank(2), 2);  // replica 1, shard 0
+  EXPECT_EQ(hsdp.dp_rank(1), 1);
 }
 
 }  // namespace
