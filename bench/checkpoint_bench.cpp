@@ -28,12 +28,12 @@ int main(int argc, char** argv) {
   std::vector<torch::Tensor> state;
   for (int64_t i = 0; i < n_tensors; ++i) state.push_back(torch::randn({per}));
   const double bytes = static_cast<double>(n_tensors * per * 4);
-  Component model;
-  model.name = "model";
-  model.tensors = [&] {
-    std::vector<ShardedTensor> out;
-    for (size_t i = 0; i < state.size(); ++i) out.push_back(ShardedTensor::whole("t" + std::to_string(i), state[i]));
-    return out;
+  Parts parts;
+  Part& model_part = parts.add("model");
+  model_part.save = [&] {
+    PartState s;
+    for (size_t i = 0; i < state.size(); ++i) s.tensors.push_back(ShardedTensor::whole("t" + std::to_string(i), state[i]));
+    return s;
   };
 
   auto manager_for = [&](const std::string& mode) {
@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
     o.keep_latest_k = 0;
     o.last_save_model_only = false;
     o.async_mode = mode;
-    return std::make_unique<CheckpointManager>(o, std::vector<Component>{model}, nlohmann::json::object());
+    return std::make_unique<CheckpointManager>(o, parts, nlohmann::json::object());
   };
 
   // Synchronous save: the whole write (with fsyncs) stalls training.
@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   const double sync_s = seconds_since(t0);
 
   // Load back (warm page cache, CRC-32 checked).
-  auto targets = model.tensors();
+  auto targets = parts.at("model").save().tensors;
   for (auto& t : targets) t.local = torch::empty_like(t.local);
   t0 = std::chrono::steady_clock::now();
   load_tensors(sync->step_dir(1), read_manifest(sync->step_dir(1)), targets);

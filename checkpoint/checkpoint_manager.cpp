@@ -69,9 +69,27 @@ void validate_options(const Options& o) {
     throw std::invalid_argument("checkpoint.last_save_in_hf saves only the model: it needs checkpoint.last_save_model_only");
 }
 
-CheckpointManager::CheckpointManager(Options options, std::vector<Component> components, nlohmann::json info)
-    : options_(std::move(options)), components_(std::move(components)), info_(std::move(info)) {
+Part& Parts::add(const std::string& name) {
+  if (has(name)) throw std::logic_error("checkpoint: part '" + name + "' added twice");
+  return parts_.emplace_back(name, Part{}).second;
+}
+
+const Part& Parts::at(const std::string& name) const {
+  for (const auto& [n, part] : parts_)
+    if (n == name) return part;
+  throw std::logic_error("checkpoint: no part '" + name + "'");
+}
+
+bool Parts::has(const std::string& name) const {
+  for (const auto& [n, part] : parts_)
+    if (n == name) return true;
+  return false;
+}
+
+CheckpointManager::CheckpointManager(Options options, Parts parts, nlohmann::json info)
+    : options_(std::move(options)), parts_(std::move(parts)), info_(std::move(info)) {
   validate_options(options_);
+  if (!parts_.has("model")) throw std::logic_error("checkpoint: no 'model' part registered");
 }
 
 CheckpointManager::~CheckpointManager() {
@@ -93,12 +111,6 @@ std::vector<int64_t> CheckpointManager::complete_steps() const {
   return steps;
 }
 
-const Component* CheckpointManager::component(const std::string& name) const {
-  for (const auto& c : components_)
-    if (c.name == name) return &c;
-  return nullptr;
-}
-
 bool CheckpointManager::should_save(int64_t step, bool last_step) const {
   if (!options_.enable || options_.load_only) return false;
   return (step == 1 && options_.enable_first_step_checkpoint) || last_step || step % options_.interval == 0;
@@ -110,9 +122,10 @@ CheckpointManager::Snapshot CheckpointManager::snapshot(int64_t step, bool model
   s.manifest.step = step;
   s.manifest.model_only = model_only;
   s.manifest.info = info_;
-  for (const auto& c : components_) {
-    if (model_only && c.name != "model") continue;
-    for (auto t : c.tensors()) {
+  for (const auto& [name, part] : parts_.all()) {
+    if (model_only && name != "model") continue;
+    PartState state = part.save();
+    for (auto& t : state.tensors) {
       if (!t.save_here) continue;
       if (model_only && options_.export_dtype != t.local.scalar_type()) t.local = t.local.to(options_.export_dtype);
       if (stage_copies) {
@@ -131,7 +144,7 @@ CheckpointManager::Snapshot CheckpointManager::snapshot(int64_t step, bool model
       }
       s.tensors.push_back(std::move(t));
     }
-    s.manifest.state[c.name] = c.state();
+    s.manifest.state[name] = std::move(state.state);
   }
   return s;
 }
@@ -184,7 +197,7 @@ void CheckpointManager::save(int64_t step, bool last_step) {
   wait();
   const auto start = std::chrono::steady_clock::now();
   if (last_step && options_.last_save_in_hf) {
-    const auto tensors = options_.full_model ? options_.full_model() : component("model")->tensors();
+    const auto tensors = options_.full_model ? options_.full_model() : parts_.at("model").save().tensors;
     if (!options_.comm || options_.comm->rank() == 0) {  // rank 0 holds every whole tensor
       hf::save_hf_model(step_dir(step), tensors, options_.model_args, options_.export_dtype, options_.hf_max_shard_bytes,
                         options_.hf_assets_path);
@@ -240,18 +253,19 @@ LoadResult CheckpointManager::load_from(const std::string& dir, bool model_only)
   r.loaded = true;
   r.from = dir;
   r.step = manifest.step;
-  for (const auto& c : components_) {
-    const bool excluded = std::find(options_.exclude_from_loading.begin(), options_.exclude_from_loading.end(), c.name) !=
+  for (const auto& [name, part] : parts_.all()) {
+    const bool excluded = std::find(options_.exclude_from_loading.begin(), options_.exclude_from_loading.end(), name) !=
                           options_.exclude_from_loading.end();
-    if ((model_only && c.name != "model") || excluded) {
-      r.skipped_parts.push_back(c.name);
+    if ((model_only && name != "model") || excluded) {
+      r.skipped_parts.push_back(name);
       continue;
     }
-    auto targets = c.tensors();
-    load_tensors(dir, manifest, targets);
-    if (!manifest.state.contains(c.name)) throw Err("checkpoint " + dir + " has no '" + c.name + "' state");
-    c.load_state(manifest.state.at(c.name));
-    r.loaded_parts.push_back(c.name);
+    PartState state = part.save();
+    load_tensors(dir, manifest, state.tensors);
+    if (!manifest.state.contains(name)) throw Err("checkpoint " + dir + " has no '" + name + "' state");
+    state.state = manifest.state.at(name);
+    part.load(state);
+    r.loaded_parts.push_back(name);
   }
   log_info("Loaded checkpoint " + dir + " (step " + std::to_string(r.step) + "): " + join(r.loaded_parts) +
            (r.skipped_parts.empty() ? "" : "; skipped " + join(r.skipped_parts)));
@@ -275,8 +289,8 @@ LoadResult CheckpointManager::load() {
   if (options_.initial_load_in_hf) {
     const std::string path = options_.initial_load_path.value_or(options_.hf_assets_path);
     if (!fs::is_directory(path)) throw Err("checkpoint.initial_load_in_hf: '" + path + "' is not a folder");
-    auto targets = component("model")->tensors();
-    hf::load_hf_model(path, targets, options_.model_args);
+    PartState model = parts_.at("model").save();
+    hf::load_hf_model(path, model.tensors, options_.model_args);
     log_info("No checkpoint in " + options_.folder + ": loaded the model from Hugging Face folder " + path);
     LoadResult r;
     r.loaded = true;

@@ -45,19 +45,36 @@ struct Options {
   // lists through the store and writes the manifest last, then purges. Null for one process.
   Collectives* comm = nullptr;
   std::chrono::seconds save_timeout{300};  // how long ranks wait for each other's synchronous saves
-  // Whole model tensors for a Hugging Face export when the model component holds shards (a
+  // Whole model tensors for a Hugging Face export when the model part holds shards (a
   // collective: every rank calls it).
   std::function<std::vector<ShardedTensor>()> full_model;
 };
 
-// One part of the training state, as TorchTitan's stateful objects: model, optimizer,
-// lr_scheduler, dataloader, train_state.
-struct Component {
-  std::string name;
-  // Live tensors: saving reads them, loading copies into them (so they must already exist).
-  std::function<std::vector<ShardedTensor>()> tensors = [] { return std::vector<ShardedTensor>{}; };
-  std::function<nlohmann::json()> state = [] { return nlohmann::json::object(); };
-  std::function<void(const nlohmann::json&)> load_state = [](const nlohmann::json&) {};
+// What one part of the training state saves: its tensors (live ones: a load copies into them)
+// and its plain state, together.
+struct PartState {
+  std::vector<ShardedTensor> tensors;
+  nlohmann::json state = nlohmann::json::object();
+};
+
+// One part of the training state, as TorchTitan's stateful objects (model, optimizer,
+// lr_scheduler, dataloader, train_state). A load fills in what save() returned, tensors and
+// state, and hands that to load().
+struct Part {
+  std::function<PartState()> save;
+  std::function<void(const PartState&)> load = [](const PartState&) {};
+};
+
+// The parts by name; they are saved, loaded and logged in the order they were added.
+class Parts {
+ public:
+  Part& add(const std::string& name);  // throws std::logic_error for a name added twice
+  const Part& at(const std::string& name) const;
+  bool has(const std::string& name) const;
+  const std::vector<std::pair<std::string, Part>>& all() const { return parts_; }
+
+ private:
+  std::vector<std::pair<std::string, Part>> parts_;
 };
 
 struct LoadResult {
@@ -70,7 +87,7 @@ struct LoadResult {
 class CheckpointManager {
  public:
   // `info` is written into every manifest (config, world size, ...).
-  CheckpointManager(Options options, std::vector<Component> components, nlohmann::json info);
+  CheckpointManager(Options options, Parts parts, nlohmann::json info);
   ~CheckpointManager();  // waits for an in-flight async save
   CheckpointManager(const CheckpointManager&) = delete;
   CheckpointManager& operator=(const CheckpointManager&) = delete;
@@ -102,10 +119,8 @@ class CheckpointManager {
   void purge(int64_t just_written);
   void wait_for_writers();
   LoadResult load_from(const std::string& dir, bool model_only);
-  const Component* component(const std::string& name) const;
-
   Options options_;
-  std::vector<Component> components_;
+  Parts parts_;
   nlohmann::json info_;
   std::future<void> in_flight_;
   std::map<std::string, torch::Tensor> staging_;  // reused buffers for async_with_pinned_mem

@@ -11,7 +11,14 @@ AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, co
       beta1_(config.beta1),
       beta2_(config.beta2),
       eps_(config.eps),
-      weight_decay_(config.weight_decay) {}
+      weight_decay_(config.weight_decay) {
+  for (auto& [name, param] : params_) {
+    AdamState& s = state_[name];
+    s.exp_avg = torch::zeros_like(param, torch::MemoryFormat::Preserve);
+    s.exp_avg_sq = torch::zeros_like(param, torch::MemoryFormat::Preserve);
+    s.step = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(param.device()));  // fused kernels: on the parameter's device
+  }
+}
 
 void AdamW::step(double lr) {
   torch::NoGradGuard no_grad;
@@ -23,7 +30,7 @@ void AdamW::step(double lr) {
   std::map<std::pair<std::string, torch::ScalarType>, Group> groups;
   for (auto& [name, param] : params_) {
     if (!param.grad().defined()) continue;
-    auto& s = state_for(name, param);
+    auto& s = state_.at(name);
     Group& g = groups[{param.device().str(), param.scalar_type()}];
     g.params.push_back(param);
     g.grads.push_back(param.grad());
@@ -40,20 +47,6 @@ void AdamW::step(double lr) {
       at::_fused_adam_(g.params, g.grads, g.exp_avgs, g.exp_avg_sqs, {}, g.steps, lr, beta1_, beta2_, weight_decay_,
                        eps_, /*amsgrad=*/false, /*maximize=*/false);
   }
-}
-
-AdamState& AdamW::state_for(const std::string& name, const torch::Tensor& param) {
-  auto& s = state_[name];
-  if (!s.exp_avg.defined()) {
-    s.exp_avg = torch::zeros_like(param, torch::MemoryFormat::Preserve);
-    s.exp_avg_sq = torch::zeros_like(param, torch::MemoryFormat::Preserve);
-    s.step = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(param.device()));  // fused kernels: on the parameter's device
-  }
-  return s;
-}
-
-void AdamW::init_state() {
-  for (auto& [name, param] : params_) state_for(name, param);
 }
 
 nlohmann::json AdamW::param_groups() const {

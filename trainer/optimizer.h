@@ -22,13 +22,12 @@ struct AdamState {
 
 class AdamW {
  public:
+  // State (zeros) is made for every parameter at once, so a checkpoint can load into it before step 1.
   AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, const JobConfig::Optimizer& config);
 
   // One update of every parameter that has a gradient, at learning rate `lr`.
   void step(double lr);
   void zero_grad();
-  // Creates zero state for every parameter that has none (a checkpoint load fills it in place).
-  void init_state();
   // Hyper-parameters, as torch's param_groups (FQN-keyed tensors are in state()).
   nlohmann::json param_groups() const;
 
@@ -38,7 +37,6 @@ class AdamW {
  private:
   std::vector<std::pair<std::string, torch::Tensor>> params_;
   std::map<std::string, AdamState> state_;
-  AdamState& state_for(const std::string& name, const torch::Tensor& param);
   bool decoupled_;  // AdamW: decay the weights; Adam: add weight_decay * param to the gradient
   double beta1_, beta2_, eps_, weight_decay_;
 };

@@ -213,7 +213,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   const nlohmann::json info = {{"world_size", env_.world_size}, {"parallelism", dims_.describe()},
                                {"model", config_.model.name + " " + config_.model.flavor}, {"config", config_to_toml(config_)},
                                {"hf_config", hf::config_from_model_args(model_args_, dtype_)}};
-  checkpointer_ = std::make_unique<checkpoint::CheckpointManager>(options, checkpoint_components(), info);
+  checkpointer_ = std::make_unique<checkpoint::CheckpointManager>(options, checkpoint_parts(), info);
 
   flops_per_token_ = flops_per_token(model_args_, num_params_, config_.training.seq_len);
   // Tests compare runs to 1e-5, finer than the log line prints: every step's loss and grad_norm.
@@ -289,9 +289,9 @@ void Trainer::log_state_memory() {
            " of the unsharded " + fmt("%.1f", 4 * full / mib) + " MiB)");
 }
 
-std::vector<checkpoint::Component> Trainer::checkpoint_components() {
+checkpoint::Parts Trainer::checkpoint_parts() {
+  using checkpoint::PartState;
   using checkpoint::ShardedTensor;
-  std::vector<checkpoint::Component> parts(5);
   // A tensor this rank holds: a shard under FSDP (saved by the first replica), else whole (rank 0 saves).
   auto piece = [this](std::string key, torch::Tensor local, const std::string& fqn) {
     ShardedTensor t = ShardedTensor::whole(std::move(key), std::move(local));
@@ -305,56 +305,57 @@ std::vector<checkpoint::Component> Trainer::checkpoint_components() {
     }
     return t;
   };
-  parts[0].name = "model";
-  parts[0].tensors = [this, piece] {
-    std::vector<ShardedTensor> out;
-    for (const auto& p : model_->named_parameters()) out.push_back(piece(p.key(), p.value(), p.key()));
+  auto rank0 = [this](std::string key, torch::Tensor t) {  // the same on every rank
+    ShardedTensor out = ShardedTensor::whole(std::move(key), std::move(t));
+    out.save_here = env_.rank == 0;
     return out;
   };
-  parts[1].name = "optimizer";
-  parts[1].tensors = [this, piece] {
-    optimizer_->init_state();
-    std::vector<ShardedTensor> out;
-    for (auto& [fqn, s] : optimizer_->state()) {
+  checkpoint::Parts parts;
+  checkpoint::Part& model_part = parts.add("model");
+  model_part.save = [this, piece] {
+    PartState s;
+    for (const auto& p : model_->named_parameters()) s.tensors.push_back(piece(p.key(), p.value(), p.key()));
+    return s;
+  };
+  checkpoint::Part& optimizer_part = parts.add("optimizer");
+  optimizer_part.save = [this, piece, rank0] {
+    PartState s;
+    for (auto& [fqn, st] : optimizer_->state()) {
       const std::string prefix = "optimizer.state." + fqn + ".";
-      out.push_back(piece(prefix + "exp_avg", s.exp_avg, fqn));
-      out.push_back(piece(prefix + "exp_avg_sq", s.exp_avg_sq, fqn));
-      out.push_back(ShardedTensor::whole(prefix + "step", s.step));
-      out.back().save_here = env_.rank == 0;
+      s.tensors.push_back(piece(prefix + "exp_avg", st.exp_avg, fqn));
+      s.tensors.push_back(piece(prefix + "exp_avg_sq", st.exp_avg_sq, fqn));
+      s.tensors.push_back(rank0(prefix + "step", st.step));
     }
-    return out;
+    s.state = {{"param_groups", optimizer_->param_groups()}};
+    return s;
   };
-  parts[1].state = [this] { return nlohmann::json{{"param_groups", optimizer_->param_groups()}}; };
-  parts[2].name = "lr_scheduler";
-  parts[2].state = [this] { return lr_scheduler_->state(); };
-  parts[2].load_state = [this](const nlohmann::json& s) { lr_scheduler_->load_state(s); };
-  parts[3].name = "dataloader";
-  parts[3].state = [this] {
+  checkpoint::Part& lr_scheduler_part = parts.add("lr_scheduler");
+  lr_scheduler_part.save = [this] { return PartState{{}, lr_scheduler_->state()}; };
+  lr_scheduler_part.load = [this](const PartState& s) { lr_scheduler_->load_state(s.state); };
+  checkpoint::Part& dataloader_part = parts.add("dataloader");
+  dataloader_part.save = [this] {
     const DataCursor& c = dataloader_->stream().cursor();
-    return nlohmann::json{{"epoch", c.epoch}, {"documents", c.documents}, {"windows", c.windows}, {"buffer", c.buffer},
-                          {"dp_degree", dims_.dp()}};
+    return PartState{{}, {{"epoch", c.epoch}, {"documents", c.documents}, {"windows", c.windows}, {"buffer", c.buffer},
+                          {"dp_degree", dims_.dp()}}};
   };
-  parts[3].load_state = [this](const nlohmann::json& s) {
+  dataloader_part.load = [this](const PartState& s) {
     DataCursor c;
-    c.epoch = s.at("epoch").get<int64_t>();
-    c.documents = s.at("documents").get<int64_t>();
-    c.windows = s.at("windows").get<int64_t>();
-    c.buffer = s.at("buffer").get<std::vector<int64_t>>();
+    c.epoch = s.state.at("epoch").get<int64_t>();
+    c.documents = s.state.at("documents").get<int64_t>();
+    c.windows = s.state.at("windows").get<int64_t>();
+    c.buffer = s.state.at("buffer").get<std::vector<int64_t>>();
     dataloader_->stream().restore(c);
   };
-  parts[4].name = "train_state";
-  parts[4].tensors = [this] {
-    rng_state_ = at::detail::getDefaultCPUGenerator().get_state();
-    std::vector<ShardedTensor> out = {ShardedTensor::whole("train_state.rng_cpu", rng_state_)};
-    out.back().save_here = env_.rank == 0;
-    return out;
+  checkpoint::Part& train_state_part = parts.add("train_state");
+  train_state_part.save = [this, rank0] {
+    return PartState{{rank0("train_state.rng_cpu", at::detail::getDefaultCPUGenerator().get_state())},
+                     {{"step", state_.step}, {"ntokens_seen", state_.ntokens_seen}}};
   };
-  parts[4].state = [this] { return nlohmann::json{{"step", state_.step}, {"ntokens_seen", state_.ntokens_seen}}; };
-  parts[4].load_state = [this](const nlohmann::json& s) {
-    state_.step = s.at("step").get<int64_t>();
-    state_.ntokens_seen = s.at("ntokens_seen").get<int64_t>();
+  train_state_part.load = [this](const PartState& s) {
+    state_.step = s.state.at("step").get<int64_t>();
+    state_.ntokens_seen = s.state.at("ntokens_seen").get<int64_t>();
     auto generator = at::detail::getDefaultCPUGenerator();
-    generator.set_state(rng_state_);
+    generator.set_state(s.tensors.at(0).local);
   };
   return parts;
 }

@@ -52,7 +52,7 @@ class Trainer {
   void log_startup();
   void log_state_memory();
   std::string dataset_path() const;
-  std::vector<checkpoint::Component> checkpoint_components();
+  checkpoint::Parts checkpoint_parts();
 
   JobConfig config_;
   ParallelDims dims_;
@@ -71,7 +71,6 @@ class Trainer {
   std::unique_ptr<DataLoader> dataloader_;
   std::unique_ptr<checkpoint::CheckpointManager> checkpointer_;
   TrainState state_;
-  torch::Tensor rng_state_;  // the CPU generator's state, staged for checkpoints
   int64_t grad_accum_steps_ = 1;
   int64_t global_batch_size_ = 0;
   double peak_flops_ = 0;

@@ -27,13 +27,13 @@ struct Fixture {
     o.last_save_model_only = false;
     return o;
   }
-  std::vector<Component> components() {
-    std::vector<Component> parts(2);
-    parts[0].name = "model";
-    parts[0].tensors = [this] { return std::vector<ShardedTensor>{ShardedTensor::whole("weight", weight)}; };
-    parts[1].name = "train_state";
-    parts[1].state = [this] { return nlohmann::json{{"step", step}}; };
-    parts[1].load_state = [this](const nlohmann::json& s) { step = s.at("step").get<int64_t>(); };
+  Parts parts() {
+    Parts parts;
+    Part& model_part = parts.add("model");
+    model_part.save = [this] { return PartState{{ShardedTensor::whole("weight", weight)}, nlohmann::json::object()}; };
+    Part& train_state_part = parts.add("train_state");
+    train_state_part.save = [this] { return PartState{{}, nlohmann::json{{"step", step}}}; };
+    train_state_part.load = [this](const PartState& s) { step = s.state.at("step").get<int64_t>(); };
     return parts;
   }
   std::vector<std::string> folders() const {
@@ -46,7 +46,7 @@ struct Fixture {
 
 TEST(CheckpointManager, IntervalAndLastStepAsTorchTitan) {
   Fixture f("interval");
-  CheckpointManager m(f.options(), f.components(), {});
+  CheckpointManager m(f.options(), f.parts(), {});
   EXPECT_FALSE(m.should_save(1, false));
   EXPECT_FALSE(m.should_save(2, false));
   EXPECT_TRUE(m.should_save(2, true));
@@ -55,13 +55,13 @@ TEST(CheckpointManager, IntervalAndLastStepAsTorchTitan) {
   EXPECT_TRUE(m.should_save(4, true));
   Options first = f.options();
   first.enable_first_step_checkpoint = true;
-  EXPECT_TRUE(CheckpointManager(first, f.components(), {}).should_save(1, false));
+  EXPECT_TRUE(CheckpointManager(first, f.parts(), {}).should_save(1, false));
   Options load_only = f.options();
   load_only.load_only = true;
-  EXPECT_FALSE(CheckpointManager(load_only, f.components(), {}).should_save(3, true));
+  EXPECT_FALSE(CheckpointManager(load_only, f.parts(), {}).should_save(3, true));
   Options disabled = f.options();
   disabled.enable = false;
-  EXPECT_FALSE(CheckpointManager(disabled, f.components(), {}).should_save(3, true));
+  EXPECT_FALSE(CheckpointManager(disabled, f.parts(), {}).should_save(3, true));
 }
 
 TEST(CheckpointManager, KeepsTheNewestKAndRemovesOlderIncompleteFolders) {
@@ -69,7 +69,7 @@ TEST(CheckpointManager, KeepsTheNewestKAndRemovesOlderIncompleteFolders) {
   Options o = f.options();
   o.interval = 1;
   o.keep_latest_k = 2;
-  CheckpointManager m(o, f.components(), {});
+  CheckpointManager m(o, f.parts(), {});
   fs::create_directories(fs::path(f.dir) / "step-0");  // an interrupted save
   fs::create_directories(fs::path(f.dir) / "step-9");  // newer: maybe a save other ranks have begun
   for (int64_t s = 1; s <= 3; ++s) m.save(s, false);
@@ -78,14 +78,14 @@ TEST(CheckpointManager, KeepsTheNewestKAndRemovesOlderIncompleteFolders) {
 
 TEST(CheckpointManager, ResumesFromTheNewestCompleteStep) {
   Fixture f("resume");
-  CheckpointManager m(f.options(), f.components(), {});
+  CheckpointManager m(f.options(), f.parts(), {});
   f.weight.fill_(3.0);
   f.step = 3;
   m.save(3, false);
   fs::create_directories(fs::path(f.dir) / "step-6");  // incomplete: ignored
   f.weight.zero_();
   f.step = 0;
-  auto r = CheckpointManager(f.options(), f.components(), {}).load();
+  auto r = CheckpointManager(f.options(), f.parts(), {}).load();
   EXPECT_TRUE(r.loaded);
   EXPECT_EQ(r.step, 3);
   EXPECT_EQ(f.step, 3);
@@ -97,19 +97,19 @@ TEST(CheckpointManager, MissingLoadStepIsAnErrorNotAFreshStart) {
   Fixture f("load_step");
   Options o = f.options();
   o.load_step = 5;
-  EXPECT_THROW(CheckpointManager(o, f.components(), {}).load(), std::runtime_error);
+  EXPECT_THROW(CheckpointManager(o, f.parts(), {}).load(), std::runtime_error);
   o.load_step = -1;
-  EXPECT_FALSE(CheckpointManager(o, f.components(), {}).load().loaded);  // nothing there: fresh start
+  EXPECT_FALSE(CheckpointManager(o, f.parts(), {}).load().loaded);  // nothing there: fresh start
 }
 
 TEST(CheckpointManager, StepZeroLoadsTheModelOnly) {
   Fixture f("seed");
   f.weight.fill_(2.0);
   f.step = 99;
-  CheckpointManager(f.options(), f.components(), {}).save_seed();
+  CheckpointManager(f.options(), f.parts(), {}).save_seed();
   f.weight.zero_();
   f.step = 0;
-  auto r = CheckpointManager(f.options(), f.components(), {}).load();
+  auto r = CheckpointManager(f.options(), f.parts(), {}).load();
   EXPECT_EQ(r.loaded_parts, (std::vector<std::string>{"model"}));
   EXPECT_EQ(f.step, 0);
   EXPECT_EQ(f.weight[1].item<float>(), 2.0f);
@@ -118,12 +118,12 @@ TEST(CheckpointManager, StepZeroLoadsTheModelOnly) {
 TEST(CheckpointManager, InitialLoadWhenTheFolderHasNoCompleteStep) {
   Fixture source("initial_source");
   source.weight.fill_(5.0);
-  CheckpointManager(source.options(), source.components(), {}).save(3, false);
+  CheckpointManager(source.options(), source.parts(), {}).save(3, false);
   Fixture f("initial");
   fs::create_directories(fs::path(f.dir) / "step-1");  // exists, but incomplete (TorchTitan #1900)
   Options o = f.options();
   o.initial_load_path = source.dir + "/step-3";
-  auto r = CheckpointManager(o, f.components(), {}).load();
+  auto r = CheckpointManager(o, f.parts(), {}).load();
   EXPECT_TRUE(r.loaded);
   EXPECT_EQ(r.loaded_parts, (std::vector<std::string>{"model"}));  // initial_load_model_only
   EXPECT_EQ(f.weight[2].item<float>(), 5.0f);
