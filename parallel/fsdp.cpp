@@ -58,6 +58,7 @@ struct FsdpUnit {
   int64_t padded_numel = 0;  // per rank: sum of ceil(rows / n) * row_numel
   bool reshard_after_forward = true;
   bool regather_for_backward = true;  // false when backward never reads the weights (embedding)
+  bool kept_until_last_unit = false;  // gathered until the last unit ran (a tied embedding)
   ProcessGroup* shard = nullptr;
   ProcessGroup* replicate = nullptr;
   FsdpOptions options;
@@ -213,48 +214,48 @@ struct RegatherBeforeBackward : public torch::autograd::Function<RegatherBeforeB
   }
 };
 
-FullyShardedModel::FullyShardedModel(llama3::Transformer model, ProcessGroup& shard, ProcessGroup& replicate,
-                                     FsdpOptions options)
-    : model_(std::move(model)) {
-  const int64_t n_units = model_->args().n_layers + 2;
-  for (int64_t u = 0; u < n_units; ++u) {
+FullyShardedModel::FullyShardedModel(std::shared_ptr<torch::nn::Module> model, const ParallelPlan& plan,
+                                     ProcessGroup& shard, ProcessGroup& replicate, FsdpOptions options)
+    : model_(std::move(model)), hooks_(plan.hooks) {
+  std::map<std::string, torch::Tensor*> slots(plan.weight_slots.begin(), plan.weight_slots.end());
+  std::map<std::string, torch::Tensor> params;
+  for (auto& item : model_->named_parameters()) params[item.key()] = item.value();
+  torch::NoGradGuard no_grad;
+  const int64_t n = shard.size();
+  size_t planned = 0;
+  for (const FsdpUnitPlan& unit_plan : plan.fsdp_units) {
     FsdpUnit& unit = *units_.emplace_back(std::make_unique<FsdpUnit>());
     unit.shard = &shard;
     unit.replicate = &replicate;
     unit.options = options;
-    // Backward starts with norm + output and then the last block right away (TorchTitan keeps the
-    // last block too); a tied embedding is read again by the output projection.
-    const bool late = u >= n_units - 2, tied = u == 0 && model_->args().tie_word_embeddings;
-    unit.reshard_after_forward = options.reshard_after_forward && !late && !tied;
-    // The embedding's backward reads only the token ids, never the weight.
-    unit.regather_for_backward = u != 0;
+    unit.reshard_after_forward = options.reshard_after_forward && unit_plan.reshard_after_forward;
+    unit.regather_for_backward = unit_plan.regather_for_backward;
+    unit.kept_until_last_unit = unit_plan.kept_until_last_unit;
+    for (const std::string& fqn : unit_plan.params) {
+      auto param_it = params.find(fqn);
+      auto slot = slots.find(fqn);
+      if (param_it == params.end() || slot == slots.end() || param_it->second.dim() == 0)
+        throw std::logic_error("FSDP: planned parameter " + fqn + " is not in the model, has no weight slot or no rows");
+      torch::Tensor param = param_it->second;
+      FsdpParam p;
+      p.fqn = fqn;
+      p.slot = slot->second;
+      p.layout.global_shape = param.sizes().vec();
+      std::tie(p.layout.row_begin, p.layout.rows) = chunk_rows(param.size(0), n, shard.rank());
+      p.row_numel = param.size(0) == 0 ? 0 : param.numel() / param.size(0);
+      p.flat_offset = unit.padded_numel;
+      unit.padded_numel += (param.size(0) + n - 1) / n * p.row_numel;
+      param.set_data(param.narrow(0, p.layout.row_begin, p.layout.rows).clone());  // the full copy is released
+      p.shard = param;
+      unit.params.push_back(std::move(p));
+      ++planned;
+    }
   }
-  std::map<std::string, torch::Tensor*> slots;
-  for (const auto& [fqn, slot] : model_->weight_slots()) slots[fqn] = slot;
-  torch::NoGradGuard no_grad;
-  const int64_t n = shard.size();
-  for (auto& item : model_->named_parameters()) {
-    torch::Tensor param = item.value();
-    auto slot = slots.find(item.key());
-    if (slot == slots.end() || param.dim() == 0)
-      throw std::logic_error("FSDP: parameter " + item.key() + " has no weight slot or no rows to shard");
-    FsdpUnit& unit = *units_.at(static_cast<size_t>(model_->unit_of(item.key())));
-    FsdpParam p;
-    p.fqn = item.key();
-    p.slot = slot->second;
-    p.layout.global_shape = param.sizes().vec();
-    std::tie(p.layout.row_begin, p.layout.rows) = chunk_rows(param.size(0), n, shard.rank());
-    p.row_numel = param.size(0) == 0 ? 0 : param.numel() / param.size(0);
-    p.flat_offset = unit.padded_numel;
-    unit.padded_numel += (param.size(0) + n - 1) / n * p.row_numel;
-    param.set_data(param.narrow(0, p.layout.row_begin, p.layout.rows).clone());  // the full copy is released
-    p.shard = param;
-    unit.params.push_back(std::move(p));
-  }
-  model_->hooks = this;
+  if (planned != params.size()) throw std::logic_error("FSDP: the plan's units miss some of the model's parameters");
+  *hooks_ = this;
 }
 
-FullyShardedModel::~FullyShardedModel() { model_->hooks = nullptr; }
+FullyShardedModel::~FullyShardedModel() { *hooks_ = nullptr; }
 
 const ShardLayout& FullyShardedModel::layout(const std::string& fqn) const {
   for (const auto& u : units_)
@@ -304,10 +305,11 @@ void FullyShardedModel::before_backward(int64_t unit_index) {
 torch::Tensor FullyShardedModel::post_forward(int64_t unit_index, torch::Tensor out) {
   FsdpUnit* unit = this->unit(unit_index);
   if (!unit) return out;
-  if (!torch::GradMode::is_enabled()) {  // no backward will come: release now (a tied embedding at the end)
-    const bool tied = unit == units_.front().get() && model_->args().tie_word_embeddings;
-    if (!tied) unit->restore_slots();
-    if (unit == units_.back().get()) units_.front()->restore_slots();
+  if (!torch::GradMode::is_enabled()) {  // no backward will come: release now (units read again: at the end)
+    if (!unit->kept_until_last_unit) unit->restore_slots();
+    if (unit == units_.back().get())
+      for (auto& u : units_)
+        if (u->kept_until_last_unit) u->restore_slots();
     return out;
   }
   if (unit->reshard_after_forward) unit->reshard();

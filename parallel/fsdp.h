@@ -1,9 +1,10 @@
 // FSDP over plain libtorch modules, as FSDP2 does it: every parameter is sharded on dim 0 across
 // the shard group (torch.chunk's uneven split); the model's registered parameters become this
 // rank's shards (what the optimizer and the checkpoint see), while the weights forward reads are
-// all-gathered per unit (embedding, each block, norm + output) just before the unit runs, freed
-// after it (reshard_after_forward), gathered again just before its backward, and their gradients
-// reduce-scattered (then summed across the replicate group: HSDP) as soon as the unit's backward ends.
+// all-gathered per unit of the model's plan (models/<model>/parallelize.*) just before the unit
+// runs, freed after it (reshard_after_forward), gathered again just before its backward, and their
+// gradients reduce-scattered (then summed across the replicate group: HSDP) as soon as the unit's
+// backward ends.
 #pragma once
 
 #include <torch/torch.h>
@@ -12,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "models/llama3/model.h"
+#include "models/common/parallel_plan.h"
 #include "parallel/process_group.h"
 
 namespace titan {
@@ -36,11 +37,12 @@ std::pair<int64_t, int64_t> chunk_rows(int64_t n, int64_t parts, int64_t part);
 
 struct FsdpUnit;  // one unit's parameters, gathered copies and collectives (fsdp.cpp)
 
-class FullyShardedModel : public llama3::ForwardHooks {
+class FullyShardedModel : public ForwardHooks {
  public:
-  // Shards `model` (initialised identically on every rank) and installs itself as its hooks.
-  // `replicate` is the HSDP replica group (size 1 for plain FSDP).
-  FullyShardedModel(llama3::Transformer model, ProcessGroup& shard, ProcessGroup& replicate, FsdpOptions options);
+  // Shards `model` (initialised identically on every rank) by its `plan` and installs itself as
+  // its hooks. `replicate` is the HSDP replica group (size 1 for plain FSDP).
+  FullyShardedModel(std::shared_ptr<torch::nn::Module> model, const ParallelPlan& plan, ProcessGroup& shard,
+                    ProcessGroup& replicate, FsdpOptions options);
   ~FullyShardedModel() override;
 
   const ShardLayout& layout(const std::string& fqn) const;
@@ -55,7 +57,8 @@ class FullyShardedModel : public llama3::ForwardHooks {
  private:
   FsdpUnit* unit(int64_t index) const;  // null for a unit without parameters
 
-  llama3::Transformer model_;
+  std::shared_ptr<torch::nn::Module> model_;
+  ForwardHooks** hooks_;                           // the model's, pointing at this
   std::vector<std::unique_ptr<FsdpUnit>> units_;  // indexed by ForwardHooks' unit number
 };
 

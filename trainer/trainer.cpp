@@ -14,6 +14,7 @@
 #include "checkpoint/hf_adapter.h"
 #include "models/common/matmul.h"
 #include "models/llama3/activation_checkpoint.h"
+#include "models/llama3/parallelize.h"
 #include "trainer/config_manager.h"
 #include "trainer/device.h"
 #include "parallel/logging.h"
@@ -167,7 +168,8 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
     fsdp.reshard_after_forward = policy != "never";  // "default" reshards unless pipelining (not built)
     fsdp.param_dtype = dtype_from_name(config_.training.mixed_precision_param);
     fsdp.reduce_dtype = dtype_from_name(config_.training.mixed_precision_reduce);
-    fsdp_ = std::make_unique<FullyShardedModel>(model_, comm_->group("fsdp"), comm_->group("dp_replicate"), fsdp);
+    fsdp_ = std::make_unique<FullyShardedModel>(model_.ptr(), llama3::parallel_plan(model_), comm_->group("fsdp"),
+                                                comm_->group("dp_replicate"), fsdp);
   }
   model_->train();
   const int64_t checkpointed = llama3::apply_activation_checkpointing(model_, config_.activation_checkpoint.mode,

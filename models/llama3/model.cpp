@@ -131,23 +131,6 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens) {
   });
 }
 
-int64_t TransformerImpl::unit_of(const std::string& fqn) const {
-  if (fqn.rfind("tok_embeddings.", 0) == 0) return 0;
-  if (fqn.rfind("layers.", 0) == 0) return std::stoll(fqn.substr(7)) + 1;
-  return args_.n_layers + 1;
-}
-
-std::vector<std::pair<std::string, torch::Tensor*>> TransformerImpl::weight_slots() {
-  std::vector<std::pair<std::string, torch::Tensor*>> slots;
-  for (const auto& item : named_modules("", /*include_self=*/false)) {
-    torch::nn::Module* m = item.value().get();
-    if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(m)) slots.emplace_back(item.key() + ".weight", &linear->weight);
-    else if (auto* emb = dynamic_cast<torch::nn::EmbeddingImpl*>(m)) slots.emplace_back(item.key() + ".weight", &emb->weight);
-    else if (auto* rms = dynamic_cast<RMSNormImpl*>(m)) slots.emplace_back(item.key() + ".weight", &rms->weight);
-  }
-  return slots;
-}
-
 void TransformerImpl::init_weights() {
   torch::NoGradGuard no_grad;
   tok_embeddings->weight.normal_(0.0, 1.0);

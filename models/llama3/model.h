@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include "models/common/parallel_plan.h"
 #include "models/llama3/model_args.h"
 
 namespace titan::llama3 {
@@ -63,15 +64,6 @@ class TransformerBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(TransformerBlock);
 
-// Called around each sharding unit of the forward pass, in forward order: unit 0 is tok_embeddings,
-// units 1..n_layers are layers.0.., and unit n_layers + 1 is norm + output (as TorchTitan's
-// fully_shard calls). FSDP gathers a unit's parameters in pre_forward and may wrap its output.
-struct ForwardHooks {
-  virtual ~ForwardHooks() = default;
-  virtual void pre_forward(int64_t unit) = 0;
-  virtual torch::Tensor post_forward(int64_t unit, torch::Tensor out) = 0;
-};
-
 class TransformerImpl : public torch::nn::Module {
  public:
   explicit TransformerImpl(const ModelArgs& args);
@@ -80,13 +72,10 @@ class TransformerImpl : public torch::nn::Module {
   void init_weights();
   const ModelArgs& args() const { return args_; }
   int64_t num_params() const;  // every parameter, embedding included
-  // The unit (see ForwardHooks) a parameter FQN belongs to.
-  int64_t unit_of(const std::string& fqn) const;
-  // The module members forward reads each weight from, by FQN: FSDP points them at gathered
-  // tensors while the registered parameters hold shards.
-  std::vector<std::pair<std::string, torch::Tensor*>> weight_slots();
 
-  ForwardHooks* hooks = nullptr;  // not owned
+  // Called around unit 0 (tok_embeddings), units 1..n_layers (layers.0..) and unit n_layers + 1
+  // (norm + output): the FSDP units of parallelize.h. Not owned.
+  ForwardHooks* hooks = nullptr;
 
   torch::nn::Embedding tok_embeddings{nullptr};
   torch::nn::ModuleList layers;

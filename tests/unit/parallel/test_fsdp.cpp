@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
+#include "models/llama3/parallelize.h"
 #include "parallel/fsdp.h"
 #include "tests/unit/parallel/tiny_model.h"
 
@@ -21,7 +22,7 @@ TEST(FullyShardedModel, OneShardEqualsThePlainModel) {
     auto timeout = std::make_shared<std::chrono::milliseconds>(1000);
     ProcessGroup shard("fsdp", {0}, 0, c10::intrusive_ptr<c10d::Store>(), timeout);
     ProcessGroup replicas("dp_replicate", {0}, 0, c10::intrusive_ptr<c10d::Store>(), timeout);
-    FullyShardedModel fsdp(sharded, shard, replicas, FsdpOptions{});
+    FullyShardedModel fsdp(sharded.ptr(), llama3::parallel_plan(sharded), shard, replicas, FsdpOptions{});
     const auto tokens = torch::randint(0, 64, {2, 8}, torch::kLong);  // (B, T)
     {
       torch::NoGradGuard no_grad;

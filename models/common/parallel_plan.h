@@ -1,0 +1,38 @@
+// How a model is to be parallelized, said by the model's own plan (models/<model>/parallelize.*)
+// in terms of its parameter names and module members, with no ranks: parallel/ applies it, as
+// TorchTitan keeps parallelize.py apart from model.py.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace titan {
+
+// Called by the model around each FSDP unit of its forward pass, in forward order (the units of
+// ParallelPlan). FSDP gathers a unit's parameters in pre_forward and may wrap its output.
+struct ForwardHooks {
+  virtual ~ForwardHooks() = default;
+  virtual void pre_forward(int64_t unit) = 0;
+  virtual torch::Tensor post_forward(int64_t unit, torch::Tensor out) = 0;
+};
+
+// One FSDP unit (a fully_shard call of TorchTitan's): its parameters are gathered together.
+struct FsdpUnitPlan {
+  std::vector<std::string> params;    // FQNs
+  bool reshard_after_forward = true;  // false where backward needs the weights at once or reads them again
+  bool regather_for_backward = true;  // false where backward reads no weight (an embedding)
+  bool kept_until_last_unit = false;  // read again by the last unit (a tied embedding)
+};
+
+struct ParallelPlan {
+  std::vector<FsdpUnitPlan> fsdp_units;  // in forward order: ForwardHooks' unit numbers
+  // The module member forward reads each weight from, by FQN: FSDP points them at gathered
+  // tensors while the registered parameters hold shards.
+  std::vector<std::pair<std::string, torch::Tensor*>> weight_slots;
+  ForwardHooks** hooks = nullptr;  // where the model looks for its unit hooks
+};
+
+}  // namespace titan
