@@ -3,22 +3,12 @@
 #include <map>
 #include <stdexcept>
 
+#include "parallel/placement.h"
+
 namespace titan {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-std::vector<int64_t> ShardLayout::offsets() const {
-  std::vector<int64_t> out(global_shape.size(), 0);
-  if (!out.empty()) out[0] = row_begin;
-  return out;
-}
-
-std::pair<int64_t, int64_t> chunk_rows(int64_t n, int64_t parts, int64_t part) {
-  const int64_t chunk = (n + parts - 1) / parts;
-  const int64_t begin = std::min(n, part * chunk);
-  return {begin, std::min(n, begin + chunk) - begin};
-}
 
 namespace {
 
@@ -48,7 +38,8 @@ struct FsdpParam {
   std::string fqn;
   torch::Tensor shard;  // the registered parameter: this rank's rows, master dtype
   torch::Tensor* slot;  // the module member forward reads
-  ShardLayout layout;
+  std::vector<int64_t> global_shape;
+  int64_t row_begin = 0, rows = 0;  // this rank's rows: torch.chunk's split, as its Placement says
   int64_t row_numel = 1;    // elements per row
   int64_t flat_offset = 0;  // in every rank's padded all-gather buffer
 };
@@ -106,7 +97,7 @@ struct FsdpUnit {
     const auto& p = params[i];
     auto out = dst.view({-1});
     for (int64_t r = 0; r < shard->size(); ++r) {
-      const auto [begin, rows] = chunk_rows(p.layout.global_shape[0], shard->size(), r);
+      const auto [begin, rows] = chunk_rows(p.global_shape[0], shard->size(), r);
       if (rows == 0) continue;
       out.narrow(0, begin * p.row_numel, rows * p.row_numel)
           .copy_(flat.narrow(0, r * padded_numel + p.flat_offset, rows * p.row_numel));
@@ -117,7 +108,7 @@ struct FsdpUnit {
     auto flat = gather_flat(dtype);
     std::vector<torch::Tensor> out;
     for (size_t i = 0; i < params.size(); ++i) {
-      out.push_back(torch::empty(params[i].layout.global_shape, flat.options()));
+      out.push_back(torch::empty(params[i].global_shape, flat.options()));
       unpack(flat, i, out.back());
     }
     return out;
@@ -148,7 +139,7 @@ struct FsdpUnit {
       const auto& p = params[i];
       auto g = grads[i].reshape({-1});
       for (int64_t r = 0; r < n; ++r) {
-        const auto [begin, rows] = chunk_rows(p.layout.global_shape[0], n, r);
+        const auto [begin, rows] = chunk_rows(p.global_shape[0], n, r);
         if (rows == 0) continue;
         in.narrow(0, r * padded_numel + p.flat_offset, rows * p.row_numel)
             .copy_(g.narrow(0, begin * p.row_numel, rows * p.row_numel));
@@ -240,12 +231,12 @@ FullyShardedModel::FullyShardedModel(std::shared_ptr<torch::nn::Module> model, c
       FsdpParam p;
       p.fqn = fqn;
       p.slot = slot->second;
-      p.layout.global_shape = param.sizes().vec();
-      std::tie(p.layout.row_begin, p.layout.rows) = chunk_rows(param.size(0), n, shard.rank());
+      p.global_shape = param.sizes().vec();
+      std::tie(p.row_begin, p.rows) = chunk_rows(param.size(0), n, shard.rank());
       p.row_numel = param.size(0) == 0 ? 0 : param.numel() / param.size(0);
       p.flat_offset = unit.padded_numel;
       unit.padded_numel += (param.size(0) + n - 1) / n * p.row_numel;
-      param.set_data(param.narrow(0, p.layout.row_begin, p.layout.rows).clone());  // the full copy is released
+      param.set_data(param.narrow(0, p.row_begin, p.rows).clone());  // the full copy is released
       p.shard = param;
       unit.params.push_back(std::move(p));
       ++planned;
@@ -256,13 +247,6 @@ FullyShardedModel::FullyShardedModel(std::shared_ptr<torch::nn::Module> model, c
 }
 
 FullyShardedModel::~FullyShardedModel() { *hooks_ = nullptr; }
-
-const ShardLayout& FullyShardedModel::layout(const std::string& fqn) const {
-  for (const auto& u : units_)
-    for (const auto& p : u->params)
-      if (p.fqn == fqn) return p.layout;
-  throw std::out_of_range("FSDP: no parameter " + fqn);
-}
 
 std::vector<std::pair<std::string, torch::Tensor>> FullyShardedModel::full_parameters() {
   std::vector<std::pair<std::string, torch::Tensor>> out;

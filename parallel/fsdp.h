@@ -24,17 +24,6 @@ struct FsdpOptions {
   torch::ScalarType reduce_dtype = torch::kFloat32;   // training.mixed_precision_reduce: gradient sums
 };
 
-// This rank's piece of a parameter: rows [row_begin, row_begin + rows) of global_shape.
-struct ShardLayout {
-  std::vector<int64_t> global_shape;
-  int64_t row_begin = 0, rows = 0;
-  std::vector<int64_t> offsets() const;  // {row_begin, 0, ...}
-};
-
-// torch.chunk(n rows, parts)[part] as (first row, row count): ceil(n / parts) rows each, the last
-// parts shorter or empty.
-std::pair<int64_t, int64_t> chunk_rows(int64_t n, int64_t parts, int64_t part);
-
 struct FsdpUnit;  // one unit's parameters, gathered copies and collectives (fsdp.cpp)
 
 class FullyShardedModel : public ForwardHooks {
@@ -45,7 +34,6 @@ class FullyShardedModel : public ForwardHooks {
                     ProcessGroup& replicate, FsdpOptions options);
   ~FullyShardedModel() override;
 
-  const ShardLayout& layout(const std::string& fqn) const;
   // Gathered full copies of every parameter in its master dtype (Hugging Face exports).
   std::vector<std::pair<std::string, torch::Tensor>> full_parameters();
 

@@ -4,7 +4,6 @@
 
 #include <torch/torch.h>
 
-#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -40,11 +39,5 @@ class AdamW {
   bool decoupled_;  // AdamW: decay the weights; Adam: add weight_decay * param to the gradient
   double beta1_, beta2_, eps_, weight_decay_;
 };
-
-// torch.nn.utils.clip_grad_norm_: total 2-norm of all gradients (returned, pre-clip), then every
-// gradient scaled by min(1, max_norm / (total + 1e-6)). With sharded gradients, `sum_across` adds
-// up the ranks' sums of squares (the global norm, computed in float64).
-double clip_grad_norm_(const std::vector<torch::Tensor>& params, double max_norm,
-                       const std::function<double(double)>& sum_across = {});
 
 }  // namespace titan

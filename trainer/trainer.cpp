@@ -162,15 +162,12 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
     comm_->world_cpu().broadcast(params, 0);
   }
   model_->to(device_, dtype_);
-  if (dims_.dp_shard > 1) {
-    FsdpOptions fsdp;
-    const std::string& policy = config_.parallelism.fsdp_reshard_after_forward;
-    fsdp.reshard_after_forward = policy != "never";  // "default" reshards unless pipelining (not built)
-    fsdp.param_dtype = dtype_from_name(config_.training.mixed_precision_param);
-    fsdp.reduce_dtype = dtype_from_name(config_.training.mixed_precision_reduce);
-    fsdp_ = std::make_unique<FullyShardedModel>(model_.ptr(), llama3::parallel_plan(model_), comm_->group("fsdp"),
-                                                comm_->group("dp_replicate"), fsdp);
-  }
+  FsdpOptions fsdp;
+  fsdp.reshard_after_forward = config_.parallelism.fsdp_reshard_after_forward != "never";  // "default" reshards unless pipelining (not built)
+  fsdp.param_dtype = dtype_from_name(config_.training.mixed_precision_param);
+  fsdp.reduce_dtype = dtype_from_name(config_.training.mixed_precision_reduce);
+  parallel_ = std::make_unique<ParallelizedModel>(model_.ptr(), llama3::parallel_plan(model_), dims_, env_.rank,
+                                                  comm_.get(), fsdp);
   model_->train();
   const int64_t checkpointed = llama3::apply_activation_checkpointing(model_, config_.activation_checkpoint.mode,
                                                                       config_.activation_checkpoint.selective_ac_option);
@@ -178,9 +175,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
     log_info("Applied " + config_.activation_checkpoint.mode + " activation checkpointing to " +
              std::to_string(checkpointed) + " of " + std::to_string(model_args_.n_layers) + " blocks");
 
-  optimizer_ = std::make_unique<AdamW>(model_->named_parameters().pairs(), config_.optimizer);
-  if (comm_ && !fsdp_ && dims_.dp_replicate > 1)
-    ddp_ = std::make_unique<DistributedDataParallel>(model_->named_parameters().pairs(), comm_->group("dp_replicate"));
+  optimizer_ = std::make_unique<AdamW>(parallel_->parameters(), config_.optimizer);
   lr_scheduler_ = std::make_unique<LRScheduler>(config_.lr_scheduler, config_.training.steps, config_.optimizer.lr);
   for (const auto& w : lr_scheduler_->warnings()) log_warning(w);
 
@@ -206,12 +201,11 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   options.model_args = model_args_;
   options.comm = comm_.get();
   options.save_timeout = std::chrono::seconds(std::max(config_.comm.init_timeout_seconds, config_.comm.train_timeout_seconds));
-  if (fsdp_)
-    options.full_model = [this] {
-      std::vector<checkpoint::ShardedTensor> out;
-      for (auto& [fqn, t] : fsdp_->full_parameters()) out.push_back(checkpoint::ShardedTensor::whole(fqn, t));
-      return out;
-    };
+  options.full_model = [this] {
+    std::vector<checkpoint::ShardedTensor> out;
+    for (auto& [fqn, t] : parallel_->full_parameters()) out.push_back(checkpoint::ShardedTensor::whole(fqn, t));
+    return out;
+  };
   const nlohmann::json info = {{"world_size", env_.world_size}, {"parallelism", dims_.describe()},
                                {"model", config_.model.name + " " + config_.model.flavor}, {"config", config_to_toml(config_)},
                                {"hf_config", hf::config_from_model_args(model_args_, dtype_)}};
@@ -236,7 +230,8 @@ void Trainer::log_startup() {
   log_info("Model " + config_.model.name + " " + config_.model.flavor + " size: " + with_commas(num_params_) +
            " total parameters");
   // Matmuls run in the FSDP param dtype under FSDP, else in training.dtype.
-  const torch::ScalarType compute_dtype = fsdp_ ? dtype_from_name(config_.training.mixed_precision_param) : dtype_;
+  const torch::ScalarType compute_dtype =
+      parallel_->fully_sharded() ? dtype_from_name(config_.training.mixed_precision_param) : dtype_;
   GemmProbe gemm = probe_low_precision_gemm(compute_dtype, device_);
   if (gemm.native_flops > 0) {  // a bf16/fp16 run on the CPU: every rank takes the same path, fp32 if any prefers it
     bool fp32 = gemm.choice == LowPrecisionGemm::kFp32;
@@ -258,7 +253,7 @@ void Trainer::log_startup() {
     log_info("Peak FLOPS used for computing MFU: " + fmt("%.3e", peak_flops_) + " (measured: " +
              std::string(c10::toString(compute_dtype)) + " GEMM probe on " + device_.str() + ", the path the model's matmuls take)");
   }
-  if (fsdp_) {
+  if (parallel_->fully_sharded()) {
     log_info("Applied FSDP to the model: " + std::to_string(dims_.dp_shard) + " shards" +
              (dims_.dp_replicate > 1 ? " x " + std::to_string(dims_.dp_replicate) + " replicas (HSDP)" : "") +
              ", reshard_after_forward=" + config_.parallelism.fsdp_reshard_after_forward + ", param dtype " +
@@ -294,17 +289,12 @@ void Trainer::log_state_memory() {
 checkpoint::Parts Trainer::checkpoint_parts() {
   using checkpoint::PartState;
   using checkpoint::ShardedTensor;
-  // A tensor this rank holds: a shard under FSDP (saved by the first replica), else whole (rank 0 saves).
+  // This rank's piece of a parameter (or of its optimizer state), where its placement puts it.
   auto piece = [this](std::string key, torch::Tensor local, const std::string& fqn) {
     ShardedTensor t = ShardedTensor::whole(std::move(key), std::move(local));
-    if (fsdp_) {
-      const auto& layout = fsdp_->layout(fqn);
-      t.global_shape = layout.global_shape;
-      t.offsets = layout.offsets();
-      t.save_here = dims_.coordinate(env_.rank, MeshDim::kDPReplicate) == 0;
-    } else {
-      t.save_here = env_.rank == 0;
-    }
+    t.global_shape = parallel_->placement(fqn).global_shape;
+    t.offsets = parallel_->piece(fqn).offsets;
+    t.save_here = parallel_->owns(fqn);
     return t;
   };
   auto rank0 = [this](std::string key, torch::Tensor t) {  // the same on every rank
@@ -373,8 +363,7 @@ void Trainer::create_seed_checkpoint() {
 }
 
 Trainer::StepResult Trainer::train_step() {
-  optimizer_->zero_grad();
-  if (ddp_) ddp_->zero_grad();
+  parallel_->zero_grad();
   std::vector<Batch> micro;
   micro.reserve(static_cast<size_t>(grad_accum_steps_));
   int64_t tokens = 0;
@@ -392,7 +381,7 @@ Trainer::StepResult Trainer::train_step() {
   auto loss_total = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
   for (size_t i = 0; i < micro.size(); ++i) {
     const Batch& b = micro[i];
-    if (ddp_) ddp_->set_sync(i + 1 == micro.size());  // the last microbatch's backward all-reduces
+    parallel_->set_gradient_sync(i + 1 == micro.size());  // the last microbatch's backward syncs
     auto logits = model_->forward(b.input.to(device_));  // (B, T, vocab)
     auto loss_sum = torch::nn::functional::cross_entropy(
         logits.flatten(0, 1).to(torch::kFloat32), b.labels.reshape({-1}).to(device_),
@@ -401,13 +390,8 @@ Trainer::StepResult Trainer::train_step() {
     loss.backward();
     loss_total += loss.detach();
   }
-  std::vector<torch::Tensor> params;
-  for (const auto& [name, p] : optimizer_->params()) params.push_back(p);
-  // FSDP reduced its gradients during backward; DDP's last buckets may still be on the wire.
-  if (ddp_) ddp_->finish_gradient_sync();
-  std::function<double(double)> across_shards;  // shards' squared norms add up to the global one
-  if (fsdp_) across_shards = [this](double sq) { return comm_->group("fsdp").all_reduce_sum(sq); };
-  const double grad_norm = clip_grad_norm_(params, config_.training.max_norm, across_shards);
+  parallel_->finish_gradient_sync();
+  const double grad_norm = parallel_->clip_grad_norm_(config_.training.max_norm);
   optimizer_->step(lr_scheduler_->lr());
   lr_scheduler_->step();
   double loss = loss_total.item<double>();

@@ -11,9 +11,8 @@
 #include "checkpoint/checkpoint_manager.h"
 #include "models/llama3/model.h"
 #include "parallel/collectives.h"
-#include "parallel/ddp.h"
-#include "parallel/fsdp.h"
 #include "parallel/parallel_dims.h"
+#include "parallel/parallelized_model.h"
 #include "trainer/dataloader.h"
 #include "trainer/job_config.h"
 #include "trainer/lr_scheduler.h"
@@ -64,8 +63,7 @@ class Trainer {
   llama3::ModelArgs model_args_;
   llama3::Transformer model_{nullptr};
   int64_t num_params_ = 0;                   // of the whole model
-  std::unique_ptr<FullyShardedModel> fsdp_;  // set when data_parallel_shard_degree > 1
-  std::unique_ptr<DistributedDataParallel> ddp_;  // set for pure data-parallel replication (DDP)
+  std::unique_ptr<ParallelizedModel> parallel_;  // the model on the mesh: FSDP, DDP or one rank
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<LRScheduler> lr_scheduler_;
   std::unique_ptr<DataLoader> dataloader_;

@@ -1,0 +1,62 @@
+// The model as the trainer sees it once its plan is applied on the mesh: FSDP (and HSDP) when
+// dp_shard > 1, DDP when only dp_replicate > 1, the plain model on one rank. The trainer zeroes
+// gradients, syncs them, clips them and checkpoints through this one interface, whatever the
+// layout; every parameter has a Placement, from which its checkpoint chunk, its saving rank and
+// its share of the gradient norm follow.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/common/parallel_plan.h"
+#include "parallel/collectives.h"
+#include "parallel/ddp.h"
+#include "parallel/fsdp.h"
+#include "parallel/parallel_dims.h"
+#include "parallel/placement.h"
+
+namespace titan {
+
+class ParallelizedModel {
+ public:
+  // `model` is initialised identically on every rank and already on its device; `comm` is null
+  // for one rank.
+  ParallelizedModel(std::shared_ptr<torch::nn::Module> model, const ParallelPlan& plan, const ParallelDims& dims,
+                    int64_t rank, Collectives* comm, FsdpOptions fsdp);
+  ~ParallelizedModel();
+
+  // The parameters the optimizer updates: this rank's pieces, by FQN.
+  std::vector<std::pair<std::string, torch::Tensor>> parameters() const;
+  const Placement& placement(const std::string& fqn) const;
+  Placement::Piece piece(const std::string& fqn) const;  // this rank's
+  bool owns(const std::string& fqn) const;              // this rank saves the piece and counts it in norms
+  bool fully_sharded() const { return fsdp_ != nullptr; }  // FSDP: matmuls run in its param dtype
+
+  // Before a step's first microbatch: no gradient is left from the last step.
+  void zero_grad();
+  // Whether the next backward syncs gradients (only the last microbatch's does: DDP's no_sync).
+  void set_gradient_sync(bool sync);
+  // After the last backward: every local gradient holds its sum over the data-parallel ranks.
+  void finish_gradient_sync();
+  // The pre-clip global gradient norm (each piece counted once), after clipping to max_norm.
+  double clip_grad_norm_(double max_norm);
+  // Whole parameters in their master dtype, for a Hugging Face export; a collective (every rank
+  // calls it), rank 0 holds the result.
+  std::vector<std::pair<std::string, torch::Tensor>> full_parameters();
+
+ private:
+  std::shared_ptr<torch::nn::Module> model_;
+  ParallelDims dims_;
+  int64_t rank_;
+  Collectives* comm_;
+  std::map<std::string, Placement> placements_;
+  std::unique_ptr<FullyShardedModel> fsdp_;
+  std::unique_ptr<DistributedDataParallel> ddp_;
+};
+
+}  // namespace titan

@@ -1,0 +1,37 @@
+// Gradient clipping against hand-computed numbers: the norm counts only the flagged gradients (the
+// pieces this rank owns), adds the other ranks' sums, and scales every gradient.
+#include <gtest/gtest.h>
+
+#include "parallel/grad_norm.h"
+
+namespace titan {
+namespace {
+
+TEST(ClipGradNorm, ScalesToMaxNormAndReturnsPreClipNorm) {
+  auto a = torch::zeros({2}).requires_grad_(true), b = torch::zeros({1}).requires_grad_(true);
+  a.mutable_grad() = torch::tensor({3.0f, 0.0f});
+  b.mutable_grad() = torch::tensor({4.0f});
+  EXPECT_NEAR(clip_grad_norm_({a, b}, {true, true}, 1.0), 5.0, 1e-6);
+  EXPECT_NEAR(a.grad()[0].item<double>(), 3.0 / (5.0 + 1e-6), 1e-6);
+  EXPECT_NEAR(b.grad()[0].item<double>(), 4.0 / (5.0 + 1e-6), 1e-6);
+  EXPECT_NEAR(clip_grad_norm_({a, b}, {true, true}, 10.0), 1.0, 1e-5);  // below max_norm: unchanged
+  EXPECT_NEAR(b.grad()[0].item<double>(), 0.8, 1e-5);
+}
+
+TEST(ClipGradNorm, CountsOwnedPiecesOnceAndScalesAll) {
+  // This rank owns a (3, 0) but not b (a replica of 4 another rank counts); that rank adds 16.
+  auto a = torch::zeros({2}).requires_grad_(true), b = torch::zeros({1}).requires_grad_(true);
+  a.mutable_grad() = torch::tensor({3.0f, 0.0f});
+  b.mutable_grad() = torch::tensor({4.0f});
+  double seen = -1;
+  const double norm = clip_grad_norm_({a, b}, {true, false}, 1.0, [&](double sq) {
+    seen = sq;
+    return sq + 16.0;
+  });
+  EXPECT_DOUBLE_EQ(seen, 9.0);
+  EXPECT_NEAR(norm, 5.0, 1e-12);
+  EXPECT_NEAR(b.grad()[0].item<double>(), 4.0 / (5.0 + 1e-6), 1e-6);  // unowned gradients are clipped too
+}
+
+}  // namespace
+}  // namespace titan

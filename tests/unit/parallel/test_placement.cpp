@@ -1,0 +1,57 @@
+// Pieces and owners of placements against hand-computed offsets (PARALLELISM.md §1.5): FSDP's
+// uneven rows, a colwise and a rowwise TP weight under FSDP, a TP-replicated norm, HSDP replicas.
+#include <gtest/gtest.h>
+
+#include "parallel/placement.h"
+
+namespace titan {
+namespace {
+
+using V = std::vector<int64_t>;
+const Split kFsdp{{MeshDim::kDPShard, MeshDim::kCP}, 0, /*uneven=*/true};
+
+TEST(Placement, FsdpRowsAreTorchChunks) {
+  const auto dims = ParallelDims::build(1, 2, 1, 1, 1, 1, 1, 2);
+  const Placement p{{5, 3}, {kFsdp}};
+  EXPECT_EQ(p.piece(dims, 0).offsets, (V{0, 0}));
+  EXPECT_EQ(p.piece(dims, 0).sizes, (V{3, 3}));
+  EXPECT_EQ(p.piece(dims, 1).offsets, (V{3, 0}));
+  EXPECT_EQ(p.piece(dims, 1).sizes, (V{2, 3}));
+  EXPECT_TRUE(p.owned_by(dims, 0) && p.owned_by(dims, 1));  // distinct pieces: each its own owner
+  const Placement tiny{{1}, {kFsdp}};                        // fewer rows than ranks: an empty piece
+  EXPECT_EQ(tiny.piece(dims, 1).sizes, (V{0}));
+}
+
+TEST(Placement, TensorParallelThenFsdp) {
+  const auto dims = ParallelDims::build(1, 2, 1, 2, 1, 1, 1, 4);  // rank = dp_shard * 2 + tp
+  const Placement colwise{{8, 4}, {{{MeshDim::kTP}, 0, false}, kFsdp}};
+  // tp t holds rows [4t, 4t + 4); dp_shard f of those [2f, 2f + 2).
+  EXPECT_EQ(colwise.piece(dims, 1).offsets, (V{4, 0}));  // tp 1, f 0
+  EXPECT_EQ(colwise.piece(dims, 2).offsets, (V{2, 0}));  // tp 0, f 1
+  EXPECT_EQ(colwise.piece(dims, 3).sizes, (V{2, 4}));
+  const Placement rowwise{{6, 4}, {{{MeshDim::kTP}, 1, false}, kFsdp}};
+  EXPECT_EQ(rowwise.piece(dims, 3).offsets, (V{3, 2}));  // rows chunk(6, 2)[1], columns of tp 1
+  EXPECT_EQ(rowwise.piece(dims, 3).sizes, (V{3, 2}));
+  const Placement norm{{4}, {kFsdp}};  // replicated over tp: tp 0 saves it, and counts it once
+  EXPECT_TRUE(norm.owned_by(dims, 2));
+  EXPECT_FALSE(norm.owned_by(dims, 1));
+  EXPECT_EQ(norm.piece(dims, 1).offsets, norm.piece(dims, 0).offsets);
+  const Placement odd{{6, 3}, {{{MeshDim::kTP}, 1, false}}};
+  EXPECT_THROW(odd.piece(dims, 0), std::invalid_argument);
+}
+
+TEST(Placement, ReplicasAreOwnedByTheFirst) {
+  const auto hsdp = ParallelDims::build(2, 2, 1, 1, 1, 1, 1, 4);  // rank = replica * 2 + shard
+  const Placement p{{4, 2}, {kFsdp}};
+  EXPECT_TRUE(p.owned_by(hsdp, 1));
+  EXPECT_FALSE(p.owned_by(hsdp, 3));
+  EXPECT_EQ(p.piece(hsdp, 3).offsets, p.piece(hsdp, 1).offsets);
+  const Placement ddp{{4, 2}, {}};
+  const auto replicas = ParallelDims::build(2, 1, 1, 1, 1, 1, 1, 2);
+  EXPECT_TRUE(ddp.owned_by(replicas, 0));
+  EXPECT_FALSE(ddp.owned_by(replicas, 1));
+  EXPECT_EQ(p.describe(), "(4, 2) dim 0 over dp_shard x cp (uneven)");
+}
+
+}  // namespace
+}  // namespace titan
