@@ -27,7 +27,7 @@ struct DistributedDataParallel::State {
 
   void start_ready_buckets() {
     while (next_bucket < buckets.size() && buckets[next_bucket].ready == buckets[next_bucket].members.size()) {
-      in_flight.push_back(group->start_all_reduce_sum({buckets[next_bucket++].flat}));
+      in_flight.push_back(group->start_all_reduce_sum(buckets[next_bucket++].flat));
     }
   }
 

@@ -147,10 +147,7 @@ struct FsdpUnit {
     }
     auto out = torch::empty({padded_numel}, opts);
     shard->reduce_scatter_sum(out, in);
-    if (replicate->size() > 1) {
-      std::vector<torch::Tensor> t = {out};
-      replicate->all_reduce_sum(t);
-    }
+    replicate->all_reduce(out);  // HSDP: the replicas' sums
     std::vector<torch::Tensor> shard_grads;
     for (const auto& p : params)
       shard_grads.push_back(out.narrow(0, p.flat_offset, p.shard.numel()).view(p.shard.sizes()).to(p.shard.scalar_type()));

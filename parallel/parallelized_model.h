@@ -1,8 +1,9 @@
-// The model as the trainer sees it once its plan is applied on the mesh: FSDP (and HSDP) when
-// dp_shard > 1, DDP when only dp_replicate > 1, the plain model on one rank. The trainer zeroes
-// gradients, syncs them, clips them and checkpoints through this one interface, whatever the
-// layout; every parameter has a Placement, from which its checkpoint chunk, its saving rank and
-// its share of the gradient norm follow.
+// The model as the trainer sees it once its plan is applied on the mesh: tensor parallel (with
+// sequence and loss parallel) when tp > 1, then FSDP (and HSDP) when dp_shard > 1, or DDP when
+// only dp_replicate > 1. The trainer zeroes gradients, syncs them, clips them, computes the loss
+// and checkpoints through this one interface, whatever the layout; every parameter has a
+// Placement, from which its checkpoint chunk, its saving rank and its share of the gradient norm
+// follow.
 #pragma once
 
 #include <torch/torch.h>
@@ -19,15 +20,21 @@
 #include "parallel/fsdp.h"
 #include "parallel/parallel_dims.h"
 #include "parallel/placement.h"
+#include "parallel/tensor_parallel.h"
 
 namespace titan {
+
+struct ParallelOptions {
+  FsdpOptions fsdp;
+  bool loss_parallel = true;  // with tp > 1: vocabulary-parallel cross entropy (not parallelism.disable_loss_parallel)
+};
 
 class ParallelizedModel {
  public:
   // `model` is initialised identically on every rank and already on its device; `comm` is null
-  // for one rank.
+  // for one rank. Throws std::invalid_argument for a layout the plan cannot take (DDP with TP).
   ParallelizedModel(std::shared_ptr<torch::nn::Module> model, const ParallelPlan& plan, const ParallelDims& dims,
-                    int64_t rank, Collectives* comm, FsdpOptions fsdp);
+                    int64_t rank, Collectives* comm, ParallelOptions options);
   ~ParallelizedModel();
 
   // The parameters the optimizer updates: this rank's pieces, by FQN.
@@ -37,11 +44,15 @@ class ParallelizedModel {
   bool owns(const std::string& fqn) const;              // this rank saves the piece and counts it in norms
   bool fully_sharded() const { return fsdp_ != nullptr; }  // FSDP: matmuls run in its param dtype
 
+  // Summed cross entropy of the model's output over the labels (B, T) with -100 ignored, fp32,
+  // equal on every tensor-parallel rank.
+  torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& labels);
   // Before a step's first microbatch: no gradient is left from the last step.
   void zero_grad();
   // Whether the next backward syncs gradients (only the last microbatch's does: DDP's no_sync).
   void set_gradient_sync(bool sync);
-  // After the last backward: every local gradient holds its sum over the data-parallel ranks.
+  // After the last backward: every local gradient holds its sum over the data-parallel ranks, and
+  // the gradients of tensor-parallel-replicated weights their sum over the tp ranks.
   void finish_gradient_sync();
   // The pre-clip global gradient norm (each piece counted once), after clipping to max_norm.
   double clip_grad_norm_(double max_norm);
@@ -55,6 +66,9 @@ class ParallelizedModel {
   int64_t rank_;
   Collectives* comm_;
   std::map<std::string, Placement> placements_;
+  std::map<std::string, TpLayout> tp_layouts_;
+  std::unique_ptr<TensorParallel> tp_;
+  std::vector<TensorParallelHooks**> tp_hooks_;
   std::unique_ptr<FullyShardedModel> fsdp_;
   std::unique_ptr<DistributedDataParallel> ddp_;
 };

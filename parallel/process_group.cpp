@@ -83,16 +83,18 @@ void ProcessGroup::set_timeout(std::chrono::milliseconds timeout) {
   if (pg_) pg_->setTimeout(timeout);
 }
 
-void ProcessGroup::all_reduce(std::vector<torch::Tensor>& tensors, ReduceOp op) {
+void ProcessGroup::all_reduce(torch::Tensor& t, ReduceOp op) {
   if (!pg_) return;
+  std::vector<torch::Tensor> tensors = {t};
   c10d::AllreduceOptions opts;
   opts.reduceOp = to_c10d(op);
   opts.timeout = *timeout_;
   wait_for(pg_->allreduce(tensors, opts), "all-reduce over " + name_, *timeout_, nccl_);
 }
 
-std::function<void()> ProcessGroup::start_all_reduce_sum(std::vector<torch::Tensor> tensors) {
+std::function<void()> ProcessGroup::start_all_reduce_sum(torch::Tensor t) {
   if (!pg_) return [] {};
+  std::vector<torch::Tensor> tensors = {std::move(t)};
   c10d::AllreduceOptions opts;
   opts.timeout = *timeout_;
   auto work = pg_->allreduce(tensors, opts);
@@ -100,9 +102,9 @@ std::function<void()> ProcessGroup::start_all_reduce_sum(std::vector<torch::Tens
 }
 
 double ProcessGroup::all_reduce_sum(double value) {
-  std::vector<torch::Tensor> t = {torch::tensor({value}, torch::TensorOptions().dtype(torch::kFloat64).device(device_))};
-  all_reduce_sum(t);
-  return t[0].item<double>();
+  auto t = torch::tensor({value}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
+  all_reduce(t);
+  return t.item<double>();
 }
 
 void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) {

@@ -43,11 +43,11 @@ class ProcessGroup {
   // clock: NCCL's watchdog reads only the backend's, not the per-call one.
   void set_timeout(std::chrono::milliseconds timeout);
 
-  void all_reduce(std::vector<torch::Tensor>& tensors, ReduceOp op);  // in place
-  void all_reduce_sum(std::vector<torch::Tensor>& tensors) { all_reduce(tensors, ReduceOp::kSum); }
+  // In place; one tensor per call (c10d reads several as one rank's replicas and sums them too).
+  void all_reduce(torch::Tensor& t, ReduceOp op = ReduceOp::kSum);
   // Starts an in-place sum and returns at once; calling the result waits for it (DDP overlaps
   // its bucket all-reduces with backward this way).
-  std::function<void()> start_all_reduce_sum(std::vector<torch::Tensor> tensors);
+  std::function<void()> start_all_reduce_sum(torch::Tensor t);
   double all_reduce_sum(double value);
   void broadcast(std::vector<torch::Tensor>& tensors, int64_t root);  // root: a group rank
   void barrier(std::chrono::milliseconds timeout);  // its own timeout: checkpoint saves wait longer than steps

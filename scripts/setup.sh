@@ -20,8 +20,9 @@ PACKAGES=(
   libsentencepiece-dev sentencepiece              # tokenizer library and spm_train
   r-base-core r-cran-janeaustenr                  # the bundled corpus
 )
-# Python packages of the venv: the torch wheel brings libtorch, CUDA 13 and NCCL; numpy for the tests.
-PIP_PACKAGES=(torch==2.11.0 numpy)
+# Python packages of the venv: the torch wheel brings libtorch, CUDA 13 and NCCL; numpy and the
+# safetensors library for the tests.
+PIP_PACKAGES=(torch==2.11.0 numpy safetensors==0.8.0)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -115,7 +115,7 @@ const std::vector<ConfigField>& config_fields() {
             ONE_OF("default", "always", "never"), YES),
       FIELD(parallelism, tensor_parallel_degree, "Tensor-parallel degree; 1 = off", ANY, YES),
       FIELD(parallelism, disable_loss_parallel, "Disable loss parallel when tensor/sequence parallel is on",
-            ANY, NOT_YET),
+            ANY, YES),
       FIELD(parallelism, enable_async_tensor_parallel, "Async tensor parallel (needs compile)", ANY, NOT_YET),
       FIELD(parallelism, pipeline_parallel_degree,
             "Pipeline-parallel degree (physical ranks, not stages); 1 = off",

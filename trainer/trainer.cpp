@@ -83,17 +83,20 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
                               par.tensor_parallel_degree, par.pipeline_parallel_degree, par.expert_parallel_degree,
                               par.expert_tensor_parallel_degree, env_.world_size);
   if (dims_.any_parallelism()) {
-    // Data parallelism (DDP, FSDP, HSDP) is built; the model parallelisms are not yet.
+    // Data parallelism (DDP, FSDP, HSDP) and tensor parallelism are built; the others not yet.
     const std::pair<const char*, int64_t> not_yet[] = {{"context_parallel_degree", dims_.cp},
-                                                        {"tensor_parallel_degree", dims_.tp},
                                                         {"pipeline_parallel_degree", dims_.pp},
                                                         {"expert_parallel_degree", dims_.ep}};
     for (const auto& [key, degree] : not_yet)
       if (degree != 1)
         throw Err(std::string("parallelism.") + key + " = " + std::to_string(degree) +
-                  " is not supported yet (data parallelism is: data_parallel_replicate_degree and "
-                  "data_parallel_shard_degree)");
+                  " is not supported yet (built: data_parallel_replicate_degree, data_parallel_shard_degree, "
+                  "tensor_parallel_degree)");
   }
+  // Sequence parallel splits every sequence evenly (TorchTitan's assertion).
+  if (const int64_t divisor = dims_.tp * 2 * dims_.cp; dims_.tp > 1 && config_.training.seq_len % divisor != 0)
+    throw Err("Sequence length " + std::to_string(config_.training.seq_len) + " must be divisible by the product of TP degree (" +
+              std::to_string(dims_.tp) + ") and 2 * CP degree (" + std::to_string(dims_.cp) + ").");
   device_ = select_device(env_.local_rank);
   if (dims_.any_parallelism())
     comm_ = std::make_unique<Collectives>(env_, dims_, std::chrono::seconds(config_.comm.init_timeout_seconds), device_);
@@ -162,12 +165,14 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
     comm_->world_cpu().broadcast(params, 0);
   }
   model_->to(device_, dtype_);
-  FsdpOptions fsdp;
-  fsdp.reshard_after_forward = config_.parallelism.fsdp_reshard_after_forward != "never";  // "default" reshards unless pipelining (not built)
-  fsdp.param_dtype = dtype_from_name(config_.training.mixed_precision_param);
-  fsdp.reduce_dtype = dtype_from_name(config_.training.mixed_precision_reduce);
+  ParallelOptions parallel;
+  parallel.fsdp.reshard_after_forward = config_.parallelism.fsdp_reshard_after_forward != "never";  // "default" reshards unless pipelining (not built)
+  parallel.fsdp.param_dtype = dtype_from_name(config_.training.mixed_precision_param);
+  parallel.fsdp.reduce_dtype = dtype_from_name(config_.training.mixed_precision_reduce);
+  parallel.loss_parallel = !config_.parallelism.disable_loss_parallel;
+  if (dims_.tp > 1) llama3::check_tensor_parallel_degree(model_args_, dims_.tp);
   parallel_ = std::make_unique<ParallelizedModel>(model_.ptr(), llama3::parallel_plan(model_), dims_, env_.rank,
-                                                  comm_.get(), fsdp);
+                                                  comm_.get(), parallel);
   model_->train();
   const int64_t checkpointed = llama3::apply_activation_checkpointing(model_, config_.activation_checkpoint.mode,
                                                                       config_.activation_checkpoint.selective_ac_option);
@@ -253,6 +258,9 @@ void Trainer::log_startup() {
     log_info("Peak FLOPS used for computing MFU: " + fmt("%.3e", peak_flops_) + " (measured: " +
              std::string(c10::toString(compute_dtype)) + " GEMM probe on " + device_.str() + ", the path the model's matmuls take)");
   }
+  if (dims_.tp > 1)
+    log_info("Applied Tensor Parallelism to the model: " + std::to_string(dims_.tp) + " ranks, sequence parallel, loss parallel " +
+             (config_.parallelism.disable_loss_parallel ? "off" : "on"));
   if (parallel_->fully_sharded()) {
     log_info("Applied FSDP to the model: " + std::to_string(dims_.dp_shard) + " shards" +
              (dims_.dp_replicate > 1 ? " x " + std::to_string(dims_.dp_replicate) + " replicas (HSDP)" : "") +
@@ -382,11 +390,8 @@ Trainer::StepResult Trainer::train_step() {
   for (size_t i = 0; i < micro.size(); ++i) {
     const Batch& b = micro[i];
     parallel_->set_gradient_sync(i + 1 == micro.size());  // the last microbatch's backward syncs
-    auto logits = model_->forward(b.input.to(device_));  // (B, T, vocab)
-    auto loss_sum = torch::nn::functional::cross_entropy(
-        logits.flatten(0, 1).to(torch::kFloat32), b.labels.reshape({-1}).to(device_),
-        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).ignore_index(-100));
-    auto loss = loss_sum / global_valid;
+    auto logits = model_->forward(b.input.to(device_));  // (B, T, vocab), or (B, T, vocab/tp) under loss parallel
+    auto loss = parallel_->cross_entropy_sum(logits, b.labels.to(device_)) / global_valid;
     loss.backward();
     loss_total += loss.detach();
   }
@@ -421,7 +426,8 @@ bool Trainer::train() {
       m.step = state_.step;
       m.loss = r.loss;
       m.grad_norm = r.grad_norm;
-      m.tps = static_cast<double>(tokens_since_log) / std::max(seconds, 1e-9);
+      // Per device, as TorchTitan: the cp/tp/pp ranks of one batch share its tokens.
+      m.tps = static_cast<double>(tokens_since_log) / std::max(seconds, 1e-9) / static_cast<double>(dims_.cp * dims_.tp * dims_.pp);
       m.tflops = flops_per_token_ * m.tps / 1e12;
       m.mfu_percent = peak_flops_ > 0 ? 100.0 * flops_per_token_ * m.tps / peak_flops_ : 0.0;
       const DeviceMemory memory = device_memory(device_);

@@ -19,6 +19,27 @@ struct ForwardHooks {
   virtual torch::Tensor post_forward(int64_t unit, torch::Tensor out) = 0;
 };
 
+// Called by the model where tensor parallelism changes what flows between its layers; without
+// tensor parallelism the model does the plain thing itself. T' is T / tp with sequence parallel.
+struct TensorParallelHooks {
+  virtual ~TensorParallelHooks() = default;
+  // tokens (B, T) and this rank's rows of the embedding table -> (B, T', dim)
+  virtual torch::Tensor embed(const torch::Tensor& tokens, const torch::Tensor& weight) = 0;
+  // a normalised residual (B, T', dim) -> the input of a sublayer (B, T, dim)
+  virtual torch::Tensor sublayer_input(const torch::Tensor& x) = 0;
+  // a sublayer's partial output (B, T, dim) -> its share of the residual update (B, T', dim)
+  virtual torch::Tensor sublayer_output(const torch::Tensor& x) = 0;
+  // the final normalised states (B, T', dim) and this rank's rows of the output weight -> logits
+  // (B, T, vocab), or (B, T, vocab / tp) under loss parallel
+  virtual torch::Tensor project(const torch::Tensor& h, const torch::Tensor& weight) = 0;
+};
+
+// How tensor parallelism lays out one parameter (TorchTitan's styles): kRows for ColwiseParallel
+// linears [out, in] and the vocab-sharded embedding and output (Shard(0)), kColumns for
+// RowwiseParallel linears (Shard(1)), kReplicated for sequence-parallel norms (whose gradients
+// are then summed over the tensor-parallel ranks).
+enum class TpLayout { kRows, kColumns, kReplicated };
+
 // One FSDP unit (a fully_shard call of TorchTitan's): its parameters are gathered together.
 struct FsdpUnitPlan {
   std::vector<std::string> params;    // FQNs
@@ -33,6 +54,8 @@ struct ParallelPlan {
   // tensors while the registered parameters hold shards.
   std::vector<std::pair<std::string, torch::Tensor*>> weight_slots;
   ForwardHooks** hooks = nullptr;  // where the model looks for its unit hooks
+  std::vector<std::pair<std::string, TpLayout>> tensor_parallel;  // every parameter, by FQN
+  std::vector<TensorParallelHooks**> tensor_parallel_hooks;       // where the model looks for them
 };
 
 }  // namespace titan

@@ -90,8 +90,10 @@ torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x, const torch:
 
 torch::Tensor TransformerBlockImpl::forward_uncheckpointed(const torch::Tensor& x, const torch::Tensor& cos,
                                                            const torch::Tensor& sin) {
-  auto h = x + attention(attention_norm(x), cos, sin);  // (B, T, dim)
-  return h + feed_forward(ffn_norm(h));
+  auto in = [this](const torch::Tensor& t) { return tp ? tp->sublayer_input(t) : t; };    // (B, T, dim)
+  auto out = [this](const torch::Tensor& t) { return tp ? tp->sublayer_output(t) : t; };  // (B, T', dim)
+  auto h = x + out(attention(in(attention_norm(x)), cos, sin));                            // (B, T', dim)
+  return h + out(feed_forward(in(ffn_norm(h))));
 }
 
 void TransformerBlockImpl::init_weights() {
@@ -122,12 +124,13 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens) {
     hooks->pre_forward(i);
     return hooks->post_forward(i, body());
   };
-  auto h = unit(0, [&] { return tok_embeddings(tokens); });  // (B, T, dim)
+  auto h = unit(0, [&] { return tp ? tp->embed(tokens, tok_embeddings->weight) : tok_embeddings(tokens); });  // (B, T', dim)
   for (int64_t i = 0; i < args_.n_layers; ++i)
     h = unit(i + 1, [&] { return layers->at<TransformerBlockImpl>(static_cast<size_t>(i)).forward(h, rope_cos_, rope_sin_); });
   return unit(args_.n_layers + 1, [&] {
     auto normed = norm(h);
-    return apply_linear(normed, output ? output->weight : tok_embeddings->weight);  // (B, T, vocab)
+    const auto& weight = output ? output->weight : tok_embeddings->weight;
+    return tp ? tp->project(normed, weight) : apply_linear(normed, weight);  // (B, T, vocab)
   });
 }
 

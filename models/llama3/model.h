@@ -50,11 +50,13 @@ class TransformerBlockImpl : public torch::nn::Module {
  public:
   TransformerBlockImpl(int64_t layer_id, const ModelArgs& args);
   // h = x + attention(attention_norm(x)); out = h + feed_forward(ffn_norm(h)). Checkpointed when
-  // checkpoint_activations is set and gradients are being recorded.
+  // checkpoint_activations is set and gradients are being recorded. x: (B, T, dim), or (B, T/tp,
+  // dim) under sequence parallel.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
   torch::Tensor forward_uncheckpointed(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
   void init_weights();
   bool checkpoint_activations = false;
+  TensorParallelHooks* tp = nullptr;  // around both sublayers; not owned
   Attention attention{nullptr};
   FeedForward feed_forward{nullptr};
   RMSNorm attention_norm{nullptr}, ffn_norm{nullptr};
@@ -76,6 +78,7 @@ class TransformerImpl : public torch::nn::Module {
   // Called around unit 0 (tok_embeddings), units 1..n_layers (layers.0..) and unit n_layers + 1
   // (norm + output): the FSDP units of parallelize.h. Not owned.
   ForwardHooks* hooks = nullptr;
+  TensorParallelHooks* tp = nullptr;  // the embedding and the output projection; not owned
 
   torch::nn::Embedding tok_embeddings{nullptr};
   torch::nn::ModuleList layers;

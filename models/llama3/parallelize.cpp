@@ -29,7 +29,30 @@ ParallelPlan parallel_plan(Transformer& model) {
     else if (auto* rms = dynamic_cast<RMSNormImpl*>(m)) plan.weight_slots.emplace_back(item.key() + ".weight", &rms->weight);
   }
   plan.hooks = &model->hooks;
+  for (const auto& p : model->named_parameters()) {
+    const std::string& fqn = p.key();
+    auto ends_with = [&](const char* tail) {
+      const std::string t(tail);
+      return fqn.size() >= t.size() && fqn.compare(fqn.size() - t.size(), t.size(), t) == 0;
+    };
+    TpLayout layout = TpLayout::kRows;  // colwise wq/wk/wv/w1/w3, vocab-sharded tok_embeddings and output
+    if (ends_with("attention.wo.weight") || ends_with("feed_forward.w2.weight")) layout = TpLayout::kColumns;
+    if (ends_with("norm.weight")) layout = TpLayout::kReplicated;
+    plan.tensor_parallel.emplace_back(fqn, layout);
+  }
+  plan.tensor_parallel_hooks.push_back(&model->tp);
+  for (const auto& layer : *model->layers) plan.tensor_parallel_hooks.push_back(&layer->as<TransformerBlockImpl>()->tp);
   return plan;
+}
+
+void check_tensor_parallel_degree(const ModelArgs& args, int64_t tp) {
+  const std::pair<const char*, int64_t> sizes[] = {
+      {"n_heads", args.n_heads}, {"n_kv_heads", args.kv_heads()}, {"the FFN hidden size", args.ffn_hidden_dim()},
+      {"vocab_size", args.vocab_size}};
+  for (const auto& [name, size] : sizes)
+    if (size % tp != 0)
+      throw std::invalid_argument("parallelism.tensor_parallel_degree " + std::to_string(tp) + " must divide " + name +
+                                  " (" + std::to_string(size) + ")");
 }
 
 }  // namespace titan::llama3

@@ -30,3 +30,40 @@ train() {
   RC=$?
   set -e
 }
+
+# Layout comparisons (test_fsdp.sh, test_tp.sh): every run starts from one seed checkpoint
+# ($WORK/seed, made by make_seed) on the arguments in LAYOUT_ARGS; full-precision metrics go to
+# $WORK/NAME.metrics.
+make_seed() {
+  train "$WORK/seed.log" --checkpoint.enable --checkpoint.create_seed_checkpoint --debug.seed 42 --job.dump_folder "$WORK/seed"
+  [[ $RC -eq 0 ]] || { cat "$WORK/seed.log"; fail "seed checkpoint exited $RC"; }
+}
+
+# near A B [FROM]: every step >= FROM present in both metric files agrees within 1e-5 relative.
+near() {
+  join <(sort -k1,1 "$1") <(sort -k1,1 "$2") | sort -n |
+    awk -v from="${3:-1}" '$1 >= from {n++; for (i = 2; i <= 3; i++) {d = $i - $(i + 2); if (d < 0) d = -d;
+          if (d > 1e-5 * ($i < 0 ? -$i : $i)) {print "step " $1 ": " $0; bad = 1}}} END {exit bad || n == 0}'
+}
+
+# layout_run NAME NGPU STEPS ARGS...: a run from the seed checkpoint.
+layout_run() {
+  local name="$1" ngpu="$2" steps="$3"; shift 3
+  mkdir -p "$WORK/$name/checkpoint" && cp -r "$WORK/seed/checkpoint/step-0" "$WORK/$name/checkpoint/"
+  TITAN_TEST_METRICS_FILE="$WORK/$name.metrics" NGPU=$ngpu train "$WORK/$name.log" "${LAYOUT_ARGS[@]}" \
+    --training.steps "$steps" --job.dump_folder "$WORK/$name" "$@"
+  [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "$name exited $RC"; }
+}
+
+# layout_resume FROM NAME NGPU STEPS REFERENCE ARGS...: FROM's step-5 checkpoint resumed in another
+# layout; steps 6.. must continue the REFERENCE run.
+layout_resume() {
+  local from="$1" name="$2" ngpu="$3" steps="$4" reference="$5"; shift 5
+  mkdir -p "$WORK/$name/checkpoint" && cp -r "$WORK/$from/checkpoint/step-5" "$WORK/$name/checkpoint/"
+  TITAN_TEST_METRICS_FILE="$WORK/$name.metrics" NGPU=$ngpu train "$WORK/$name.log" "${LAYOUT_ARGS[@]}" \
+    --training.steps "$steps" --job.dump_folder "$WORK/$name" "$@"
+  [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "$name exited $RC"; }
+  grep -q "Training starts at step 6" "$WORK/$name.log" || fail "$name did not resume at step 6"
+  near "$WORK/$reference.metrics" "$WORK/$name.metrics" 6 || fail "$name (from $from's checkpoint) diverged"
+}
+degrees() { echo --parallelism.data_parallel_replicate_degree "$1" --parallelism.data_parallel_shard_degree "$2"; }

@@ -5,48 +5,30 @@
 # checkpoint resumes in another layout on the uninterrupted FSDP4 run's numbers.
 source "$(dirname "$0")/lib.sh"
 # decay_ratio 0: the LR no longer depends on training.steps, so 5- and 10-step runs share a schedule.
-ARGS=("${SMALL[@]}" --training.seq_len 64 --training.global_batch_size 8 --training.mixed_precision_param float32
-      --lr_scheduler.decay_ratio 0 --checkpoint.enable --checkpoint.interval 5 --checkpoint.no-last_save_model_only)
+LAYOUT_ARGS=("${SMALL[@]}" --training.seq_len 64 --training.global_batch_size 8 --training.mixed_precision_param float32
+             --lr_scheduler.decay_ratio 0 --checkpoint.enable --checkpoint.interval 5 --checkpoint.no-last_save_model_only)
+make_seed
 
-# near A B [FROM]: every step >= FROM present in both full-precision metric files agrees within 1e-5 relative.
-near() {
-  join <(sort -k1,1 "$1") <(sort -k1,1 "$2") | sort -n |
-    awk -v from="${3:-1}" '$1 >= from {n++; for (i = 2; i <= 3; i++) {d = $i - $(i + 2); if (d < 0) d = -d;
-          if (d > 1e-5 * ($i < 0 ? -$i : $i)) {print "step " $1 ": " $0; bad = 1}}} END {exit bad || n == 0}'
-}
 
-train "$WORK/seed.log" --checkpoint.enable --checkpoint.create_seed_checkpoint --debug.seed 42 --job.dump_folder "$WORK/seed"
-[[ $RC -eq 0 ]] || { cat "$WORK/seed.log"; fail "seed checkpoint exited $RC"; }
-
-# run NAME NGPU STEPS ARGS...: a run starting from the seed checkpoint; metrics in $WORK/NAME.metrics.
-run() {
-  local name="$1" ngpu="$2" steps="$3"; shift 3
-  mkdir -p "$WORK/$name/checkpoint" && cp -r "$WORK/seed/checkpoint/step-0" "$WORK/$name/checkpoint/"
-  TITAN_TEST_METRICS_FILE="$WORK/$name.metrics" NGPU=$ngpu train "$WORK/$name.log" "${ARGS[@]}" \
-    --training.steps "$steps" --job.dump_folder "$WORK/$name" "$@"
-  [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "$name exited $RC"; }
-}
-degrees() { echo --parallelism.data_parallel_replicate_degree "$1" --parallelism.data_parallel_shard_degree "$2"; }
-
-run fsdp4 4 10 $(degrees 1 4) --training.local_batch_size 2 --checkpoint.async_mode async
+layout_run fsdp4 4 10 $(degrees 1 4) --training.local_batch_size 2 --checkpoint.async_mode async
 grep -q "Training state on this rank: .* (0.25[0-9] of the unsharded" "$WORK/fsdp4.log" ||
   { grep "Training state" "$WORK/fsdp4.log"; fail "FSDP4 does not hold a quarter of the training state"; }
-run one 1 5 --training.local_batch_size 8
-run ddp2 2 5 $(degrees 2 1) --training.local_batch_size 4
-run fsdp2 2 5 $(degrees 1 2) --training.local_batch_size 4
-run hsdp 4 5 $(degrees 2 2) --training.local_batch_size 2
-run accum 2 5 $(degrees 1 2) --training.local_batch_size 2 --parallelism.fsdp_reshard_after_forward never \
+layout_run one 1 5 --training.local_batch_size 8
+layout_run ddp2 2 5 $(degrees 2 1) --training.local_batch_size 4
+layout_run fsdp2 2 5 $(degrees 1 2) --training.local_batch_size 4
+layout_run hsdp 4 5 $(degrees 2 2) --training.local_batch_size 2
+layout_run accum 2 5 $(degrees 1 2) --training.local_batch_size 2 --parallelism.fsdp_reshard_after_forward never \
   --activation_checkpoint.mode full
 grep -q "gradient accumulation steps 2" "$WORK/accum.log" || fail "the accumulation run does not accumulate"
 # DDP with accumulation: the first microbatch's backward does not all-reduce (no_sync), the
 # checkpointed blocks' nested backward fires the bucket hooks.
-run ddp_accum 2 5 $(degrees 2 1) --training.local_batch_size 2 --activation_checkpoint.mode full
+layout_run ddp_accum 2 5 $(degrees 2 1) --training.local_batch_size 2 --activation_checkpoint.mode full
 # Two "nodes" of two ranks on this machine (one shared dump folder, as on a shared filesystem).
 mkdir -p "$WORK/nodes/checkpoint" && cp -r "$WORK/seed/checkpoint/step-0" "$WORK/nodes/checkpoint/"
 port=$(free_port)
 for node in 0 1; do
   TITAN_TEST_METRICS_FILE="$WORK/nodes.metrics" NNODES=2 NODE_RANK=$node NGPU=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-    ./run_train.sh "${ARGS[@]}" $(degrees 1 4) --training.local_batch_size 2 --training.steps 5 \
+    ./run_train.sh "${LAYOUT_ARGS[@]}" $(degrees 1 4) --training.local_batch_size 2 --training.steps 5 \
     --job.dump_folder "$WORK/nodes" >"$WORK/node$node.log" 2>&1 &
   pids[$node]=$!
 done
@@ -57,15 +39,7 @@ for name in one ddp2 fsdp2 hsdp accum ddp_accum nodes; do
 done
 
 # Resume each layout's step-5 checkpoint under another layout: steps 6.. continue the FSDP4 run.
-resume() {
-  local from="$1" name="$2" ngpu="$3" steps="$4"; shift 4
-  mkdir -p "$WORK/$name/checkpoint" && cp -r "$WORK/$from/checkpoint/step-5" "$WORK/$name/checkpoint/"
-  TITAN_TEST_METRICS_FILE="$WORK/$name.metrics" NGPU=$ngpu train "$WORK/$name.log" "${ARGS[@]}" \
-    --training.steps "$steps" --job.dump_folder "$WORK/$name" "$@"
-  [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "$name exited $RC"; }
-  grep -q "Training starts at step 6" "$WORK/$name.log" || fail "$name did not resume at step 6"
-  near "$WORK/fsdp4.metrics" "$WORK/$name.metrics" 6 || fail "$name (from $from's checkpoint) diverged"
-}
+resume() { local from="$1" name="$2" ngpu="$3" steps="$4"; shift 4; layout_resume "$from" "$name" "$ngpu" "$steps" fsdp4 "$@"; }
 resume fsdp4 fsdp4_to_fsdp2 2 10 $(degrees 1 2) --training.local_batch_size 4
 resume fsdp4 fsdp4_to_one 1 10 --training.local_batch_size 8
 resume one one_to_hsdp 4 6 $(degrees 2 2) --training.local_batch_size 2

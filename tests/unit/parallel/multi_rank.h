@@ -1,10 +1,12 @@
 // Real ranks for a unit test: the test re-runs its own binary once per rank (filtered to itself,
 // with TITAN_TEST_RANK, WORLD_SIZE and MASTER_PORT set), waits for all of them and fails if any
-// rank fails or outlives the timeout. Inside a rank, test_rank() says which one it is.
+// rank fails or outlives the timeout. Inside a rank, test_rank() says which one it is and
+// world_group() joins all of them in one process group.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -12,11 +14,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
 #include <cstdlib>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "parallel/process_group.h"
 
 extern char** environ;
 
@@ -26,6 +31,21 @@ inline std::optional<int> test_rank() {
   const char* r = std::getenv("TITAN_TEST_RANK");
   if (!r) return std::nullopt;
   return std::atoi(r);
+}
+
+// Inside a rank: every rank of the run in one group, meeting at rank 0's TCPStore (MASTER_PORT).
+inline std::unique_ptr<ProcessGroup> world_group(int rank, const torch::Device& device = torch::kCPU) {
+  const int world = std::atoi(std::getenv("WORLD_SIZE"));
+  c10d::TCPStoreOptions opts;
+  opts.port = static_cast<uint16_t>(std::atoi(std::getenv("MASTER_PORT")));
+  opts.isServer = rank == 0;
+  opts.numWorkers = world;
+  opts.timeout = std::chrono::seconds(60);
+  auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", opts);
+  std::vector<int64_t> ranks;
+  for (int r = 0; r < world; ++r) ranks.push_back(r);
+  return std::make_unique<ProcessGroup>("test", ranks, rank, store, std::make_shared<std::chrono::milliseconds>(60000),
+                                        device);
 }
 
 inline int free_tcp_port() {

@@ -5,7 +5,6 @@
 // unpacks, this is the run-time proof that they match the wheel's gloo.
 #include <ATen/DeviceAccelerator.h>
 #include <gtest/gtest.h>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "parallel/process_group.h"
 #include "tests/unit/parallel/multi_rank.h"
@@ -29,26 +28,20 @@ void expect_values(const torch::Tensor& t, const std::vector<double>& want, cons
 
 void every_collective(int rank, const torch::Device& device) {
   if (device.is_cuda()) at::accelerator::setDeviceIndex(device.index());  // as the trainer: NCCL uses the current GPU
-  c10d::TCPStoreOptions opts;
-  opts.port = static_cast<uint16_t>(std::atoi(std::getenv("MASTER_PORT")));
-  opts.isServer = rank == 0;
-  opts.numWorkers = 2;
-  opts.timeout = std::chrono::seconds(60);
-  auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", opts);
-  auto timeout = std::make_shared<std::chrono::milliseconds>(60000);
-  ProcessGroup group("test", {0, 1}, rank, store, timeout, device);
+  auto world = testing::world_group(rank, device);
+  ProcessGroup& group = *world;
   ASSERT_EQ(group.rank(), rank);
   const double r = rank;
 
   for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
     const std::string d = std::string(c10::toString(dtype)) + " ";
-    std::vector<torch::Tensor> sum = {ramp(4, r + 1, dtype, device)};  // rank 0: 1 2 3 4, rank 1: 2 3 4 5
-    group.all_reduce_sum(sum);
-    expect_values(sum[0], {3, 5, 7, 9}, d + "all_reduce sum");
+    auto sum = ramp(4, r + 1, dtype, device);  // rank 0: 1 2 3 4, rank 1: 2 3 4 5
+    group.all_reduce(sum);
+    expect_values(sum, {3, 5, 7, 9}, d + "all_reduce sum");
 
-    std::vector<torch::Tensor> max = {ramp(3, 0, dtype, device) * (rank == 0 ? 1 : -1) + 10 * r};  // 0 1 2 | 10 9 8
+    auto max = ramp(3, 0, dtype, device) * (rank == 0 ? 1 : -1) + 10 * r;  // 0 1 2 | 10 9 8
     group.all_reduce(max, ReduceOp::kMax);
-    expect_values(max[0], {10, 9, 8}, d + "all_reduce max");
+    expect_values(max, {10, 9, 8}, d + "all_reduce max");
 
     auto gathered = torch::empty({2, 3}, ramp(1, 0, dtype, device).options());
     group.all_gather(gathered, ramp(3, 10 * r, dtype, device));
@@ -57,9 +50,9 @@ void every_collective(int rank, const torch::Device& device) {
     auto wait = group.start_all_gather(started, ramp(3, 20 * r, dtype, device));
     wait();
     expect_values(started, {0, 1, 2, 20, 21, 22}, d + "start_all_gather");
-    std::vector<torch::Tensor> async_sum = {ramp(2, r, dtype, device)};
+    auto async_sum = ramp(2, r, dtype, device);
     group.start_all_reduce_sum(async_sum)();
-    expect_values(async_sum[0], {1, 3}, d + "start_all_reduce_sum");
+    expect_values(async_sum, {1, 3}, d + "start_all_reduce_sum");
 
     // in[i] = 100 r + i over 2n = 6 elements; rank q keeps sum_r in[3q + k] = 100 + 2 (3q + k).
     auto scattered = torch::empty({3}, gathered.options());

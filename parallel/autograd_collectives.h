@@ -1,0 +1,20 @@
+// The collectives sequence-parallel tensor parallelism puts inside the model, each an autograd
+// function with its conjugate as the backward (Megatron's mappings): what forward gathers,
+// backward reduce-scatters, and the reverse. They are pure functions of their inputs, so activation checkpointing may run
+// them again in its recompute. Activations are (B, T, ...) with the sequence on dim 1.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "parallel/process_group.h"
+
+namespace titan {
+
+// Sequence parallel: (B, T/n, ...) -> (B, T, ...) by all-gather; backward reduce-scatters.
+torch::Tensor gather_sequence(const torch::Tensor& x, ProcessGroup& group);
+// (B, T, ...) partial sums -> (B, T/n, ...) by reduce-scatter; backward all-gathers.
+torch::Tensor reduce_scatter_sequence(const torch::Tensor& x, ProcessGroup& group);
+// Vocabulary-sharded logits (..., V/n) -> (..., V) by all-gather; backward keeps this rank's slice.
+torch::Tensor gather_last_dim(const torch::Tensor& x, ProcessGroup& group);
+
+}  // namespace titan
