@@ -56,8 +56,7 @@ def main():
              rope_theta=hf["rope_theta"], seq_len=a.seq)
     ref.ffn_hidden = lambda dim, multiple_of: hf["intermediate_size"]  # the config's FFN size, as titan_train reads it
     model = ref.Llama(c)
-    torch.manual_seed(0)
-    model.init_weights()
+    model.init_weights(0)
     model.to(getattr(torch, a.dtype))  # bfloat16: weights, gradients and AdamW state in bf16, as titan_train
     opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 2))

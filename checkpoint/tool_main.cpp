@@ -79,7 +79,7 @@ void to_torch(const std::string& dir, const std::string& out) {
 
 void from_hf(const std::string& hf_dir, const std::string& out) {
   const auto args = titan::hf::model_args_from_config((std::filesystem::path(hf_dir) / "config.json").string());
-  // The model knows its parameter names and shapes; its default init is overwritten by the load.
+  // The model knows its parameter names and shapes; the load fills its uninitialised weights.
   titan::llama3::ModelArgs shape_args = args;
   shape_args.max_seq_len = 1;  // no long RoPE tables: they are never saved
   titan::llama3::Transformer model(shape_args);

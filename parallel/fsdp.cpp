@@ -203,9 +203,11 @@ struct RegatherBeforeBackward : public torch::autograd::Function<RegatherBeforeB
 };
 
 FullyShardedModel::FullyShardedModel(std::shared_ptr<torch::nn::Module> model, const ParallelPlan& plan,
-                                     ProcessGroup& shard, ProcessGroup& replicate, FsdpOptions options)
+                                     const std::map<std::string, std::vector<int64_t>>& unsharded, ProcessGroup& shard,
+                                     ProcessGroup& replicate, FsdpOptions options)
     : model_(std::move(model)), hooks_(plan.hooks) {
-  std::map<std::string, torch::Tensor*> slots(plan.weight_slots.begin(), plan.weight_slots.end());
+  std::map<std::string, torch::Tensor*> slots;
+  for (const auto& [fqn, layer] : plan.weights) slots[fqn] = &layer->weight;
   std::map<std::string, torch::Tensor> params;
   for (auto& item : model_->named_parameters()) params[item.key()] = item.value();
   torch::NoGradGuard no_grad;
@@ -222,19 +224,23 @@ FullyShardedModel::FullyShardedModel(std::shared_ptr<torch::nn::Module> model, c
     for (const std::string& fqn : unit_plan.params) {
       auto param_it = params.find(fqn);
       auto slot = slots.find(fqn);
-      if (param_it == params.end() || slot == slots.end() || param_it->second.dim() == 0)
+      auto shape = unsharded.find(fqn);
+      if (param_it == params.end() || slot == slots.end() || shape == unsharded.end() || shape->second.empty())
         throw std::logic_error("FSDP: planned parameter " + fqn + " is not in the model, has no weight slot or no rows");
-      torch::Tensor param = param_it->second;
       FsdpParam p;
       p.fqn = fqn;
       p.slot = slot->second;
-      p.global_shape = param.sizes().vec();
-      std::tie(p.row_begin, p.rows) = chunk_rows(param.size(0), n, shard.rank());
-      p.row_numel = param.size(0) == 0 ? 0 : param.numel() / param.size(0);
+      p.global_shape = shape->second;
+      const int64_t rows = p.global_shape[0];
+      std::tie(p.row_begin, p.rows) = chunk_rows(rows, n, shard.rank());
+      p.row_numel = 1;
+      for (size_t d = 1; d < p.global_shape.size(); ++d) p.row_numel *= p.global_shape[d];
       p.flat_offset = unit.padded_numel;
-      unit.padded_numel += (param.size(0) + n - 1) / n * p.row_numel;
-      param.set_data(param.narrow(0, p.row_begin, p.rows).clone());  // the full copy is released
-      p.shard = param;
+      unit.padded_numel += (rows + n - 1) / n * p.row_numel;
+      p.shard = param_it->second;
+      if (p.shard.size(0) != p.rows)
+        throw std::logic_error("FSDP: " + fqn + " holds " + std::to_string(p.shard.size(0)) + " rows, its shard has " +
+                               std::to_string(p.rows));
       unit.params.push_back(std::move(p));
       ++planned;
     }

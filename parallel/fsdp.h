@@ -1,6 +1,6 @@
 // FSDP over plain libtorch modules, as FSDP2 does it: every parameter is sharded on dim 0 across
-// the shard group (torch.chunk's uneven split); the model's registered parameters become this
-// rank's shards (what the optimizer and the checkpoint see), while the weights forward reads are
+// the shard group (torch.chunk's uneven split); the model's registered parameters are this rank's
+// shards (what the optimizer and the checkpoint see), while the weights forward reads are
 // all-gathered per unit of the model's plan (models/<model>/parallelize.*) just before the unit
 // runs, freed after it (reshard_after_forward), gathered again just before its backward, and their
 // gradients reduce-scattered (then summed across the replicate group: HSDP) as soon as the unit's
@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,9 +29,11 @@ struct FsdpUnit;  // one unit's parameters, gathered copies and collectives (fsd
 
 class FullyShardedModel : public ForwardHooks {
  public:
-  // Shards `model` (initialised identically on every rank) by its `plan` and installs itself as
-  // its hooks. `replicate` is the HSDP replica group (size 1 for plain FSDP).
-  FullyShardedModel(std::shared_ptr<torch::nn::Module> model, const ParallelPlan& plan, ProcessGroup& shard,
+  // Gathers `model`'s parameters by its `plan` and installs itself as its hooks. Each parameter
+  // already holds this rank's rows of its `unsharded` shape (by FQN): torch.chunk of dim 0 over
+  // the shard group. `replicate` is the HSDP replica group (size 1 for plain FSDP).
+  FullyShardedModel(std::shared_ptr<torch::nn::Module> model, const ParallelPlan& plan,
+                    const std::map<std::string, std::vector<int64_t>>& unsharded, ProcessGroup& shard,
                     ProcessGroup& replicate, FsdpOptions options);
   ~FullyShardedModel() override;
 

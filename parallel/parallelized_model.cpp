@@ -13,43 +13,51 @@ int64_t split_dim(TpLayout layout) { return layout == TpLayout::kColumns ? 1 : 0
 }  // namespace
 
 ParallelizedModel::ParallelizedModel(std::shared_ptr<torch::nn::Module> model, const ParallelPlan& plan,
-                                     const ParallelDims& dims, int64_t rank, Collectives* comm, ParallelOptions options)
+                                     const ParallelDims& dims, int64_t rank, Collectives* comm, ParallelOptions options,
+                                     const ParameterInit& init)
     : model_(std::move(model)), dims_(dims), rank_(rank), comm_(comm) {
   if (dims_.tp > 1 && dims_.dp_replicate > 1 && dims_.dp_shard == 1)
     throw std::invalid_argument("DDP (data_parallel_replicate_degree > 1 with data_parallel_shard_degree 1) does not "
                                 "combine with tensor_parallel_degree > 1, as in TorchTitan: shard with FSDP (HSDP) instead");
-  std::map<std::string, torch::Tensor> params;
-  for (const auto& p : model_->named_parameters()) params[p.key()] = p.value();
   for (const auto& [fqn, layout] : plan.tensor_parallel) tp_layouts_[fqn] = layout;
-  for (const auto& [fqn, param] : params) placements_[fqn].global_shape = param.sizes().vec();
-
-  if (dims_.tp > 1) {  // TorchTitan's order: TP first, then FSDP on the TP pieces
-    ProcessGroup& tp = comm_->group("tp");
-    torch::NoGradGuard no_grad;
-    for (auto& [fqn, param] : params) {
-      auto it = tp_layouts_.find(fqn);
-      if (it == tp_layouts_.end()) throw std::logic_error("tensor parallel: the plan has no layout for " + fqn);
-      if (it->second == TpLayout::kReplicated) continue;
-      const int64_t dim = split_dim(it->second);
-      placements_[fqn].splits.push_back({{MeshDim::kTP}, dim, /*uneven=*/false});
-      const auto piece = placements_[fqn].piece(dims_, rank_);  // throws when the dim does not split
-      param.set_data(param.narrow(dim, piece.offsets[static_cast<size_t>(dim)], piece.sizes[static_cast<size_t>(dim)]).clone());
+  // Placements, in TorchTitan's order: TP cuts the whole tensor, FSDP then dim 0 of the TP piece.
+  const bool sharded = dims_.dp_shard > 1 || dims_.cp > 1;
+  std::map<std::string, std::vector<int64_t>> fsdp_unsharded;  // the TP pieces' shapes
+  for (const auto& p : model_->named_parameters()) {
+    Placement& placement = placements_[p.key()];
+    placement.global_shape = p.value().sizes().vec();
+    if (dims_.tp > 1) {
+      auto it = tp_layouts_.find(p.key());
+      if (it == tp_layouts_.end()) throw std::logic_error("tensor parallel: the plan has no layout for " + p.key());
+      if (it->second != TpLayout::kReplicated) placement.splits.push_back({{MeshDim::kTP}, split_dim(it->second), false});
     }
-    tp_ = std::make_unique<TensorParallel>(tp, options.loss_parallel);
+    fsdp_unsharded[p.key()] = placement.piece(dims_, rank_).sizes;  // throws when an even cut does not divide
+    if (sharded) placement.splits.push_back({{MeshDim::kDPShard, MeshDim::kCP}, 0, /*uneven=*/true});
+  }
+  // Materialise: one whole parameter at a time, then only this rank's piece stays.
+  torch::NoGradGuard no_grad;
+  for (const auto& [fqn, layer] : plan.weights) {
+    auto full = torch::empty(placement(fqn).global_shape, torch::kFloat32);
+    init(fqn, full);
+    const auto piece = this->piece(fqn);
+    auto local = full;
+    for (size_t d = 0; d < piece.sizes.size(); ++d)
+      local = local.narrow(static_cast<int64_t>(d), piece.offsets[d], piece.sizes[d]);
+    layer->replace_weight(local.to(options.param_options, /*non_blocking=*/false, /*copy=*/true));
+  }
+  for (const auto& p : model_->named_parameters())
+    if (p.value().is_meta()) throw std::logic_error("parallel: the plan names no layer holding " + p.key());
+  if (dims_.tp > 1) {
+    tp_ = std::make_unique<TensorParallel>(comm_->group("tp"), options.loss_parallel);
     tp_hooks_ = plan.tensor_parallel_hooks;
     for (auto* slot : tp_hooks_) *slot = tp_.get();
   }
-  if (dims_.dp_shard > 1 || dims_.cp > 1) {
-    for (auto& [fqn, p] : placements_) p.splits.push_back({{MeshDim::kDPShard, MeshDim::kCP}, 0, /*uneven=*/true});
-    fsdp_ = std::make_unique<FullyShardedModel>(model_, plan, comm_->group("fsdp"), comm_->group("dp_replicate"),
-                                                options.fsdp);
+  if (sharded) {
+    fsdp_ = std::make_unique<FullyShardedModel>(model_, plan, fsdp_unsharded, comm_->group("fsdp"),
+                                                comm_->group("dp_replicate"), options.fsdp);
   } else if (dims_.dp_replicate > 1) {
     ddp_ = std::make_unique<DistributedDataParallel>(model_->named_parameters().pairs(), comm_->group("dp_replicate"));
   }
-  for (const auto& p : model_->named_parameters())  // the mechanisms and the placements agree
-    if (p.value().sizes().vec() != piece(p.key()).sizes)
-      throw std::logic_error("parallel: the local piece of " + p.key() + " differs from its placement " +
-                             placements_.at(p.key()).describe());
 }
 
 ParallelizedModel::~ParallelizedModel() {

@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -27,14 +28,20 @@ namespace titan {
 struct ParallelOptions {
   FsdpOptions fsdp;
   bool loss_parallel = true;  // with tp > 1: vocabulary-parallel cross entropy (not parallelism.disable_loss_parallel)
+  torch::TensorOptions param_options;  // the device and dtype this rank's pieces are made on
 };
+
+// Fills `full` (the parameter's whole shape, fp32 on the CPU) with the parameter's initial values.
+using ParameterInit = std::function<void(const std::string& fqn, torch::Tensor& full)>;
 
 class ParallelizedModel {
  public:
-  // `model` is initialised identically on every rank and already on its device; `comm` is null
-  // for one rank. Throws std::invalid_argument for a layout the plan cannot take (DDP with TP).
+  // `model`'s parameters have their shapes but no storage yet (the meta device): each rank makes
+  // only its pieces, initialising one whole parameter at a time with `init` and keeping its piece,
+  // so every layout starts from the same values and no rank ever holds the whole model. `comm` is
+  // null for one rank. Throws std::invalid_argument for a layout the plan cannot take (DDP with TP).
   ParallelizedModel(std::shared_ptr<torch::nn::Module> model, const ParallelPlan& plan, const ParallelDims& dims,
-                    int64_t rank, Collectives* comm, ParallelOptions options);
+                    int64_t rank, Collectives* comm, ParallelOptions options, const ParameterInit& init);
   ~ParallelizedModel();
 
   // The parameters the optimizer updates: this rank's pieces, by FQN.

@@ -1,5 +1,6 @@
 #include "trainer/trainer.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <sched.h>
 
 #include <chrono>
@@ -13,6 +14,7 @@
 
 #include "checkpoint/hf_adapter.h"
 #include "models/common/matmul.h"
+#include "models/common/parameter_seed.h"
 #include "models/llama3/activation_checkpoint.h"
 #include "models/llama3/parallelize.h"
 #include "trainer/config_manager.h"
@@ -148,31 +150,33 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   dataloader_ = std::make_unique<DataLoader>(std::move(stream), local_batch, config_.training.seq_len, dp_rank, dp,
                                              model_args_.vocab_size);
 
-  // Model: construct, then TorchTitan's init from the seed, then move to the training dtype/device.
-  model_ = llama3::Transformer(model_args_);
+  // Model: made on the meta device (nothing allocated); each rank then makes only its pieces, each
+  // parameter initialised as TorchTitan does from a generator seeded by (seed, FQN), so every
+  // layout starts from the same weights.
+  model_ = llama3::Transformer(model_args_, torch::TensorOptions().device(torch::kMeta));
   int64_t seed;
   if (config_.debug.seed) {
     seed = *config_.debug.seed;
   } else {
     seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+    if (comm_) seed = static_cast<int64_t>(comm_->world_cpu().all_reduce_sum(env_.rank == 0 ? double(seed) : 0.0));  // rank 0's
     log_info("debug.seed is not set; using seed " + std::to_string(seed) + " (pass --debug.seed to repeat this run)");
   }
   torch::manual_seed(static_cast<uint64_t>(seed));
-  model_->init_weights();
   num_params_ = model_->num_params();
-  if (comm_) {  // every rank starts from rank 0's weights, whatever each rank's seed (still on the CPU)
-    auto params = model_->parameters();
-    comm_->world_cpu().broadcast(params, 0);
-  }
-  model_->to(device_, dtype_);
+  for (auto& buffer : model_->buffers()) buffer.set_data(buffer.to(device_, dtype_));  // the RoPE tables
   ParallelOptions parallel;
   parallel.fsdp.reshard_after_forward = config_.parallelism.fsdp_reshard_after_forward != "never";  // "default" reshards unless pipelining (not built)
   parallel.fsdp.param_dtype = dtype_from_name(config_.training.mixed_precision_param);
   parallel.fsdp.reduce_dtype = dtype_from_name(config_.training.mixed_precision_reduce);
   parallel.loss_parallel = !config_.parallelism.disable_loss_parallel;
+  parallel.param_options = torch::TensorOptions().device(device_).dtype(dtype_);
   if (dims_.tp > 1) llama3::check_tensor_parallel_degree(model_args_, dims_.tp);
+  auto init = [this, seed](const std::string& fqn, torch::Tensor& full) {
+    model_->init_weight(fqn, full, at::make_generator<at::CPUGeneratorImpl>(parameter_seed(static_cast<uint64_t>(seed), fqn)));
+  };
   parallel_ = std::make_unique<ParallelizedModel>(model_.ptr(), llama3::parallel_plan(model_), dims_, env_.rank,
-                                                  comm_.get(), parallel);
+                                                  comm_.get(), parallel, init);
   model_->train();
   const int64_t checkpointed = llama3::apply_activation_checkpointing(model_, config_.activation_checkpoint.mode,
                                                                       config_.activation_checkpoint.selective_ac_option);

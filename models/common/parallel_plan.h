@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "models/common/layers.h"
+
 namespace titan {
 
 // Called by the model around each FSDP unit of its forward pass, in forward order (the units of
@@ -50,9 +52,9 @@ struct FsdpUnitPlan {
 
 struct ParallelPlan {
   std::vector<FsdpUnitPlan> fsdp_units;  // in forward order: ForwardHooks' unit numbers
-  // The module member forward reads each weight from, by FQN: FSDP points them at gathered
-  // tensors while the registered parameters hold shards.
-  std::vector<std::pair<std::string, torch::Tensor*>> weight_slots;
+  // The layer holding each weight, by FQN: its member is what forward reads (FSDP points it at
+  // gathered tensors while the registered parameters hold shards).
+  std::vector<std::pair<std::string, WeightModule*>> weights;
   ForwardHooks** hooks = nullptr;  // where the model looks for its unit hooks
   std::vector<std::pair<std::string, TpLayout>> tensor_parallel;  // every parameter, by FQN
   std::vector<TensorParallelHooks**> tensor_parallel_hooks;       // where the model looks for them

@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "models/common/input_gradient_only.h"
+
 namespace titan::llama3 {
 namespace {
 
@@ -26,6 +28,10 @@ struct CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
     {
       torch::AutoGradMode enable(true);
       out = block->forward_uncheckpointed(x, saved[1], saved[2]);  // (B, T, dim)
+    }
+    if (input_gradient_only()) {  // the weights' gradients come in a later backward (a pipeline's W step)
+      auto grad_x = torch::autograd::grad({out}, {x}, {grad_outputs[0]})[0];
+      return {grad_x, torch::Tensor(), torch::Tensor(), torch::Tensor()};
     }
     torch::autograd::backward({out}, {grad_outputs[0]});
     return {x.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
@@ -52,11 +58,11 @@ int64_t apply_activation_checkpointing(Transformer& model, const std::string& mo
   } else if (mode != "full") {
     throw std::invalid_argument("activation_checkpoint.mode '" + mode + "' is not supported yet (valid: none, selective, full)");
   }
-  int64_t count = 0, position = 0;
-  for (const auto& layer : *model->layers) {
-    ++position;  // TorchTitan counts blocks from 1: every N-th is checkpointed
+  int64_t count = 0;
+  for (const auto& item : model->layers->items()) {
+    const int64_t position = std::stoll(item.first) + 1;  // TorchTitan counts blocks from 1: every N-th is checkpointed
     const bool on = every == 0 || position % every == 0;
-    layer->as<TransformerBlockImpl>()->checkpoint_activations = on;
+    item.second->as<TransformerBlockImpl>()->checkpoint_activations = on;
     count += on;
   }
   return count;

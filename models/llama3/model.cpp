@@ -1,20 +1,25 @@
 #include "models/llama3/model.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 #include "models/common/causal_attention.h"
 #include "models/common/matmul.h"
+#include "models/common/parameter_seed.h"
 #include "models/llama3/activation_checkpoint.h"
 #include "models/llama3/rope.h"
 
 namespace titan::llama3 {
 
-void trunc_normal_(torch::Tensor t, double mean, double std, double a, double b) {
+void trunc_normal_(torch::Tensor t, double mean, double std, double a, double b, at::Generator generator) {
   torch::NoGradGuard no_grad;
   auto norm_cdf = [](double x) { return (1.0 + std::erf(x / std::sqrt(2.0))) / 2.0; };
   const double l = norm_cdf((a - mean) / std), u = norm_cdf((b - mean) / std);
   auto tmp = t.to(torch::kFloat32);
-  tmp.uniform_(2 * l - 1, 2 * u - 1);
+  tmp.uniform_(2 * l - 1, 2 * u - 1, generator);
   tmp.erfinv_();
   tmp.mul_(std * std::sqrt(2.0));
   tmp.add_(mean);
@@ -22,25 +27,12 @@ void trunc_normal_(torch::Tensor t, double mean, double std, double a, double b)
   t.copy_(tmp);
 }
 
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
-  weight = register_parameter("weight", torch::ones({dim}));
-}
-
-torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  return at::rms_norm(x, {weight.size(0)}, weight, eps_);  // (..., dim), as torch.nn.RMSNorm: fp32 inside
-}
-
-void RMSNormImpl::reset_parameters() {
-  torch::NoGradGuard no_grad;
-  weight.fill_(1.0);
-}
-
-AttentionImpl::AttentionImpl(const ModelArgs& args) : head_dim_(args.head_dim()) {
+AttentionImpl::AttentionImpl(const ModelArgs& args, const torch::TensorOptions& options) : head_dim_(args.head_dim()) {
   const int64_t q_out = args.n_heads * head_dim_, kv_out = args.kv_heads() * head_dim_;
-  wq = register_module("wq", torch::nn::Linear(torch::nn::LinearOptions(args.dim, q_out).bias(false)));
-  wk = register_module("wk", torch::nn::Linear(torch::nn::LinearOptions(args.dim, kv_out).bias(false)));
-  wv = register_module("wv", torch::nn::Linear(torch::nn::LinearOptions(args.dim, kv_out).bias(false)));
-  wo = register_module("wo", torch::nn::Linear(torch::nn::LinearOptions(q_out, args.dim).bias(false)));
+  wq = register_module("wq", Linear(args.dim, q_out, options));
+  wk = register_module("wk", Linear(args.dim, kv_out, options));
+  wv = register_module("wv", Linear(args.dim, kv_out, options));
+  wo = register_module("wo", Linear(q_out, args.dim, options));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
@@ -54,33 +46,21 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   return apply_linear(out, wo->weight);  // (B, T, dim)
 }
 
-void AttentionImpl::init_weights(double init_std) {
-  for (auto& proj : {wq, wk, wv}) trunc_normal_(proj->weight, 0.0, 0.02, -2.0, 2.0);
-  trunc_normal_(wo->weight, 0.0, init_std, -2.0, 2.0);
-}
-
-FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t hidden_dim) {
-  w1 = register_module("w1", torch::nn::Linear(torch::nn::LinearOptions(dim, hidden_dim).bias(false)));
-  w2 = register_module("w2", torch::nn::Linear(torch::nn::LinearOptions(hidden_dim, dim).bias(false)));
-  w3 = register_module("w3", torch::nn::Linear(torch::nn::LinearOptions(dim, hidden_dim).bias(false)));
+FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t hidden_dim, const torch::TensorOptions& options) {
+  w1 = register_module("w1", Linear(dim, hidden_dim, options));
+  w2 = register_module("w2", Linear(hidden_dim, dim, options));
+  w3 = register_module("w3", Linear(dim, hidden_dim, options));
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   return apply_linear(torch::silu(apply_linear(x, w1->weight)) * apply_linear(x, w3->weight), w2->weight);  // (B, T, hidden) inside
 }
 
-void FeedForwardImpl::init_weights(double init_std) {
-  trunc_normal_(w1->weight, 0.0, 0.02, -2.0, 2.0);
-  for (auto& proj : {w2, w3}) trunc_normal_(proj->weight, 0.0, init_std, -2.0, 2.0);
-}
-
-TransformerBlockImpl::TransformerBlockImpl(int64_t layer_id, const ModelArgs& args) {
-  attention = register_module("attention", Attention(args));
-  feed_forward = register_module("feed_forward", FeedForward(args.dim, args.ffn_hidden_dim()));
-  attention_norm = register_module("attention_norm", RMSNorm(args.dim, args.norm_eps));
-  ffn_norm = register_module("ffn_norm", RMSNorm(args.dim, args.norm_eps));
-  const double depth = args.depth_init ? 2.0 * static_cast<double>(layer_id + 1) : 2.0 * static_cast<double>(args.n_layers);
-  weight_init_std_ = 0.02 / std::sqrt(depth);
+TransformerBlockImpl::TransformerBlockImpl(const ModelArgs& args, const torch::TensorOptions& options) {
+  attention = register_module("attention", Attention(args, options));
+  feed_forward = register_module("feed_forward", FeedForward(args.dim, args.ffn_hidden_dim(), options));
+  attention_norm = register_module("attention_norm", RMSNorm(args.dim, args.norm_eps, options));
+  ffn_norm = register_module("ffn_norm", RMSNorm(args.dim, args.norm_eps, options));
 }
 
 torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
@@ -96,51 +76,88 @@ torch::Tensor TransformerBlockImpl::forward_uncheckpointed(const torch::Tensor& 
   return h + out(feed_forward(in(ffn_norm(h))));
 }
 
-void TransformerBlockImpl::init_weights() {
-  attention_norm->reset_parameters();
-  ffn_norm->reset_parameters();
-  attention->init_weights(weight_init_std_);
-  feed_forward->init_weights(weight_init_std_);
-}
-
-TransformerImpl::TransformerImpl(const ModelArgs& args) : args_(args) {
+TransformerImpl::TransformerImpl(const ModelArgs& args, const torch::TensorOptions& param_options,
+                                 const std::vector<std::string>& modules)
+    : args_(args) {
   args_.validate();
-  tok_embeddings = register_module("tok_embeddings", torch::nn::Embedding(args.vocab_size, args.dim));
-  layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < args.n_layers; ++i) layers->push_back(TransformerBlock(i, args));
-  norm = register_module("norm", RMSNorm(args.dim, args.norm_eps));
-  if (!args.tie_word_embeddings)
-    output = register_module("output", torch::nn::Linear(torch::nn::LinearOptions(args.dim, args.vocab_size).bias(false)));
+  std::vector<std::string> all = {"tok_embeddings"};
+  for (int64_t i = 0; i < args.n_layers; ++i) all.push_back("layers." + std::to_string(i));
+  all.push_back("norm");
+  if (!args.tie_word_embeddings) all.push_back("output");
+  for (const auto& m : modules)
+    if (std::find(all.begin(), all.end(), m) == all.end())
+      throw std::invalid_argument("llama3: '" + m + "' is not a module of the model (valid: tok_embeddings, layers.0 .. layers." +
+                                  std::to_string(args.n_layers - 1) + ", norm" + (args.tie_word_embeddings ? "" : ", output") + ")");
+  auto holds = [&](const std::string& m) {
+    return modules.empty() || std::find(modules.begin(), modules.end(), m) != modules.end();
+  };
+  if (holds("tok_embeddings"))
+    tok_embeddings = register_module("tok_embeddings", Embedding(args.vocab_size, args.dim, param_options));
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> blocks;
+  for (int64_t i = 0; i < args.n_layers; ++i)
+    if (holds("layers." + std::to_string(i))) blocks.emplace_back(std::to_string(i), TransformerBlock(args, param_options).ptr());
+  layers = register_module("layers", torch::nn::ModuleDict(blocks));
+  if (holds("norm")) norm = register_module("norm", RMSNorm(args.dim, args.norm_eps, param_options));
+  if (!args.tie_word_embeddings && holds("output"))
+    output = register_module("output", Linear(args.dim, args.vocab_size, param_options));
   auto [cos, sin] = rope_tables(args_);
   rope_cos_ = register_buffer("rope_cos", cos);
   rope_sin_ = register_buffer("rope_sin", sin);
 }
 
-torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens) {
-  TORCH_CHECK(tokens.size(1) <= args_.max_seq_len, "sequence length ", tokens.size(1), " exceeds max_seq_len ",
+torch::Tensor TransformerImpl::forward(const torch::Tensor& input) {
+  TORCH_CHECK(input.size(1) <= args_.max_seq_len, "sequence length ", input.size(1), " exceeds max_seq_len ",
               args_.max_seq_len);
   auto unit = [this](int64_t i, auto&& body) {
     if (!hooks) return body();
     hooks->pre_forward(i);
     return hooks->post_forward(i, body());
   };
-  auto h = unit(0, [&] { return tp ? tp->embed(tokens, tok_embeddings->weight) : tok_embeddings(tokens); });  // (B, T', dim)
-  for (int64_t i = 0; i < args_.n_layers; ++i)
-    h = unit(i + 1, [&] { return layers->at<TransformerBlockImpl>(static_cast<size_t>(i)).forward(h, rope_cos_, rope_sin_); });
+  auto h = input;  // (B, T', dim) between the parts
+  if (tok_embeddings)
+    h = unit(0, [&] { return tp ? tp->embed(input, tok_embeddings->weight) : tok_embeddings(input); });  // (B, T', dim)
+  for (const auto& item : layers->items()) {
+    auto& block = *item.second->as<TransformerBlockImpl>();
+    h = unit(std::stoll(item.first) + 1, [&] { return block.forward(h, rope_cos_, rope_sin_); });
+  }
+  // With tied embeddings only the whole model projects (pipeline stages refuse tying).
+  const bool projects = output || (args_.tie_word_embeddings && tok_embeddings && norm);
+  if (!norm && !projects) return h;
   return unit(args_.n_layers + 1, [&] {
-    auto normed = norm(h);
+    auto normed = norm ? norm(h) : h;
+    if (!projects) return normed;
     const auto& weight = output ? output->weight : tok_embeddings->weight;
     return tp ? tp->project(normed, weight) : apply_linear(normed, weight);  // (B, T, vocab)
   });
 }
 
-void TransformerImpl::init_weights() {
+void TransformerImpl::init_weight(const std::string& fqn, torch::Tensor& t, at::Generator generator) const {
   torch::NoGradGuard no_grad;
-  tok_embeddings->weight.normal_(0.0, 1.0);
-  for (const auto& layer : *layers) layer->as<TransformerBlockImpl>()->init_weights();
-  norm->reset_parameters();
-  const double final_out_std = 1.0 / std::sqrt(static_cast<double>(args_.dim));
-  if (output) trunc_normal_(output->weight, 0.0, final_out_std, -3 * final_out_std, 3 * final_out_std);
+  auto ends_with = [&](const char* tail) {
+    const std::string s(tail);
+    return fqn.size() >= s.size() && fqn.compare(fqn.size() - s.size(), s.size(), s) == 0;
+  };
+  if (fqn == "tok_embeddings.weight") {
+    t.normal_(0.0, 1.0, generator);
+  } else if (ends_with("norm.weight")) {
+    t.fill_(1.0);
+  } else if (fqn == "output.weight") {
+    const double std = 1.0 / std::sqrt(static_cast<double>(args_.dim));
+    trunc_normal_(t, 0.0, std, -3 * std, 3 * std, generator);
+  } else if (fqn.rfind("layers.", 0) == 0) {
+    // wq/wk/wv/w1: std 0.02; wo/w2/w3: 0.02 / sqrt(2 (layer + 1)) with depth_init, else / sqrt(2 n_layers).
+    const int64_t layer = std::stoll(fqn.substr(7));
+    const double depth = 2.0 * static_cast<double>(args_.depth_init ? layer + 1 : args_.n_layers);
+    const bool scaled = ends_with("attention.wo.weight") || ends_with("feed_forward.w2.weight") ||
+                        ends_with("feed_forward.w3.weight");
+    trunc_normal_(t, 0.0, scaled ? 0.02 / std::sqrt(depth) : 0.02, -2.0, 2.0, generator);
+  } else {
+    throw std::invalid_argument("llama3: no initialisation for parameter " + fqn);
+  }
+}
+
+void TransformerImpl::init_weights(uint64_t seed) {
+  for (auto& p : named_parameters()) init_weight(p.key(), p.value(), at::make_generator<at::CPUGeneratorImpl>(parameter_seed(seed, p.key())));
 }
 
 int64_t TransformerImpl::num_params() const {

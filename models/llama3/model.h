@@ -1,35 +1,26 @@
 // Llama 3 as plain libtorch modules. Parameter names are TorchTitan's FQNs, e.g.
-// layers.0.attention.wq.weight; nothing here knows about ranks or devices.
+// layers.0.attention.wq.weight; nothing here knows about ranks. Parameters are made uninitialised
+// on `param_options` (the meta device: nothing allocated) and init_weight fills one by its name.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <string>
+#include <vector>
+
+#include "models/common/layers.h"
 #include "models/common/parallel_plan.h"
 #include "models/llama3/model_args.h"
 
 namespace titan::llama3 {
 
-// RMSNorm as torch.nn.RMSNorm (TorchTitan's): normalised and scaled in fp32, cast back to the input dtype.
-class RMSNormImpl : public torch::nn::Module {
- public:
-  RMSNormImpl(int64_t dim, double eps);
-  torch::Tensor forward(const torch::Tensor& x);  // (..., dim) -> (..., dim)
-  void reset_parameters();
-  torch::Tensor weight;  // (dim,)
-
- private:
-  double eps_;
-};
-TORCH_MODULE(RMSNorm);
-
 // Causal grouped-query attention; q head h reads kv head h / (n_heads / n_kv_heads).
 class AttentionImpl : public torch::nn::Module {
  public:
-  explicit AttentionImpl(const ModelArgs& args);
+  AttentionImpl(const ModelArgs& args, const torch::TensorOptions& options);
   // x: (B, T, dim); cos/sin: (>=T, head_dim/2) -> (B, T, dim)
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
-  void init_weights(double init_std);
-  torch::nn::Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr};
+  Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr};
 
  private:
   int64_t head_dim_;
@@ -39,51 +30,59 @@ TORCH_MODULE(Attention);
 // SwiGLU: w2(silu(w1 x) * w3 x).
 class FeedForwardImpl : public torch::nn::Module {
  public:
-  FeedForwardImpl(int64_t dim, int64_t hidden_dim);
+  FeedForwardImpl(int64_t dim, int64_t hidden_dim, const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, dim) -> (B, T, dim)
-  void init_weights(double init_std);
-  torch::nn::Linear w1{nullptr}, w2{nullptr}, w3{nullptr};
+  Linear w1{nullptr}, w2{nullptr}, w3{nullptr};
 };
 TORCH_MODULE(FeedForward);
 
 class TransformerBlockImpl : public torch::nn::Module {
  public:
-  TransformerBlockImpl(int64_t layer_id, const ModelArgs& args);
+  TransformerBlockImpl(const ModelArgs& args, const torch::TensorOptions& options);
   // h = x + attention(attention_norm(x)); out = h + feed_forward(ffn_norm(h)). Checkpointed when
   // checkpoint_activations is set and gradients are being recorded. x: (B, T, dim), or (B, T/tp,
   // dim) under sequence parallel.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
   torch::Tensor forward_uncheckpointed(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
-  void init_weights();
   bool checkpoint_activations = false;
   TensorParallelHooks* tp = nullptr;  // around both sublayers; not owned
   Attention attention{nullptr};
   FeedForward feed_forward{nullptr};
   RMSNorm attention_norm{nullptr}, ffn_norm{nullptr};
-
- private:
-  double weight_init_std_;
 };
 TORCH_MODULE(TransformerBlock);
 
+// The whole model, or one pipeline stage's part of it: `modules` names the TorchTitan modules the
+// part holds ("tok_embeddings", "layers.3", "norm", "output"; empty: all of them), and parameter
+// names stay the whole model's (layers.3 is layers.3 in any stage), so checkpoints know no stages.
 class TransformerImpl : public torch::nn::Module {
  public:
-  explicit TransformerImpl(const ModelArgs& args);
-  torch::Tensor forward(const torch::Tensor& tokens);  // (B, T) int64 -> logits (B, T, vocab)
-  // TorchTitan's init: embedding N(0,1), truncated normals for projections, depth-scaled wo/w2/w3.
-  void init_weights();
+  // The RoPE tables are real (fp32, CPU) whatever `param_options` says. Throws
+  // std::invalid_argument for a module name the model does not have.
+  explicit TransformerImpl(const ModelArgs& args, const torch::TensorOptions& param_options = {},
+                           const std::vector<std::string>& modules = {});
+  // input: tokens (B, T) int64 if the part holds the embedding, else hidden states (B, T', dim);
+  // returns logits (B, T, vocab) if it holds the output projection, else hidden states (B, T', dim).
+  torch::Tensor forward(const torch::Tensor& input);
+  // TorchTitan's init of the parameter `fqn` into `t` (its full shape): embedding N(0, 1),
+  // truncated normals for projections, depth-scaled wo/w2/w3, ones for norms; from `generator`.
+  void init_weight(const std::string& fqn, torch::Tensor& t, at::Generator generator) const;
+  // Every parameter in place, each from its own generator seeded by parameter_seed(seed, FQN).
+  void init_weights(uint64_t seed);
   const ModelArgs& args() const { return args_; }
-  int64_t num_params() const;  // every parameter, embedding included
+  int64_t num_params() const;  // every parameter of the part, embedding included
 
   // Called around unit 0 (tok_embeddings), units 1..n_layers (layers.0..) and unit n_layers + 1
   // (norm + output): the FSDP units of parallelize.h. Not owned.
   ForwardHooks* hooks = nullptr;
   TensorParallelHooks* tp = nullptr;  // the embedding and the output projection; not owned
 
-  torch::nn::Embedding tok_embeddings{nullptr};
-  torch::nn::ModuleList layers;
+  // Each absent (nullptr, or no entry in layers) where the part does not hold it; output is
+  // absent with tie_word_embeddings too (the embedding projects).
+  Embedding tok_embeddings{nullptr};
+  torch::nn::ModuleDict layers;  // keyed by the layer's index in the whole model: "0", "1", ...
   RMSNorm norm{nullptr};
-  torch::nn::Linear output{nullptr};  // absent (nullptr) with tie_word_embeddings
+  Linear output{nullptr};
 
  private:
   ModelArgs args_;
@@ -92,7 +91,7 @@ class TransformerImpl : public torch::nn::Module {
 TORCH_MODULE(Transformer);
 
 // Fills `t` from N(mean, std) truncated to [a, b] exactly as torch.nn.init.trunc_normal_
-// (inverse-CDF sampling), in fp32, then casts back.
-void trunc_normal_(torch::Tensor t, double mean, double std, double a, double b);
+// (inverse-CDF sampling) with `generator`, in fp32, then casts back.
+void trunc_normal_(torch::Tensor t, double mean, double std, double a, double b, at::Generator generator);
 
 }  // namespace titan::llama3

@@ -22,12 +22,8 @@ ParallelPlan parallel_plan(Transformer& model) {
     return static_cast<size_t>(n_units - 1);
   };
   for (const auto& p : model->named_parameters()) plan.fsdp_units[unit_of(p.key())].params.push_back(p.key());
-  for (const auto& item : model->named_modules("", /*include_self=*/false)) {
-    torch::nn::Module* m = item.value().get();
-    if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(m)) plan.weight_slots.emplace_back(item.key() + ".weight", &linear->weight);
-    else if (auto* emb = dynamic_cast<torch::nn::EmbeddingImpl*>(m)) plan.weight_slots.emplace_back(item.key() + ".weight", &emb->weight);
-    else if (auto* rms = dynamic_cast<RMSNormImpl*>(m)) plan.weight_slots.emplace_back(item.key() + ".weight", &rms->weight);
-  }
+  for (const auto& item : model->named_modules("", /*include_self=*/false))
+    if (auto* layer = dynamic_cast<WeightModule*>(item.value().get())) plan.weights.emplace_back(item.key() + ".weight", layer);
   plan.hooks = &model->hooks;
   for (const auto& p : model->named_parameters()) {
     const std::string& fqn = p.key();
@@ -41,7 +37,7 @@ ParallelPlan parallel_plan(Transformer& model) {
     plan.tensor_parallel.emplace_back(fqn, layout);
   }
   plan.tensor_parallel_hooks.push_back(&model->tp);
-  for (const auto& layer : *model->layers) plan.tensor_parallel_hooks.push_back(&layer->as<TransformerBlockImpl>()->tp);
+  for (const auto& layer : model->layers->values()) plan.tensor_parallel_hooks.push_back(&layer->as<TransformerBlockImpl>()->tp);
   return plan;
 }
 

@@ -4,8 +4,8 @@
 Written from the math (Meta's reference layout: complex RoPE on adjacent pairs with Llama 3.1
 scaling, GQA by repeat_interleave, RMSNorm in fp32, SwiGLU), with torch.optim.AdamW,
 torch.nn.utils.clip_grad_norm_ and a LambdaLR warmup-stable-decay schedule. Runs on the venv's
-torch 2.11 (the same libtorch as the C++ build), so a model initialised from the same seed in the
-same order gets the same weights.
+torch 2.11 (the same libtorch as the C++ build): each parameter is initialised from a generator
+seeded by (seed, FQN) as titan.cpp does, so the same seed gives the same weights.
 
 Usage: .venv/bin/python tests/reference/llama3_reference.py > tests/assets/reference/llama3_tiny.json
 """
@@ -86,7 +86,7 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, layer_id, c):
+    def __init__(self, c):
         super().__init__()
         hidden = ffn_hidden(c["dim"], c["multiple_of"])
         self.attention = Attention(c)
@@ -96,7 +96,6 @@ class Block(nn.Module):
         self.feed_forward.w3 = nn.Linear(c["dim"], hidden, bias=False)
         self.attention_norm = Norm(c["dim"], c["norm_eps"])
         self.ffn_norm = Norm(c["dim"], c["norm_eps"])
-        self.init_std = 0.02 / (2 * (layer_id + 1)) ** 0.5
 
     def forward(self, x, freqs_cis):
         h = x + self.attention(self.attention_norm(x), freqs_cis)
@@ -104,16 +103,13 @@ class Block(nn.Module):
         y = self.ffn_norm(h)
         return h + ff.w2(F.silu(ff.w1(y)) * ff.w3(y))
 
-    def init_weights(self):
-        self.attention_norm.weight.data.fill_(1.0)
-        self.ffn_norm.weight.data.fill_(1.0)
-        a, ff = self.attention, self.feed_forward
-        for w in (a.wq.weight, a.wk.weight, a.wv.weight):
-            nn.init.trunc_normal_(w, mean=0.0, std=0.02)
-        nn.init.trunc_normal_(a.wo.weight, mean=0.0, std=self.init_std)
-        nn.init.trunc_normal_(ff.w1.weight, mean=0.0, std=0.02)
-        for w in (ff.w2.weight, ff.w3.weight):
-            nn.init.trunc_normal_(w, mean=0.0, std=self.init_std)
+
+def parameter_seed(seed, fqn):
+    """FNV-1a of the FQN mixed with the seed: each parameter's own generator, whatever the layout."""
+    h = 14695981039346656037
+    for b in fqn.encode():
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h ^ ((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
 
 
 class Llama(nn.Module):
@@ -121,18 +117,28 @@ class Llama(nn.Module):
         super().__init__()
         self.c = c
         self.tok_embeddings = nn.Embedding(c["vocab_size"], c["dim"])
-        self.layers = nn.ModuleList([Block(i, c) for i in range(c["n_layers"])])
+        self.layers = nn.ModuleList([Block(c) for _ in range(c["n_layers"])])
         self.norm = Norm(c["dim"], c["norm_eps"])
         self.output = nn.Linear(c["dim"], c["vocab_size"], bias=False)
         self.freqs_cis = rope_freqs_cis(c["dim"] // c["n_heads"], c["seq_len"], c["rope_theta"])
 
-    def init_weights(self):
-        nn.init.normal_(self.tok_embeddings.weight)
-        for layer in self.layers:
-            layer.init_weights()
-        self.norm.weight.data.fill_(1.0)
-        std = self.c["dim"] ** -0.5
-        nn.init.trunc_normal_(self.output.weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+    def init_weights(self, seed):
+        """TorchTitan's init (embedding N(0,1), trunc normals, depth-scaled wo/w2/w3, norms 1), each
+        parameter from a generator seeded by (seed, its FQN)."""
+        for name, w in self.named_parameters():
+            g = torch.Generator().manual_seed(parameter_seed(seed, name))
+            if name == "tok_embeddings.weight":
+                nn.init.normal_(w, generator=g)
+            elif name.endswith("norm.weight"):
+                nn.init.ones_(w)
+            elif name == "output.weight":
+                std = self.c["dim"] ** -0.5
+                nn.init.trunc_normal_(w, mean=0.0, std=std, a=-3 * std, b=3 * std, generator=g)
+            else:
+                layer = int(name.split(".")[1])
+                scaled = name.endswith(("attention.wo.weight", "feed_forward.w2.weight", "feed_forward.w3.weight"))
+                std = 0.02 / (2 * (layer + 1)) ** 0.5 if scaled else 0.02
+                nn.init.trunc_normal_(w, mean=0.0, std=std, generator=g)
 
     def forward(self, tokens):
         h = self.tok_embeddings(tokens)
@@ -158,8 +164,7 @@ def main():
     c = CFG
     torch.set_num_threads(1)
     model = Llama(c)
-    torch.manual_seed(c["seed"])
-    model.init_weights()
+    model.init_weights(c["seed"])
     params = dict(model.named_parameters())
 
     gen = torch.Generator().manual_seed(c["data_seed"])

@@ -22,7 +22,9 @@ TEST(FullyShardedModel, OneShardEqualsThePlainModel) {
     auto timeout = std::make_shared<std::chrono::milliseconds>(1000);
     ProcessGroup shard("fsdp", {0}, 0, c10::intrusive_ptr<c10d::Store>(), timeout);
     ProcessGroup replicas("dp_replicate", {0}, 0, c10::intrusive_ptr<c10d::Store>(), timeout);
-    FullyShardedModel fsdp(sharded.ptr(), llama3::parallel_plan(sharded), shard, replicas, FsdpOptions{});
+    std::map<std::string, std::vector<int64_t>> shapes;  // one shard: every parameter is its whole self
+    for (const auto& p : sharded->named_parameters()) shapes[p.key()] = p.value().sizes().vec();
+    FullyShardedModel fsdp(sharded.ptr(), llama3::parallel_plan(sharded), shapes, shard, replicas, FsdpOptions{});
     const auto tokens = torch::randint(0, 64, {2, 8}, torch::kLong);  // (B, T)
     {
       torch::NoGradGuard no_grad;

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "models/llama3/activation_checkpoint.h"
 #include "models/llama3/model.h"
 #include "models/llama3/rope.h"
@@ -34,8 +36,7 @@ ModelArgs tiny_args() {
 Transformer tiny_model() {
   torch::set_num_threads(1);
   Transformer model(tiny_args());
-  torch::manual_seed(fixture()["config"]["seed"].get<uint64_t>());
-  model->init_weights();
+  model->init_weights(fixture()["config"]["seed"].get<uint64_t>());
   return model;
 }
 
@@ -57,7 +58,7 @@ torch::Tensor mean_loss(Transformer& model, const torch::Tensor& tokens) {
 }
 
 TEST(Llama3Model, DebugModelHasTorchTitansParameterCount) {
-  Transformer model(flavor_args("debugmodel"));
+  Transformer model(flavor_args("debugmodel"), torch::TensorOptions().device(torch::kMeta));  // nothing allocated
   EXPECT_EQ(model->num_params(), 6163712);
   EXPECT_EQ(model->tok_embeddings->weight.numel(), 524288);
   EXPECT_EQ(model->output->weight.numel(), 524288);
@@ -85,25 +86,29 @@ TEST(Llama3Model, ParameterNamesAreTorchTitanFqns) {
   EXPECT_NE(std::find(names.begin(), names.end(), "layers.1.feed_forward.w3.weight"), names.end());
 }
 
-TEST(Llama3Model, InitMatchesReferenceBitForBit) {
+// Within float rounding, not bit for bit: libtorch's vectorized erfinv rounds by the CPU's ISA
+// (AVX2 and AVX-512 differ in the last bit), and the fixture may come from another machine.
+TEST(Llama3Model, InitMatchesReferenceWithinFloatRounding) {
   auto model = tiny_model();
   for (const auto& p : model->named_parameters()) {
     const auto& ref = fixture()["init"][p.key()];
     auto w = p.value().to(torch::kFloat64);
-    EXPECT_NEAR(w.sum().item<double>(), ref["sum"].get<double>(), 1e-9 + 1e-9 * std::abs(ref["sum"].get<double>())) << p.key();
-    EXPECT_NEAR(w.pow(2).sum().item<double>(), ref["sumsq"].get<double>(), 1e-9) << p.key();
+    const double sumsq = ref["sumsq"].get<double>();
+    // Every element within 2 ulps (2^-22 relative) bounds the sum's error by 2^-22 sum|w| <= 2^-22 sqrt(n sumsq).
+    const double sum_tol = std::ldexp(1.0, -22) * std::sqrt(static_cast<double>(w.numel()) * sumsq);
+    EXPECT_NEAR(w.sum().item<double>(), ref["sum"].get<double>(), sum_tol + 1e-12) << p.key();
+    EXPECT_NEAR(w.pow(2).sum().item<double>(), sumsq, 2 * std::ldexp(1.0, -22) * sumsq + 1e-12) << p.key();
     auto flat = p.value().flatten();
-    for (int i = 0; i < 4; ++i) EXPECT_EQ(flat[i].item<float>(), ref["first"][i].get<float>()) << p.key() << "[" << i << "]";
+    for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(flat[i].item<float>(), ref["first"][i].get<float>()) << p.key() << "[" << i << "]";
   }
 }
 
 TEST(Llama3Model, InitFollowsTorchTitanDistributions) {
   Transformer model(flavor_args("debugmodel"));
-  torch::manual_seed(0);
-  model->init_weights();
+  model->init_weights(0);
   auto std_of = [](const torch::Tensor& t) { return t.std().item<double>(); };
   EXPECT_NEAR(std_of(model->tok_embeddings->weight), 1.0, 0.01);
-  auto* block5 = model->layers[5]->as<TransformerBlockImpl>();
+  auto* block5 = model->layers["5"]->as<TransformerBlockImpl>();
   EXPECT_NEAR(std_of(block5->attention->wq->weight), 0.02, 0.0005);
   EXPECT_NEAR(std_of(block5->attention->wo->weight), 0.02 / std::sqrt(12.0), 0.0003);
   EXPECT_NEAR(std_of(block5->feed_forward->w3->weight), 0.02 / std::sqrt(12.0), 0.0003);
@@ -194,7 +199,7 @@ TEST(Llama3ActivationCheckpoint, SelectiveCountsBlocksFromOneAndRejectsOtherMode
   Transformer model(flavor_args("debugmodel"));
   EXPECT_EQ(apply_activation_checkpointing(model, "selective", "2"), 3);
   std::vector<bool> on;
-  for (const auto& layer : *model->layers) on.push_back(layer->as<TransformerBlockImpl>()->checkpoint_activations);
+  for (const auto& layer : model->layers->values()) on.push_back(layer->as<TransformerBlockImpl>()->checkpoint_activations);
   EXPECT_EQ(on, (std::vector<bool>{false, true, false, true, false, true}));  // TorchTitan: blocks 2, 4, 6 of 6
   EXPECT_THROW(apply_activation_checkpointing(model, "selective", "op"), std::invalid_argument);
   EXPECT_THROW(apply_activation_checkpointing(model, "memory_budget", "2"), std::invalid_argument);
