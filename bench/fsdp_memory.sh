@@ -2,12 +2,13 @@
 # Per-rank training-state memory under FSDP and TP: a ~112M-parameter Llama 3 (dim 768, 10 layers,
 # vocab 32000) trained 2 steps on 1 rank, FSDP2, FSDP4, TP2, TP4 and FSDP2 x TP2 (Gloo, fp32). Prints, per layout, what rank 0
 # holds in parameters + gradients + AdamW state (counted from the tensors) and its share of the
-# unsharded state, with the peak resident memory of rank 0 for reference (it includes the
-# full-size initialisation every rank does before sharding, and activations).
+# unsharded state, with the peak resident memory of rank 0 for reference (activations and gathered
+# weights included; no rank holds the whole model at start-up: it makes its pieces one parameter at a time).
 # Usage: bench/fsdp_memory.sh
-# 2026-12-02, 2 cores: 1 rank 1710.2 MiB (1.000, peak RSS 2.07 GiB), FSDP2 855.1 MiB (0.500,
-# 1.65 GiB), FSDP4 427.6 MiB (0.250, 1.17 GiB), TP2 855.2 MiB (0.500, 1.23 GiB), TP4 427.7 MiB
-# (0.250, 0.81 GiB), FSDP2 x TP2 427.6 MiB (0.250, 1.03 GiB); TP keeps the norms whole.
+# 2026-12-05, 2 cores (AMD EPYC, AVX-512): 1 rank 1710.2 MiB (1.000, peak RSS 2.07 GiB), FSDP2 855.1 MiB
+# (0.500, 1.67 GiB), FSDP4 427.6 MiB (0.250, 1.24 GiB), TP2 855.2 MiB (0.500, 1.22 GiB), TP4 427.7 MiB
+# (0.250, 0.80 GiB), FSDP2 x TP2 427.6 MiB (0.250, 1.06 GiB); TP keeps the norms whole. The peaks are
+# those of 2026-12-02 within 4%, when every rank first built the whole model: training, not start-up, sets them.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/env.sh"  # TITAN_PYTHON
