@@ -54,6 +54,7 @@ struct FsdpUnit {
   ProcessGroup* replicate = nullptr;
   FsdpOptions options;
   std::vector<torch::Tensor> full;  // the gathered copies forward reads; storage freed while resharded
+  std::vector<torch::Tensor> grad_sums;  // pipelined: each parameter's unsharded gradient, summed over microbatches
   torch::Tensor prefetched;           // (n * padded) an all-gather started ahead of need, in param_dtype
   std::function<void()> wait_prefetched;
 
@@ -176,6 +177,17 @@ struct GatherUnit : public torch::autograd::Function<GatherUnit> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto* unit = reinterpret_cast<FsdpUnit*>(ctx->saved_data["unit"].toInt());
+    if (unit->options.pipelined) {  // more microbatches come: sum, reduce once in reduce_gradients()
+      torch::NoGradGuard no_grad;
+      unit->grad_sums.resize(grads.size());
+      for (size_t i = 0; i < grads.size(); ++i) {
+        if (!grads[i].defined()) continue;
+        auto g = grads[i].to(unit->options.reduce_dtype);
+        if (unit->grad_sums[i].defined()) unit->grad_sums[i].add_(g);
+        else unit->grad_sums[i] = g.clone();
+      }
+      return variable_list(grads.size() + 1);
+    }
     auto shard_grads = unit->reduce_scatter(grads);
     unit->reshard();
     unit->restore_slots();
@@ -218,7 +230,7 @@ FullyShardedModel::FullyShardedModel(std::shared_ptr<torch::nn::Module> model, c
     unit.shard = &shard;
     unit.replicate = &replicate;
     unit.options = options;
-    unit.reshard_after_forward = options.reshard_after_forward && unit_plan.reshard_after_forward;
+    unit.reshard_after_forward = options.reshard_after_forward && unit_plan.reshard_after_forward && !options.pipelined;
     unit.regather_for_backward = unit_plan.regather_for_backward;
     unit.kept_until_last_unit = unit_plan.kept_until_last_unit;
     for (const std::string& fqn : unit_plan.params) {
@@ -269,6 +281,7 @@ FsdpUnit* FullyShardedModel::unit(int64_t index) const {
 void FullyShardedModel::pre_forward(int64_t unit_index) {
   FsdpUnit* unit = this->unit(unit_index);
   if (!unit) return;
+  if (unit->options.pipelined && !unit->full.empty()) return;  // gathered for an earlier microbatch of this step
   // The gathered copies live in the unit: one forward per backward (no second forward of a unit
   // while the first one's graph is alive).
   TORCH_CHECK(unit->full.empty(), "FSDP: unit ", unit_index, " ran forward again before the backward of its previous "
@@ -287,6 +300,22 @@ void FullyShardedModel::before_backward(int64_t unit_index) {
   if (unit_index == 0) return;
   FsdpUnit* previous = this->unit(unit_index - 1);
   if (previous && previous->regather_for_backward && previous->is_resharded()) previous->prefetch();
+}
+
+void FullyShardedModel::reduce_gradients() {
+  torch::NoGradGuard no_grad;
+  for (auto& u : units_) {
+    if (u->params.empty()) continue;
+    if (!u->grad_sums.empty()) {
+      auto shard_grads = u->reduce_scatter(u->grad_sums);  // every rank of the group has run the same backwards
+      for (size_t i = 0; i < shard_grads.size(); ++i) {
+        torch::Tensor& grad = u->params[i].shard.mutable_grad();
+        grad = grad.defined() ? grad + shard_grads[i] : shard_grads[i];
+      }
+      u->grad_sums.clear();
+    }
+    if (!u->full.empty()) u->restore_slots();  // the step's gathered weights go
+  }
 }
 
 torch::Tensor FullyShardedModel::post_forward(int64_t unit_index, torch::Tensor out) {

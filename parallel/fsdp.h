@@ -4,7 +4,10 @@
 // all-gathered per unit of the model's plan (models/<model>/parallelize.*) just before the unit
 // runs, freed after it (reshard_after_forward), gathered again just before its backward, and their
 // gradients reduce-scattered (then summed across the replicate group: HSDP) as soon as the unit's
-// backward ends.
+// backward ends. Under pipeline parallelism (`pipelined`) several microbatches are in flight: a
+// unit is gathered once and kept until the step ends, and its gradients are summed unsharded and
+// reduce-scattered once, in reduce_gradients() after the stage's last backward (TorchTitan's
+// reshard_after_forward=False under PP and its REDUCE_GRAD).
 #pragma once
 
 #include <torch/torch.h>
@@ -23,6 +26,7 @@ struct FsdpOptions {
   bool reshard_after_forward = true;                  // parallelism.fsdp_reshard_after_forward, resolved
   torch::ScalarType param_dtype = torch::kFloat32;    // training.mixed_precision_param: gathered copies
   torch::ScalarType reduce_dtype = torch::kFloat32;   // training.mixed_precision_reduce: gradient sums
+  bool pipelined = false;                             // several forwards before their backwards (PP)
 };
 
 struct FsdpUnit;  // one unit's parameters, gathered copies and collectives (fsdp.cpp)
@@ -44,6 +48,9 @@ class FullyShardedModel : public ForwardHooks {
   torch::Tensor post_forward(int64_t unit, torch::Tensor out) override;
   // First in a unit's backward: regathers it if resharded, starts the previous unit's all-gather.
   void before_backward(int64_t unit);
+  // Pipelined: reduce-scatters the gradients summed since the last call into the shards' .grad
+  // and frees the gathered weights. A collective over the shard (and replica) group.
+  void reduce_gradients();
 
  private:
   FsdpUnit* unit(int64_t index) const;  // null for a unit without parameters

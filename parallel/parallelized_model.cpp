@@ -1,6 +1,9 @@
 #include "parallel/parallelized_model.h"
 
+#include <algorithm>
 #include <stdexcept>
+
+#include <nlohmann/json.hpp>
 
 #include "parallel/grad_norm.h"
 #include "parallel/vocab_parallel_loss.h"
@@ -12,51 +15,59 @@ int64_t split_dim(TpLayout layout) { return layout == TpLayout::kColumns ? 1 : 0
 
 }  // namespace
 
-ParallelizedModel::ParallelizedModel(std::shared_ptr<torch::nn::Module> model, const ParallelPlan& plan,
-                                     const ParallelDims& dims, int64_t rank, Collectives* comm, ParallelOptions options,
-                                     const ParameterInit& init)
-    : model_(std::move(model)), dims_(dims), rank_(rank), comm_(comm) {
+ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const ParallelDims& dims, int64_t rank, Collectives* comm,
+                                     ParallelOptions options, const ParameterInit& init)
+    : parts_(std::move(parts)), dims_(dims), rank_(rank), comm_(comm) {
   if (dims_.tp > 1 && dims_.dp_replicate > 1 && dims_.dp_shard == 1)
     throw std::invalid_argument("DDP (data_parallel_replicate_degree > 1 with data_parallel_shard_degree 1) does not "
                                 "combine with tensor_parallel_degree > 1, as in TorchTitan: shard with FSDP (HSDP) instead");
-  for (const auto& [fqn, layout] : plan.tensor_parallel) tp_layouts_[fqn] = layout;
-  // Placements, in TorchTitan's order: TP cuts the whole tensor, FSDP then dim 0 of the TP piece.
+  for (const auto& part : parts_)
+    for (const auto& [fqn, layout] : part.plan.tensor_parallel) tp_layouts_[fqn] = layout;
+  // Placements, in TorchTitan's order: TP cuts the whole tensor, FSDP then dim 0 of the TP piece;
+  // pipeline stages live on their pp coordinate.
   const bool sharded = dims_.dp_shard > 1 || dims_.cp > 1;
   std::map<std::string, std::vector<int64_t>> fsdp_unsharded;  // the TP pieces' shapes
-  for (const auto& p : model_->named_parameters()) {
-    Placement& placement = placements_[p.key()];
-    placement.global_shape = p.value().sizes().vec();
+  for (const auto& [fqn, param] : parameters()) {
+    Placement& placement = placements_[fqn];
+    placement.global_shape = param.sizes().vec();
+    if (dims_.pp > 1) placement.pp_rank = dims_.coordinate(rank_, MeshDim::kPP);
     if (dims_.tp > 1) {
-      auto it = tp_layouts_.find(p.key());
-      if (it == tp_layouts_.end()) throw std::logic_error("tensor parallel: the plan has no layout for " + p.key());
+      auto it = tp_layouts_.find(fqn);
+      if (it == tp_layouts_.end()) throw std::logic_error("tensor parallel: the plan has no layout for " + fqn);
       if (it->second != TpLayout::kReplicated) placement.splits.push_back({{MeshDim::kTP}, split_dim(it->second), false});
     }
-    fsdp_unsharded[p.key()] = placement.piece(dims_, rank_).sizes;  // throws when an even cut does not divide
+    fsdp_unsharded[fqn] = placement.piece(dims_, rank_).sizes;  // throws when an even cut does not divide
     if (sharded) placement.splits.push_back({{MeshDim::kDPShard, MeshDim::kCP}, 0, /*uneven=*/true});
   }
   // Materialise: one whole parameter at a time, then only this rank's piece stays.
-  torch::NoGradGuard no_grad;
-  for (const auto& [fqn, layer] : plan.weights) {
-    auto full = torch::empty(placement(fqn).global_shape, torch::kFloat32);
-    init(fqn, full);
-    const auto piece = this->piece(fqn);
-    auto local = full;
-    for (size_t d = 0; d < piece.sizes.size(); ++d)
-      local = local.narrow(static_cast<int64_t>(d), piece.offsets[d], piece.sizes[d]);
-    layer->replace_weight(local.to(options.param_options, /*non_blocking=*/false, /*copy=*/true));
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& part : parts_)
+      for (const auto& [fqn, layer] : part.plan.weights) {
+        auto full = torch::empty(placement(fqn).global_shape, torch::kFloat32);
+        init(fqn, full);
+        const auto piece = this->piece(fqn);
+        auto local = full;
+        for (size_t d = 0; d < piece.sizes.size(); ++d)
+          local = local.narrow(static_cast<int64_t>(d), piece.offsets[d], piece.sizes[d]);
+        layer->replace_weight(local.to(options.param_options, /*non_blocking=*/false, /*copy=*/true));
+      }
   }
-  for (const auto& p : model_->named_parameters())
-    if (p.value().is_meta()) throw std::logic_error("parallel: the plan names no layer holding " + p.key());
+  for (const auto& [fqn, param] : parameters())
+    if (param.is_meta()) throw std::logic_error("parallel: the plan names no layer holding " + fqn);
   if (dims_.tp > 1) {
     tp_ = std::make_unique<TensorParallel>(comm_->group("tp"), options.loss_parallel);
-    tp_hooks_ = plan.tensor_parallel_hooks;
+    for (const auto& part : parts_) tp_hooks_.insert(tp_hooks_.end(), part.plan.tensor_parallel_hooks.begin(),
+                                                     part.plan.tensor_parallel_hooks.end());
     for (auto* slot : tp_hooks_) *slot = tp_.get();
   }
   if (sharded) {
-    fsdp_ = std::make_unique<FullyShardedModel>(model_, plan, fsdp_unsharded, comm_->group("fsdp"),
-                                                comm_->group("dp_replicate"), options.fsdp);
+    options.fsdp.pipelined = dims_.pp > 1;
+    for (const auto& part : parts_)
+      fsdp_.push_back(std::make_unique<FullyShardedModel>(part.module, part.plan, fsdp_unsharded, comm_->group("fsdp"),
+                                                          comm_->group("dp_replicate"), options.fsdp));
   } else if (dims_.dp_replicate > 1) {
-    ddp_ = std::make_unique<DistributedDataParallel>(model_->named_parameters().pairs(), comm_->group("dp_replicate"));
+    ddp_ = std::make_unique<DistributedDataParallel>(parameters(), comm_->group("dp_replicate"));
   }
 }
 
@@ -65,7 +76,10 @@ ParallelizedModel::~ParallelizedModel() {
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> ParallelizedModel::parameters() const {
-  return model_->named_parameters().pairs();
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& part : parts_)
+    for (const auto& p : part.module->named_parameters()) out.emplace_back(p.key(), p.value());
+  return out;
 }
 
 const Placement& ParallelizedModel::placement(const std::string& fqn) const {
@@ -77,6 +91,11 @@ const Placement& ParallelizedModel::placement(const std::string& fqn) const {
 Placement::Piece ParallelizedModel::piece(const std::string& fqn) const { return placement(fqn).piece(dims_, rank_); }
 
 bool ParallelizedModel::owns(const std::string& fqn) const { return placement(fqn).owned_by(dims_, rank_); }
+
+bool ParallelizedModel::owns_first_piece(const std::string& fqn) const {
+  const auto offsets = piece(fqn).offsets;
+  return owns(fqn) && std::all_of(offsets.begin(), offsets.end(), [](int64_t o) { return o == 0; });
+}
 
 torch::Tensor ParallelizedModel::cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& labels) {
   const auto flat_logits = logits.flatten(0, 1), flat_labels = labels.reshape({-1});  // (B*T, V or V/tp), (B*T)
@@ -90,7 +109,7 @@ torch::Tensor ParallelizedModel::cross_entropy_sum(const torch::Tensor& logits, 
 }
 
 void ParallelizedModel::zero_grad() {
-  for (auto& p : model_->parameters()) p.mutable_grad() = torch::Tensor();
+  for (auto& [fqn, p] : parameters()) p.mutable_grad() = torch::Tensor();
   if (ddp_) ddp_->zero_grad();
 }
 
@@ -99,12 +118,13 @@ void ParallelizedModel::set_gradient_sync(bool sync) {
 }
 
 void ParallelizedModel::finish_gradient_sync() {
-  if (ddp_) ddp_->finish_gradient_sync();  // FSDP reduced each unit's gradients as its backward ended
+  if (ddp_) ddp_->finish_gradient_sync();
+  for (auto& fsdp : fsdp_) fsdp->reduce_gradients();  // unless pipelined, each unit reduced as its backward ended
   if (!tp_) return;
   // Sequence-parallel norms saw a slice of the sequence on each tp rank: their gradients add up.
-  for (const auto& p : model_->named_parameters())
-    if (tp_layouts_.at(p.key()) == TpLayout::kReplicated && p.value().grad().defined()) {
-      auto grad = p.value().grad();
+  for (auto& [fqn, p] : parameters())
+    if (tp_layouts_.at(fqn) == TpLayout::kReplicated && p.grad().defined()) {
+      auto grad = p.grad();
       comm_->group("tp").all_reduce(grad);
     }
 }
@@ -112,9 +132,9 @@ void ParallelizedModel::finish_gradient_sync() {
 double ParallelizedModel::clip_grad_norm_(double max_norm) {
   std::vector<torch::Tensor> params;
   std::vector<bool> counted;
-  for (const auto& p : model_->named_parameters()) {
-    params.push_back(p.value());
-    counted.push_back(owns(p.key()));
+  for (const auto& [fqn, p] : parameters()) {
+    params.push_back(p);
+    counted.push_back(owns(fqn));
   }
   std::function<double(double)> across;  // every piece has one owner: one sum over the world
   if (comm_) across = [this](double sq) { return comm_->world().all_reduce_sum(sq); };
@@ -122,21 +142,50 @@ double ParallelizedModel::clip_grad_norm_(double max_norm) {
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> ParallelizedModel::full_parameters() {
-  auto out = fsdp_ ? fsdp_->full_parameters() : parameters();  // whole over the data-parallel ranks
-  if (!tp_) return out;
-  ProcessGroup& tp = comm_->group("tp");
+  std::vector<std::pair<std::string, torch::Tensor>> out;  // whole over the data-parallel ranks
+  if (fsdp_.empty()) out = parameters();
+  for (auto& fsdp : fsdp_)
+    for (auto& p : fsdp->full_parameters()) out.push_back(std::move(p));
   torch::NoGradGuard no_grad;
-  for (auto& [fqn, t] : out) {
-    const TpLayout layout = tp_layouts_.at(fqn);
-    if (layout == TpLayout::kReplicated) continue;
-    auto local = t.contiguous();
-    auto gathered = torch::empty({tp.size() * local.numel()}, local.options());
-    tp.all_gather(gathered, local.view({-1}));
-    std::vector<int64_t> stacked = {tp.size()};
-    stacked.insert(stacked.end(), local.sizes().begin(), local.sizes().end());
-    t = torch::cat(gathered.view(stacked).unbind(0), split_dim(layout));  // the tp pieces side by side
+  if (tp_) {
+    ProcessGroup& tp = comm_->group("tp");
+    for (auto& [fqn, t] : out) {
+      const TpLayout layout = tp_layouts_.at(fqn);
+      if (layout == TpLayout::kReplicated) continue;
+      auto local = t.contiguous();
+      auto gathered = torch::empty({tp.size() * local.numel()}, local.options());
+      tp.all_gather(gathered, local.view({-1}));
+      std::vector<int64_t> stacked = {tp.size()};
+      stacked.insert(stacked.end(), local.sizes().begin(), local.sizes().end());
+      t = torch::cat(gathered.view(stacked).unbind(0), split_dim(layout));  // the tp pieces side by side
+    }
   }
+  if (dims_.pp > 1) gather_stages_to_rank0(out);
   return out;
+}
+
+void ParallelizedModel::gather_stages_to_rank0(std::vector<std::pair<std::string, torch::Tensor>>& out) {
+  ProcessGroup& pp = comm_->group("pp");
+  if (pp.ranks().front() != 0) return;  // only rank 0's pipeline peers: rank 0 writes the export
+  const std::string key = "full_parameters/" + std::to_string(gathers_++) + "/pp";
+  if (pp.rank() > 0) {  // the names and shapes through the store, then the tensors in that order
+    nlohmann::json index = nlohmann::json::array();
+    for (const auto& [fqn, t] : out) index.push_back({fqn, t.sizes().vec()});
+    comm_->store_set(key + std::to_string(pp.rank()), index.dump());
+    for (size_t i = 0; i < out.size(); ++i) pp.start_send(out[i].second, 0, static_cast<int64_t>(i))();
+    return;
+  }
+  const auto options = out.empty() ? torch::TensorOptions() : out.front().second.options();
+  for (int64_t peer = 1; peer < pp.size(); ++peer) {
+    const std::string peer_key = key + std::to_string(peer);
+    const auto index = nlohmann::json::parse(comm_->store_get(peer_key));
+    comm_->store_delete(peer_key);
+    for (size_t i = 0; i < index.size(); ++i) {
+      auto t = torch::empty(index[i][1].get<std::vector<int64_t>>(), options);
+      pp.recv(t, peer, static_cast<int64_t>(i));
+      out.emplace_back(index[i][0].get<std::string>(), t);
+    }
+  }
 }
 
 }  // namespace titan

@@ -1,9 +1,9 @@
-// The model as the trainer sees it once its plan is applied on the mesh: tensor parallel (with
-// sequence and loss parallel) when tp > 1, then FSDP (and HSDP) when dp_shard > 1, or DDP when
-// only dp_replicate > 1. The trainer zeroes gradients, syncs them, clips them, computes the loss
-// and checkpoints through this one interface, whatever the layout; every parameter has a
-// Placement, from which its checkpoint chunk, its saving rank and its share of the gradient norm
-// follow.
+// The model as the trainer sees it once its plan is applied on the mesh: this rank's parts of it
+// (one, or its pipeline stages' under pipeline parallelism), with tensor parallel (with sequence
+// and loss parallel) when tp > 1, then FSDP (and HSDP) when dp_shard > 1, or DDP when only
+// dp_replicate > 1. The trainer zeroes gradients, syncs them, clips them, computes the loss and
+// checkpoints through this one interface, whatever the layout; every parameter has a Placement,
+// from which its checkpoint chunk, its saving rank and its share of the gradient norm follow.
 #pragma once
 
 #include <torch/torch.h>
@@ -34,14 +34,20 @@ struct ParallelOptions {
 // Fills `full` (the parameter's whole shape, fp32 on the CPU) with the parameter's initial values.
 using ParameterInit = std::function<void(const std::string& fqn, torch::Tensor& full)>;
 
+// A module with the plan that says how to parallelize it (models/<model>/parallelize.*).
+struct ModelPart {
+  std::shared_ptr<torch::nn::Module> module;
+  ParallelPlan plan;
+};
+
 class ParallelizedModel {
  public:
-  // `model`'s parameters have their shapes but no storage yet (the meta device): each rank makes
+  // The parts' parameters have their shapes but no storage yet (the meta device): each rank makes
   // only its pieces, initialising one whole parameter at a time with `init` and keeping its piece,
   // so every layout starts from the same values and no rank ever holds the whole model. `comm` is
   // null for one rank. Throws std::invalid_argument for a layout the plan cannot take (DDP with TP).
-  ParallelizedModel(std::shared_ptr<torch::nn::Module> model, const ParallelPlan& plan, const ParallelDims& dims,
-                    int64_t rank, Collectives* comm, ParallelOptions options, const ParameterInit& init);
+  ParallelizedModel(std::vector<ModelPart> parts, const ParallelDims& dims, int64_t rank, Collectives* comm,
+                    ParallelOptions options, const ParameterInit& init);
   ~ParallelizedModel();
 
   // The parameters the optimizer updates: this rank's pieces, by FQN.
@@ -49,7 +55,8 @@ class ParallelizedModel {
   const Placement& placement(const std::string& fqn) const;
   Placement::Piece piece(const std::string& fqn) const;  // this rank's
   bool owns(const std::string& fqn) const;              // this rank saves the piece and counts it in norms
-  bool fully_sharded() const { return fsdp_ != nullptr; }  // FSDP: matmuls run in its param dtype
+  bool owns_first_piece(const std::string& fqn) const;  // and the piece at offset 0: saves per-tensor state once
+  bool fully_sharded() const { return !fsdp_.empty(); }  // FSDP: matmuls run in its param dtype
 
   // Summed cross entropy of the model's output over the labels (B, T) with -100 ignored, fp32,
   // equal on every tensor-parallel rank.
@@ -64,11 +71,13 @@ class ParallelizedModel {
   // The pre-clip global gradient norm (each piece counted once), after clipping to max_norm.
   double clip_grad_norm_(double max_norm);
   // Whole parameters in their master dtype, for a Hugging Face export; a collective (every rank
-  // calls it), rank 0 holds the result.
+  // calls it), rank 0 holds the result, every pipeline stage's.
   std::vector<std::pair<std::string, torch::Tensor>> full_parameters();
 
  private:
-  std::shared_ptr<torch::nn::Module> model_;
+  void gather_stages_to_rank0(std::vector<std::pair<std::string, torch::Tensor>>& out);
+
+  std::vector<ModelPart> parts_;
   ParallelDims dims_;
   int64_t rank_;
   Collectives* comm_;
@@ -76,8 +85,9 @@ class ParallelizedModel {
   std::map<std::string, TpLayout> tp_layouts_;
   std::unique_ptr<TensorParallel> tp_;
   std::vector<TensorParallelHooks**> tp_hooks_;
-  std::unique_ptr<FullyShardedModel> fsdp_;
+  std::vector<std::unique_ptr<FullyShardedModel>> fsdp_;  // one per part
   std::unique_ptr<DistributedDataParallel> ddp_;
+  int64_t gathers_ = 0;  // full_parameters calls: their store keys differ
 };
 
 }  // namespace titan

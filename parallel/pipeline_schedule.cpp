@@ -213,6 +213,30 @@ PipelineScheduleKind pipeline_schedule_kind(const std::string& name) {
   throw Err("parallelism.pipeline_parallel_schedule '" + name + "' is not a pipeline schedule (valid: " + valid + ")");
 }
 
+int64_t pipeline_num_stages(const PipelineScheduleKind& kind, int64_t pp, int64_t num_layers,
+                            std::optional<int64_t> layers_per_stage, int64_t first_less, int64_t last_less) {
+  if (!layers_per_stage) return pp * (kind.multi_stage ? 2 : 1);
+  if (*layers_per_stage < 1)
+    throw Err("parallelism.pipeline_parallel_layers_per_stage " + str(*layers_per_stage) + " must be at least 1");
+  const int64_t stages = (num_layers + first_less + last_less + *layers_per_stage - 1) / *layers_per_stage;
+  const std::string model = "Model has " + str(num_layers) + " layers with pipeline_parallel_layers_per_stage=" +
+                            str(*layers_per_stage);
+  if (stages % pp != 0)
+    throw Err("Number of virtual stages (" + str(stages) + ") must be divisible by pipeline parallel size (" + str(pp) +
+              "). " + model + ". Please adjust pipeline_parallel_layers_per_stage to a value that results in a number of "
+              "stages divisible by " + str(pp) + ".");
+  const int64_t per_rank = stages / pp;
+  const std::string spread = model + ", resulting in num_virtual_stages=" + str(stages) + " across " + str(pp) + " PP ranks.";
+  if (!kind.multi_stage && per_rank != 1)
+    throw Err("Single stage schedule requires exactly 1 stage per rank, but got " + str(per_rank) + " stages per rank. " +
+              spread + " Please increase pipeline_parallel_layers_per_stage to " + str(num_layers / pp) +
+              " or higher to achieve 1 stage per rank.");
+  if (kind.multi_stage && per_rank < 2)
+    throw Err("Multi-stage schedule requires at least 2 stages per rank, but got " + str(per_rank) + " stages per rank. " +
+              spread + " Please decrease pipeline_parallel_layers_per_stage to achieve at least 2 stages per rank.");
+  return stages;
+}
+
 std::vector<int64_t> pipeline_stage_ranks(StageStyle style, int64_t pp, int64_t num_stages) {
   std::vector<int64_t> rank(static_cast<size_t>(num_stages));
   for (int64_t s = 0; s < num_stages; ++s)

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,13 @@ struct PipelineScheduleKind {
 // A schedule by name, case-insensitive, as torch.distributed.pipelining.get_schedule_class; throws
 // std::invalid_argument listing the valid names.
 PipelineScheduleKind pipeline_schedule_kind(const std::string& name);
+
+// How many stages the model is cut into (TorchTitan's pipeline_llm): with `layers_per_stage`,
+// ceil((layers + first_less + last_less) / layers_per_stage), which pp must divide, one per rank
+// for a single-stage schedule and at least two for a multi-stage one; without it, one or two per
+// rank. Throws std::invalid_argument with TorchTitan's message, on one line.
+int64_t pipeline_num_stages(const PipelineScheduleKind& kind, int64_t pp, int64_t num_layers,
+                            std::optional<int64_t> layers_per_stage, int64_t first_less, int64_t last_less);
 
 // stage -> pp rank.
 std::vector<int64_t> pipeline_stage_ranks(StageStyle style, int64_t pp, int64_t num_stages);

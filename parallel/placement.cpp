@@ -62,7 +62,8 @@ bool Placement::owned_by(const ParallelDims& dims, int64_t rank) const {
     const auto dim = static_cast<MeshDim>(d);
     bool cut = false;
     for (const Split& s : splits) cut = cut || std::find(s.mesh_dims.begin(), s.mesh_dims.end(), dim) != s.mesh_dims.end();
-    if (!cut && dims.coordinate(rank, dim) != 0) return false;
+    const int64_t holder = dim == MeshDim::kPP && pp_rank ? *pp_rank : 0;
+    if (!cut && dims.coordinate(rank, dim) != holder) return false;
   }
   return true;
 }
@@ -76,6 +77,7 @@ std::string Placement::describe() const {
     for (size_t i = 0; i < s.mesh_dims.size(); ++i) out += std::string(i ? " x " : "") + mesh_dim_name(s.mesh_dims[i]);
     if (s.uneven) out += " (uneven)";
   }
+  if (pp_rank) out += " on pp rank " + std::to_string(*pp_rank);
   return out;
 }
 

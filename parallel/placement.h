@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,15 +30,17 @@ struct Split {
 struct Placement {
   std::vector<int64_t> global_shape;
   std::vector<Split> splits;
+  std::optional<int64_t> pp_rank;  // under pipeline parallelism: the pp coordinate whose stage holds it
 
   struct Piece {
     std::vector<int64_t> offsets, sizes;  // in the global tensor
   };
   // This rank's piece; throws std::invalid_argument when an even cut does not divide its dim.
   Piece piece(const ParallelDims& dims, int64_t rank) const;
-  // Each piece has exactly one owner: the rank at coordinate 0 of every mesh dim no cut names.
+  // Each piece has exactly one owner: the rank at coordinate 0 of every mesh dim no cut names
+  // (at pp_rank for pp, when set).
   bool owned_by(const ParallelDims& dims, int64_t rank) const;
-  std::string describe() const;  // "(64, 256) dim 0 over dp_shard x cp (uneven)"
+  std::string describe() const;  // "(64, 256) dim 0 over dp_shard x cp (uneven) on pp rank 1"
 };
 
 }  // namespace titan

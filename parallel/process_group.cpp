@@ -194,16 +194,20 @@ void ProcessGroup::all_to_all(torch::Tensor& out, const torch::Tensor& in, std::
   wait_for(pg_->alltoall_base(out, send, out_splits, in_splits, opts), "all-to-all over " + name_, *timeout_, nccl_);
 }
 
-void ProcessGroup::send(const torch::Tensor& t, int64_t dst) {
-  TORCH_CHECK(pg_ && dst != rank_, "send: rank ", dst, " is not another rank of ", name_);
+std::function<void()> ProcessGroup::start_send(const torch::Tensor& t, int64_t dst, int64_t tag) {
+  TORCH_CHECK(pg_ && dst != rank_ && dst >= 0 && dst < size(), "send: ", dst, " is not another rank of ", name_);
   std::vector<torch::Tensor> one = {t.contiguous()};
-  wait_for(pg_->send(one, static_cast<int>(dst), /*tag=*/0), "send over " + name_, *timeout_, nccl_);
+  auto work = pg_->send(one, static_cast<int>(dst), static_cast<int>(tag));
+  return [work, one, what = "send over " + name_ + " to rank " + std::to_string(ranks_[static_cast<size_t>(dst)]),
+          timeout = *timeout_, nccl = nccl_] { wait_for(work, what, timeout, nccl); };
 }
 
-void ProcessGroup::recv(torch::Tensor& t, int64_t src) {
-  TORCH_CHECK(pg_ && src != rank_ && t.is_contiguous(), "recv: rank ", src, " is not another rank of ", name_);
+void ProcessGroup::recv(torch::Tensor& t, int64_t src, int64_t tag) {
+  TORCH_CHECK(pg_ && src != rank_ && src >= 0 && src < size() && t.is_contiguous(), "recv: ", src,
+              " is not another rank of ", name_);
   std::vector<torch::Tensor> one = {t};
-  wait_for(pg_->recv(one, static_cast<int>(src), /*tag=*/0), "recv over " + name_, *timeout_, nccl_);
+  wait_for(pg_->recv(one, static_cast<int>(src), static_cast<int>(tag)),
+           "receive over " + name_ + " from rank " + std::to_string(ranks_[static_cast<size_t>(src)]), *timeout_, nccl_);
 }
 
 }  // namespace titan

@@ -12,7 +12,7 @@
 
 namespace titan {
 
-enum class FieldKind { kBool, kInt, kFloat, kStr, kOptInt, kOptFloat, kOptStr, kStrList };
+enum class FieldKind { kBool, kInt, kFloat, kStr, kOptInt, kOptFloat, kOptStr, kStrList, kStrLists };
 
 // kNotYet: the key is accepted and validated, but a non-default value is a "not supported yet" error.
 enum class Support { kYes, kNotYet };
@@ -42,6 +42,7 @@ template <> constexpr FieldKind field_kind_of<std::optional<int64_t>>() { return
 template <> constexpr FieldKind field_kind_of<std::optional<double>>() { return FieldKind::kOptFloat; }
 template <> constexpr FieldKind field_kind_of<std::optional<std::string>>() { return FieldKind::kOptStr; }
 template <> constexpr FieldKind field_kind_of<std::vector<std::string>>() { return FieldKind::kStrList; }
+template <> constexpr FieldKind field_kind_of<std::vector<std::vector<std::string>>>() { return FieldKind::kStrLists; }
 
 // Every field, in section order; the order of --help and of the dumped config.
 const std::vector<ConfigField>& config_fields();

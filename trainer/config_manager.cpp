@@ -74,6 +74,7 @@ const char* kind_name(FieldKind k) {
     case FieldKind::kOptFloat: return "float|None";
     case FieldKind::kOptStr: return "str|None";
     case FieldKind::kStrList: return "list[str]";
+    case FieldKind::kStrLists: return "list[list[str]]";
   }
   return "?";
 }
@@ -95,6 +96,12 @@ std::string quote(const std::string& s) {
   return out + "\"";
 }
 
+std::string quoted_list(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (const auto& item : items) out += (out.size() > 1 ? ", " : "") + quote(item);
+  return out + "]";
+}
+
 // The value as TOML text; nullopt when the value is None (TOML has no null).
 std::optional<std::string> toml_value(const ConfigField& f, const JobConfig& c) {
   switch (f.kind) {
@@ -114,9 +121,10 @@ std::optional<std::string> toml_value(const ConfigField& f, const JobConfig& c) 
       const auto& v = f.ref<std::optional<std::string>>(c);
       return v ? std::optional<std::string>(quote(*v)) : std::nullopt;
     }
-    case FieldKind::kStrList: {
+    case FieldKind::kStrList: return quoted_list(f.ref<std::vector<std::string>>(c));
+    case FieldKind::kStrLists: {
       std::string out = "[";
-      for (const auto& item : f.ref<std::vector<std::string>>(c)) out += (out.size() > 1 ? ", " : "") + quote(item);
+      for (const auto& list : f.ref<std::vector<std::vector<std::string>>>(c)) out += (out.size() > 1 ? ", " : "") + quoted_list(list);
       return out + "]";
     }
   }
@@ -166,6 +174,8 @@ std::vector<std::string> split_list(const std::string& text) {
   return items;
 }
 
+void set_from_toml(const ConfigField& f, JobConfig& c, const toml::node& node, const std::string& where);
+
 // Sets a field from command-line text.
 void set_from_text(const ConfigField& f, JobConfig& c, const std::string& text) {
   const std::string what = "--" + f.name();
@@ -184,6 +194,25 @@ void set_from_text(const ConfigField& f, JobConfig& c, const std::string& text) 
       f.ref<std::optional<std::string>>(c) = is_none(text) ? std::nullopt : std::optional<std::string>(text);
       break;
     case FieldKind::kStrList: f.ref<std::vector<std::string>>(c) = split_list(text); break;
+    case FieldKind::kStrLists: {  // TOML's [["a", "b"], ["c"]], or lists joined by ';': a,b;c
+      auto& lists = f.ref<std::vector<std::vector<std::string>>>(c);
+      lists.clear();
+      if (!text.empty() && text.front() == '[') {
+        toml::table parsed;
+        try {
+          parsed = toml::parse("v = " + text);
+        } catch (const toml::parse_error& e) {
+          throw Err(what + " expects a list of lists of strings, e.g. [[\"tok_embeddings\", \"layers.0\"], [\"layers.1\"]] "
+                    "or tok_embeddings,layers.0;layers.1, got '" + text + "'");
+        }
+        set_from_toml(f, c, *parsed.get("v"), what);
+        break;
+      }
+      std::string list;
+      std::istringstream is(text);
+      while (std::getline(is, list, ';')) lists.push_back(split_list(list));
+      break;
+    }
   }
 }
 
@@ -228,6 +257,20 @@ void set_from_toml(const ConfigField& f, JobConfig& c, const toml::node& node, c
         items.push_back(item.as_string()->get());
       }
       f.ref<std::vector<std::string>>(c) = items;
+      break;
+    }
+    case FieldKind::kStrLists: {
+      auto& lists = f.ref<std::vector<std::vector<std::string>>>(c);
+      lists.clear();
+      if (!node.is_array()) throw type_error("an array of arrays of strings");
+      for (const auto& list : *node.as_array()) {
+        if (!list.is_array()) throw type_error("an array of arrays of strings");
+        auto& items = lists.emplace_back();
+        for (const auto& item : *list.as_array()) {
+          if (!item.is_string()) throw type_error("an array of arrays of strings");
+          items.push_back(item.as_string()->get());
+        }
+      }
       break;
     }
   }
@@ -440,6 +483,7 @@ std::vector<std::string> validate_job_config(JobConfig& config) {
   positive("training.steps", config.training.steps);
   positive("metrics.log_freq", config.metrics.log_freq);
   positive("checkpoint.interval", config.checkpoint.interval);
+  positive("parallelism.pipeline_parallel_microbatch_size", config.parallelism.pipeline_parallel_microbatch_size);
   if (config.training.global_batch_size != -1) positive("training.global_batch_size", config.training.global_batch_size);
   if (config.lr_scheduler.total_steps) positive("lr_scheduler.total_steps", *config.lr_scheduler.total_steps);
   if (config.lr_scheduler.warmup_steps < 0)

@@ -100,7 +100,7 @@ struct JobConfig {
     bool disable_loss_parallel = false;
     bool enable_async_tensor_parallel = false;
     int64_t pipeline_parallel_degree = 1;
-    std::vector<std::string> module_fqns_per_model_part;  // NOT_YET: list[list[str]] | None in TorchTitan
+    std::vector<std::vector<std::string>> module_fqns_per_model_part;  // empty: TorchTitan's None (split by the rules)
     int64_t pipeline_parallel_first_stage_less_layers = 1;
     int64_t pipeline_parallel_last_stage_less_layers = 1;
     std::optional<int64_t> pipeline_parallel_layers_per_stage;

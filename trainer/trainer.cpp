@@ -85,15 +85,14 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
                               par.tensor_parallel_degree, par.pipeline_parallel_degree, par.expert_parallel_degree,
                               par.expert_tensor_parallel_degree, env_.world_size);
   if (dims_.any_parallelism()) {
-    // Data parallelism (DDP, FSDP, HSDP) and tensor parallelism are built; the others not yet.
+    // Data, tensor and pipeline parallelism are built; the others not yet.
     const std::pair<const char*, int64_t> not_yet[] = {{"context_parallel_degree", dims_.cp},
-                                                        {"pipeline_parallel_degree", dims_.pp},
                                                         {"expert_parallel_degree", dims_.ep}};
     for (const auto& [key, degree] : not_yet)
       if (degree != 1)
         throw Err(std::string("parallelism.") + key + " = " + std::to_string(degree) +
                   " is not supported yet (built: data_parallel_replicate_degree, data_parallel_shard_degree, "
-                  "tensor_parallel_degree)");
+                  "tensor_parallel_degree, pipeline_parallel_degree)");
   }
   // Sequence parallel splits every sequence evenly (TorchTitan's assertion).
   if (const int64_t divisor = dims_.tp * 2 * dims_.cp; dims_.tp > 1 && config_.training.seq_len % divisor != 0)
@@ -150,10 +149,14 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   dataloader_ = std::make_unique<DataLoader>(std::move(stream), local_batch, config_.training.seq_len, dp_rank, dp,
                                              model_args_.vocab_size);
 
-  // Model: made on the meta device (nothing allocated); each rank then makes only its pieces, each
-  // parameter initialised as TorchTitan does from a generator seeded by (seed, FQN), so every
-  // layout starts from the same weights.
-  model_ = llama3::Transformer(model_args_, torch::TensorOptions().device(torch::kMeta));
+  // Model: made on the meta device (nothing allocated), as the whole model or this rank's pipeline
+  // stages; each rank then makes only its pieces, each parameter initialised as TorchTitan does
+  // from a generator seeded by (seed, FQN), so every layout starts from the same weights.
+  const auto meta = torch::TensorOptions().device(torch::kMeta);
+  num_params_ = llama3::Transformer(model_args_, meta)->num_params();
+  std::vector<std::vector<std::string>> stage_modules = {{}};  // one part: the whole model
+  const std::vector<int64_t> my_stages = dims_.pp > 1 ? plan_pipeline(stage_modules) : std::vector<int64_t>{0};
+  for (int64_t s : my_stages) model_parts_.push_back(llama3::Transformer(model_args_, meta, stage_modules[static_cast<size_t>(s)]));
   int64_t seed;
   if (config_.debug.seed) {
     seed = *config_.debug.seed;
@@ -163,26 +166,54 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
     log_info("debug.seed is not set; using seed " + std::to_string(seed) + " (pass --debug.seed to repeat this run)");
   }
   torch::manual_seed(static_cast<uint64_t>(seed));
-  num_params_ = model_->num_params();
-  for (auto& buffer : model_->buffers()) buffer.set_data(buffer.to(device_, dtype_));  // the RoPE tables
+  for (auto& part : model_parts_)
+    for (auto& buffer : part->buffers()) buffer.set_data(buffer.to(device_, dtype_));  // the RoPE tables
   ParallelOptions parallel;
-  parallel.fsdp.reshard_after_forward = config_.parallelism.fsdp_reshard_after_forward != "never";  // "default" reshards unless pipelining (not built)
+  const std::string& reshard = config_.parallelism.fsdp_reshard_after_forward;
+  if (dims_.pp > 1 && reshard == "always")
+    throw Err("parallelism.fsdp_reshard_after_forward 'always' with pipeline_parallel_degree > 1 is not supported yet "
+              "(valid there: default, never: the stages keep their gathered weights for the microbatches in flight)");
+  parallel.fsdp.reshard_after_forward = reshard == "always" || (reshard == "default" && dims_.pp == 1);  // TorchTitan's default
   parallel.fsdp.param_dtype = dtype_from_name(config_.training.mixed_precision_param);
   parallel.fsdp.reduce_dtype = dtype_from_name(config_.training.mixed_precision_reduce);
   parallel.loss_parallel = !config_.parallelism.disable_loss_parallel;
   parallel.param_options = torch::TensorOptions().device(device_).dtype(dtype_);
   if (dims_.tp > 1) llama3::check_tensor_parallel_degree(model_args_, dims_.tp);
-  auto init = [this, seed](const std::string& fqn, torch::Tensor& full) {
-    model_->init_weight(fqn, full, at::make_generator<at::CPUGeneratorImpl>(parameter_seed(static_cast<uint64_t>(seed), fqn)));
+  const llama3::Transformer initialiser(model_args_, meta);  // knows every parameter's init, holds nothing
+  auto init = [&initialiser, seed](const std::string& fqn, torch::Tensor& full) {
+    initialiser->init_weight(fqn, full, at::make_generator<at::CPUGeneratorImpl>(parameter_seed(static_cast<uint64_t>(seed), fqn)));
   };
-  parallel_ = std::make_unique<ParallelizedModel>(model_.ptr(), llama3::parallel_plan(model_), dims_, env_.rank,
-                                                  comm_.get(), parallel, init);
-  model_->train();
-  const int64_t checkpointed = llama3::apply_activation_checkpointing(model_, config_.activation_checkpoint.mode,
-                                                                      config_.activation_checkpoint.selective_ac_option);
+  std::vector<ModelPart> parts;
+  for (auto& part : model_parts_) parts.push_back({part.ptr(), llama3::parallel_plan(part)});
+  parallel_ = std::make_unique<ParallelizedModel>(std::move(parts), dims_, env_.rank, comm_.get(), parallel, init);
+  int64_t checkpointed = 0;
+  for (auto& part : model_parts_) {
+    part->train();
+    checkpointed += llama3::apply_activation_checkpointing(part, config_.activation_checkpoint.mode,
+                                                           config_.activation_checkpoint.selective_ac_option);
+  }
   if (checkpointed > 0)
     log_info("Applied " + config_.activation_checkpoint.mode + " activation checkpointing to " +
-             std::to_string(checkpointed) + " of " + std::to_string(model_args_.n_layers) + " blocks");
+             std::to_string(checkpointed) + " of " + std::to_string(model_args_.n_layers) + " blocks" +
+             (dims_.pp > 1 ? " (this rank's stages)" : ""));
+  if (dims_.pp > 1) {
+    std::vector<PipelineStage> stages;
+    for (size_t i = 0; i < my_stages.size(); ++i) {
+      llama3::Transformer part = model_parts_[i];
+      PipelineStage stage;
+      stage.index = my_stages[i];
+      stage.forward = [part](const torch::Tensor& x) mutable { return part->forward(x); };
+      stages.push_back(std::move(stage));
+    }
+    // Between stages: (microbatch, T / tp, dim) hidden states in the dtype the matmuls run in.
+    const torch::ScalarType compute_dtype =
+        parallel_->fully_sharded() ? dtype_from_name(config_.training.mixed_precision_param) : dtype_;
+    const std::vector<int64_t> shape = {config_.parallelism.pipeline_parallel_microbatch_size,
+                                        config_.training.seq_len / dims_.tp, model_args_.dim};
+    pipeline_ = std::make_unique<PipelineRuntime>(std::move(stages), pipeline_order_, pipeline_stage_ranks_,
+                                                  &comm_->group("pp"), shape,
+                                                  torch::TensorOptions().dtype(compute_dtype).device(device_));
+  }
 
   optimizer_ = std::make_unique<AdamW>(parallel_->parameters(), config_.optimizer);
   lr_scheduler_ = std::make_unique<LRScheduler>(config_.lr_scheduler, config_.training.steps, config_.optimizer.lr);
@@ -225,6 +256,72 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   if (const char* path = std::getenv("TITAN_TEST_METRICS_FILE"); path && *path && env_.rank == 0)
     metrics_file_ = std::make_unique<std::ofstream>(path, std::ios::app);
   log_startup();
+}
+
+std::vector<int64_t> Trainer::plan_pipeline(std::vector<std::vector<std::string>>& stage_modules) {
+  const auto& par = config_.parallelism;
+  const int64_t pp = dims_.pp;
+  if (model_args_.tie_word_embeddings)
+    throw Err("Weight tying is not supported with Pipeline Parallel (parallelism.pipeline_parallel_degree " +
+              std::to_string(pp) + ": the " + config_.model.flavor + " model ties its embedding and output weights)");
+  const PipelineScheduleKind kind = pipeline_schedule_kind(par.pipeline_parallel_schedule);
+  const std::string csv = par.pipeline_parallel_schedule_csv.value_or("");
+  if (!csv.empty() && !fs::is_regular_file(csv))
+    throw Err("parallelism.pipeline_parallel_schedule_csv: The specified path " + csv + " does not exist or is not a file.");
+  if (par.module_fqns_per_model_part.empty()) {
+    const int64_t num_stages = pipeline_num_stages(kind, pp, model_args_.n_layers, par.pipeline_parallel_layers_per_stage,
+                                                   par.pipeline_parallel_first_stage_less_layers,
+                                                   par.pipeline_parallel_last_stage_less_layers);
+    stage_modules = llama3::pipeline_stage_modules(model_args_, num_stages, par.pipeline_parallel_first_stage_less_layers,
+                                                   par.pipeline_parallel_last_stage_less_layers);
+  } else {
+    stage_modules = par.module_fqns_per_model_part;
+    try {
+      llama3::check_pipeline_stage_modules(model_args_, stage_modules);
+    } catch (const Err& e) {
+      throw Err(std::string("parallelism.module_fqns_per_model_part: ") + e.what());
+    }
+    const auto n = static_cast<int64_t>(stage_modules.size());
+    if (n % pp != 0 || (!kind.multi_stage && n != pp) || (kind.multi_stage && n < 2 * pp))
+      throw Err("parallelism.module_fqns_per_model_part names " + std::to_string(n) + " stages: " + kind.name + " over " +
+                std::to_string(pp) + " pipeline ranks takes " +
+                (kind.multi_stage ? "a multiple of " + std::to_string(pp) + ", at least " + std::to_string(2 * pp)
+                                  : std::to_string(pp)));
+  }
+  const auto num_stages = static_cast<int64_t>(stage_modules.size());
+  const int64_t local_batch = config_.training.local_batch_size, mb_size = par.pipeline_parallel_microbatch_size;
+  if (local_batch % mb_size != 0)
+    throw Err("Batch size " + std::to_string(local_batch) + " must be divisible by microbatch_size " + std::to_string(mb_size) +
+              ". Update the config arguments for either training.local_batch_size or "
+              "parallelism.pipeline_parallel_microbatch_size.");
+  pipeline_microbatches_ = local_batch / mb_size;
+  pipeline_stage_ranks_ = pipeline_stage_ranks(kind.style, pp, num_stages);
+  const PipelineOrder compute = csv.empty() ? make_pipeline_order(kind, pp, num_stages, pipeline_microbatches_)
+                                            : read_pipeline_csv(csv, pp);
+  pipeline_order_ = lower_pipeline_order(compute, pipeline_stage_ranks_);
+  try {
+    simulate_pipeline_order(pipeline_order_, pipeline_stage_ranks_, pipeline_microbatches_);
+  } catch (const Err& e) {
+    throw Err((csv.empty() ? "pipeline schedule " + kind.name : "parallelism.pipeline_parallel_schedule_csv " + csv) + ": " +
+              e.what());
+  }
+  if (pipeline_microbatches_ < num_stages)
+    log_warning("Number of microbatches (" + std::to_string(pipeline_microbatches_) + ") is less than the total number of "
+                "stages (" + std::to_string(num_stages) + ") which may result in a bubble in the pipeline.");
+  std::vector<int64_t> mine;
+  const int64_t me = dims_.coordinate(env_.rank, MeshDim::kPP);
+  std::string held;
+  for (int64_t s = 0; s < num_stages; ++s) {
+    if (pipeline_stage_ranks_[static_cast<size_t>(s)] != me) continue;
+    mine.push_back(s);
+    std::string modules;
+    for (const auto& m : stage_modules[static_cast<size_t>(s)]) modules += (modules.empty() ? "" : " ") + m;
+    held += (held.empty() ? "" : ", ") + std::to_string(s) + " (" + modules + ")";
+  }
+  log_info("Pipeline schedule " + (csv.empty() ? kind.name : csv) + ": " + std::to_string(num_stages) + " stages on " +
+           std::to_string(pp) + " ranks (this rank: " + held + "), " + std::to_string(pipeline_microbatches_) +
+           " microbatches of " + std::to_string(mb_size));
+  return mine;
 }
 
 void Trainer::log_startup() {
@@ -318,17 +415,19 @@ checkpoint::Parts Trainer::checkpoint_parts() {
   checkpoint::Part& model_part = parts.add("model");
   model_part.save = [this, piece] {
     PartState s;
-    for (const auto& p : model_->named_parameters()) s.tensors.push_back(piece(p.key(), p.value(), p.key()));
+    for (const auto& [fqn, p] : parallel_->parameters()) s.tensors.push_back(piece(fqn, p, fqn));
     return s;
   };
   checkpoint::Part& optimizer_part = parts.add("optimizer");
-  optimizer_part.save = [this, piece, rank0] {
+  optimizer_part.save = [this, piece] {
     PartState s;
     for (auto& [fqn, st] : optimizer_->state()) {
       const std::string prefix = "optimizer.state." + fqn + ".";
       s.tensors.push_back(piece(prefix + "exp_avg", st.exp_avg, fqn));
       s.tensors.push_back(piece(prefix + "exp_avg_sq", st.exp_avg_sq, fqn));
-      s.tensors.push_back(rank0(prefix + "step", st.step));
+      ShardedTensor step = ShardedTensor::whole(prefix + "step", st.step);
+      step.save_here = parallel_->owns_first_piece(fqn);  // once, by a rank holding the parameter (pipeline stages)
+      s.tensors.push_back(std::move(step));
     }
     s.state = {{"param_groups", optimizer_->param_groups()}};
     return s;
@@ -393,9 +492,19 @@ Trainer::StepResult Trainer::train_step() {
   auto loss_total = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
   for (size_t i = 0; i < micro.size(); ++i) {
     const Batch& b = micro[i];
+    const auto labels = b.labels.to(device_);
+    if (pipeline_) {  // the schedule runs every microbatch's forward and backward; gradients sync at the end
+      parallel_->set_gradient_sync(false);
+      const auto inputs = b.input.to(device_).tensor_split(pipeline_microbatches_);  // (mb, T) each
+      const auto mb_labels = labels.tensor_split(pipeline_microbatches_);
+      loss_total += pipeline_->step(inputs, [&](const torch::Tensor& logits, int64_t m) {
+        return parallel_->cross_entropy_sum(logits, mb_labels[static_cast<size_t>(m)]) / global_valid;
+      });
+      continue;
+    }
     parallel_->set_gradient_sync(i + 1 == micro.size());  // the last microbatch's backward syncs
-    auto logits = model_->forward(b.input.to(device_));  // (B, T, vocab), or (B, T, vocab/tp) under loss parallel
-    auto loss = parallel_->cross_entropy_sum(logits, b.labels.to(device_)) / global_valid;
+    auto logits = model_parts_.front()->forward(b.input.to(device_));  // (B, T, vocab), or (B, T, vocab/tp) under loss parallel
+    auto loss = parallel_->cross_entropy_sum(logits, labels) / global_valid;
     loss.backward();
     loss_total += loss.detach();
   }
@@ -404,6 +513,7 @@ Trainer::StepResult Trainer::train_step() {
   optimizer_->step(lr_scheduler_->lr());
   lr_scheduler_->step();
   double loss = loss_total.item<double>();
+  if (pipeline_) loss = comm_->group("pp").all_reduce_sum(loss);  // computed by the last stage's rank
   if (comm_) loss = comm_->group("loss").all_reduce_sum(loss);  // the global mean over valid tokens
   return {loss, grad_norm, tokens};
 }

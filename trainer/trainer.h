@@ -13,6 +13,8 @@
 #include "parallel/collectives.h"
 #include "parallel/parallel_dims.h"
 #include "parallel/parallelized_model.h"
+#include "parallel/pipeline_runtime.h"
+#include "parallel/pipeline_schedule.h"
 #include "trainer/dataloader.h"
 #include "trainer/job_config.h"
 #include "trainer/lr_scheduler.h"
@@ -39,7 +41,6 @@ class Trainer {
   static std::atomic<bool>& stop_requested();
 
   const TrainState& train_state() const { return state_; }
-  llama3::Transformer& model() { return model_; }
 
  private:
   struct StepResult {
@@ -48,6 +49,9 @@ class Trainer {
     int64_t tokens;    // input tokens of this step on this rank
   };
   StepResult train_step();
+  // Under pipeline parallelism: the stages, their modules and ranks, and this rank's order of
+  // actions (into pipeline_order_); returns the stages this rank runs.
+  std::vector<int64_t> plan_pipeline(std::vector<std::vector<std::string>>& stage_modules);
   void log_startup();
   void log_state_memory();
   std::string dataset_path() const;
@@ -61,9 +65,13 @@ class Trainer {
   torch::ScalarType dtype_ = torch::kFloat32;
   std::unique_ptr<Tokenizer> tokenizer_;
   llama3::ModelArgs model_args_;
-  llama3::Transformer model_{nullptr};
-  int64_t num_params_ = 0;                   // of the whole model
-  std::unique_ptr<ParallelizedModel> parallel_;  // the model on the mesh: FSDP, DDP or one rank
+  std::vector<llama3::Transformer> model_parts_;  // the whole model, or this rank's pipeline stages
+  int64_t num_params_ = 0;                        // of the whole model
+  std::unique_ptr<ParallelizedModel> parallel_;   // the parts on the mesh: FSDP, DDP or one rank
+  PipelineOrder pipeline_order_;                  // every pp rank's lowered actions
+  std::vector<int64_t> pipeline_stage_ranks_;
+  int64_t pipeline_microbatches_ = 1;
+  std::unique_ptr<PipelineRuntime> pipeline_;     // set when pipeline_parallel_degree > 1
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<LRScheduler> lr_scheduler_;
   std::unique_ptr<DataLoader> dataloader_;

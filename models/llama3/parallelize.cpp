@@ -1,5 +1,8 @@
 #include "models/llama3/parallelize.h"
 
+#include <algorithm>
+#include <stdexcept>
+
 namespace titan::llama3 {
 
 ParallelPlan parallel_plan(Transformer& model) {
@@ -49,6 +52,66 @@ void check_tensor_parallel_degree(const ModelArgs& args, int64_t tp) {
     if (size % tp != 0)
       throw std::invalid_argument("parallelism.tensor_parallel_degree " + std::to_string(tp) + " must divide " + name +
                                   " (" + std::to_string(size) + ")");
+}
+
+std::vector<std::vector<std::string>> pipeline_stage_modules(const ModelArgs& args, int64_t num_stages,
+                                                             int64_t first_less, int64_t last_less) {
+  const int64_t layers = args.n_layers, effective = layers + first_less + last_less;
+  auto str = [](int64_t v) { return std::to_string(v); };
+  if (num_stages < 1) throw std::invalid_argument("Number of stages must be at least 1");
+  if (num_stages > effective)
+    throw std::invalid_argument("Number of stages (" + str(num_stages) + ") cannot be greater than effective layers (" +
+                                str(effective) + ")");
+  const int64_t per_stage = effective / num_stages, extra = effective % num_stages;
+  if (per_stage == 0)
+    throw std::invalid_argument("Configuration would result in empty stages: " + str(num_stages) + " stages for " +
+                                str(effective) + " effective layers");
+  if (first_less > per_stage)
+    throw std::invalid_argument("parallelism.pipeline_parallel_first_stage_less_layers (" + str(first_less) +
+                                ") exceeds minimum layers per stage (" + str(per_stage) + ").");
+  if (last_less > per_stage)
+    throw std::invalid_argument("parallelism.pipeline_parallel_last_stage_less_layers (" + str(last_less) +
+                                ") exceeds minimum layers per stage (" + str(per_stage) + ").");
+  std::vector<std::vector<std::string>> stages(static_cast<size_t>(num_stages));
+  int64_t next_layer = 0;
+  for (int64_t s = 0; s < num_stages; ++s) {
+    auto& modules = stages[static_cast<size_t>(s)];
+    int64_t count = per_stage + (s < extra ? 1 : 0);
+    if (s == 0) {
+      modules.push_back("tok_embeddings");
+      count -= first_less;
+    }
+    if (s == num_stages - 1) count -= last_less;
+    for (; count > 0 && next_layer < layers; --count) modules.push_back("layers." + str(next_layer++));
+    if (s == num_stages - 1) {
+      modules.push_back("norm");
+      if (!args.tie_word_embeddings) modules.push_back("output");
+    }
+  }
+  check_pipeline_stage_modules(args, stages);  // e.g. weights that leave layers to no stage
+  return stages;
+}
+
+void check_pipeline_stage_modules(const ModelArgs& args, const std::vector<std::vector<std::string>>& stages) {
+  std::vector<std::string> order = {"tok_embeddings"};  // forward order
+  for (int64_t i = 0; i < args.n_layers; ++i) order.push_back("layers." + std::to_string(i));
+  order.push_back("norm");
+  if (!args.tie_word_embeddings) order.push_back("output");
+  size_t next = 0;
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const std::string where = "pipeline stage " + std::to_string(s);
+    if (stages[s].empty()) throw std::invalid_argument(where + " holds no module");
+    for (const auto& m : stages[s]) {
+      auto it = std::find(order.begin(), order.end(), m);
+      if (it == order.end()) throw std::invalid_argument(where + ": '" + m + "' is not a module of the model");
+      const auto at = static_cast<size_t>(it - order.begin());
+      if (at != next)
+        throw std::invalid_argument(where + ": '" + m + "' comes " + (at < next ? "again or out of forward order" : "before '" +
+                                    order[next] + "', which no stage holds") + " (stages hold the modules in forward order)");
+      ++next;
+    }
+  }
+  if (next != order.size()) throw std::invalid_argument("no pipeline stage holds '" + order[next] + "'");
 }
 
 }  // namespace titan::llama3

@@ -67,3 +67,40 @@ layout_resume() {
   near "$WORK/$reference.metrics" "$WORK/$name.metrics" 6 || fail "$name (from $from's checkpoint) diverged"
 }
 degrees() { echo --parallelism.data_parallel_replicate_degree "$1" --parallelism.data_parallel_shard_degree "$2"; }
+
+# hf_export NAME NGPU ARGS...: a 2-step fp32 run on the layout comparisons' batch whose last save is
+# a Hugging Face export, in $WORK/NAME/checkpoint/step-2.
+hf_export() {
+  local name="$1" ngpu="$2"; shift 2
+  NGPU=$ngpu train "$WORK/$name.log" "${SMALL[@]}" --training.seq_len 64 --training.global_batch_size 8 --training.steps 2 \
+    --training.mixed_precision_param float32 \
+    --checkpoint.enable --checkpoint.last_save_model_only --checkpoint.last_save_in_hf --job.dump_folder "$WORK/$name" "$@"
+  [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "HF export of $name exited $RC"; }
+}
+
+# same_hf_export A B: the HF exports of runs A and B hold the same tensors within 1e-5.
+same_hf_export() {
+  "$TITAN_PYTHON" - "$WORK/$1/checkpoint/step-2" "$WORK/$2/checkpoint/step-2" <<'PY'
+import sys, glob
+from safetensors.torch import load_file
+def load(d):
+    out = {}
+    for f in sorted(glob.glob(d + "/*.safetensors")):
+        out.update(load_file(f))
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert a.keys() == b.keys(), (sorted(a.keys() ^ b.keys()))
+worst = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+assert worst < 1e-5, worst
+print(f"{len(a)} tensors, largest difference {worst:.2g}")
+PY
+}
+
+# case_run NAME NGPU ARGS...: one of TorchTitan's integration cases (features.py at 238fa9953) runs
+# to the end on the small debug run (plus CASE_ARGS), in $WORK/NAME (a case's runs share it).
+CASE_ARGS=()
+case_run() {
+  local name="$1" ngpu="$2"; shift 2
+  NGPU=$ngpu train "$WORK/$name.log" "${SMALL[@]}" "${CASE_ARGS[@]}" --job.dump_folder "$WORK/$name" "$@"
+  [[ $RC -eq 0 ]] && grep -q "Training completed" "$WORK/$name.log" || { cat "$WORK/$name.log"; fail "TorchTitan case $name"; }
+}

@@ -45,35 +45,11 @@ layout_resume fsdp4 fsdp4_to_tp2 2 6 fsdp4 $(degrees 1 1) $(tp 2) --training.loc
 layout_resume tp2 tp2_to_one 1 6 fsdp4 --training.local_batch_size 8
 
 # The Hugging Face export of an FSDP2 x TP2 run gathers every piece: the same file as one rank's.
-for spec in "hf_one 1 --training.local_batch_size 8" "hf_tp 4 $(degrees 1 2) $(tp 2) --training.local_batch_size 4"; do
-  read -r name ngpu rest <<<"$spec"
-  # shellcheck disable=SC2086
-  NGPU=$ngpu train "$WORK/$name.log" "${SMALL[@]}" --training.seq_len 64 --training.global_batch_size 8 --training.steps 2 \
-    --training.mixed_precision_param float32 \
-    --checkpoint.enable --checkpoint.last_save_model_only --checkpoint.last_save_in_hf --job.dump_folder "$WORK/$name" $rest
-  [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "HF export of $name exited $RC"; }
-done
-"$TITAN_PYTHON" - "$WORK/hf_one/checkpoint/step-2" "$WORK/hf_tp/checkpoint/step-2" <<'PY' || fail "the TP run's HF export differs from one rank's"
-import sys, glob
-from safetensors.torch import load_file
-def load(d):
-    out = {}
-    for f in sorted(glob.glob(d + "/*.safetensors")):
-        out.update(load_file(f))
-    return out
-a, b = load(sys.argv[1]), load(sys.argv[2])
-assert a.keys() == b.keys(), (sorted(a.keys() ^ b.keys()))
-worst = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
-assert worst < 1e-5, worst
-print(f"{len(a)} tensors, largest difference {worst:.2g}")
-PY
+hf_export hf_one 1 --training.local_batch_size 8
+hf_export hf_tp 4 $(degrees 1 2) $(tp 2) --training.local_batch_size 4
+same_hf_export hf_one hf_tp || fail "the TP run's HF export differs from one rank's"
 
 # TorchTitan's integration cases with TP (features.py at 238fa9953), to the end with CPU-sized sequences.
-case_run() {  # case_run NAME NGPU ARGS...
-  local name="$1" ngpu="$2"; shift 2
-  NGPU=$ngpu train "$WORK/$name.log" "${SMALL[@]}" --job.dump_folder "$WORK/$name" "$@"
-  [[ $RC -eq 0 ]] && grep -q "Training completed" "$WORK/$name.log" || { cat "$WORK/$name.log"; fail "TorchTitan case $name"; }
-}
 case_run 2d_eager 4 $(tp 2)
 case_run hsdp_tp 8 $(degrees 2 2) $(tp 2)
 case_run optional_checkpoint 4 --checkpoint.enable --training.steps 10

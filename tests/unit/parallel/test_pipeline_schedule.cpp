@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "parallel/pipeline_schedule.h"
+#include "tests/unit/error_message.h"
 #include "tests/unit/reference_fixture.h"
 
 namespace titan {
@@ -23,14 +24,7 @@ PipelineOrder order_of(const std::string& schedule, int64_t pp, int64_t stages, 
   return make_pipeline_order(pipeline_schedule_kind(schedule), pp, stages, n);
 }
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::message_of;
 
 TEST(PipelineSchedule, OrdersEqualPyTorchsGenerators) {
   const auto fixture = testing::load_fixture("tests/assets/reference/pipeline_orders.json");

@@ -53,5 +53,15 @@ TEST(Placement, ReplicasAreOwnedByTheFirst) {
   EXPECT_EQ(p.describe(), "(4, 2) dim 0 over dp_shard x cp (uneven)");
 }
 
+TEST(Placement, PipelineStagesAreOwnedAtTheirPpRank) {
+  const auto dims = ParallelDims::build(1, 2, 1, 1, 2, 1, 1, 4);  // rank = pp * 2 + dp_shard
+  Placement p{{4, 2}, {kFsdp}};
+  p.pp_rank = 1;
+  EXPECT_FALSE(p.owned_by(dims, 0));  // pp 0 does not hold the stage
+  EXPECT_TRUE(p.owned_by(dims, 2) && p.owned_by(dims, 3));
+  EXPECT_EQ(p.piece(dims, 3).offsets, (V{2, 0}));
+  EXPECT_EQ(p.describe(), "(4, 2) dim 0 over dp_shard x cp (uneven) on pp rank 1");
+}
+
 }  // namespace
 }  // namespace titan

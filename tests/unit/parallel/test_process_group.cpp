@@ -74,14 +74,25 @@ void every_collective(int rank, const torch::Device& device) {
 
     auto received = torch::empty({3}, in.options());
     if (rank == 0) {
-      group.send(ramp(3, 7, dtype, device), 1);
+      group.start_send(ramp(3, 7, dtype, device), 1)();
       group.recv(received, 1);
       expect_values(received, {-1, 0, 1}, d + "recv on rank 0");
     } else {
       group.recv(received, 0);
       expect_values(received, {7, 8, 9}, d + "recv on rank 1");
-      group.send(ramp(3, -1, dtype, device), 0);
+      group.start_send(ramp(3, -1, dtype, device), 0)();
     }
+    // What a pipeline does: both ranks send before either receives, and receive by tag out of order.
+    const int64_t peer = 1 - rank;
+    auto first = group.start_send(ramp(2, 100 * r, dtype, device), peer, /*tag=*/5);
+    auto second = group.start_send(ramp(2, 100 * r + 10, dtype, device), peer, /*tag=*/6);
+    auto tagged = torch::empty({2}, in.options());
+    group.recv(tagged, peer, /*tag=*/6);
+    expect_values(tagged, {100.0 * peer + 10, 100.0 * peer + 11}, d + "recv tag 6 first");
+    group.recv(tagged, peer, /*tag=*/5);
+    expect_values(tagged, {100.0 * peer, 100.0 * peer + 1}, d + "recv tag 5 second");
+    first();
+    second();
 
     std::vector<torch::Tensor> cast = {ramp(2, 5 * r, dtype, device)};
     group.broadcast(cast, /*root=*/1);

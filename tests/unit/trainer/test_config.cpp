@@ -80,6 +80,24 @@ TEST(JobConfig, ListsAreOneCommaSeparatedArgument) {
   EXPECT_EQ(c.checkpoint.exclude_from_loading, (std::vector<std::string>{"optimizer"}));  // CLI replaces TOML
 }
 
+TEST(JobConfig, ListsOfListsFromTomlOrTheCommandLine) {
+  using Stages = std::vector<std::vector<std::string>>;
+  const Stages two = {{"tok_embeddings", "layers.0"}, {"layers.1", "norm", "output"}};
+  auto file = write_toml("stages", "[parallelism]\nmodule_fqns_per_model_part = [[\"tok_embeddings\", \"layers.0\"], "
+                                   "[\"layers.1\", \"norm\", \"output\"]]\n");
+  EXPECT_EQ(parse_job_config({"--job.config_file", file}).parallelism.module_fqns_per_model_part, two);
+  EXPECT_EQ(parse_job_config({"--parallelism.module_fqns_per_model_part", "tok_embeddings,layers.0;layers.1,norm,output"})
+                .parallelism.module_fqns_per_model_part, two);
+  EXPECT_EQ(parse_job_config({"--parallelism.module_fqns_per_model_part",
+                              R"([["tok_embeddings", "layers.0"], ["layers.1", "norm", "output"]])"})
+                .parallelism.module_fqns_per_model_part, two);
+  JobConfig c = parse_job_config({"--parallelism.module_fqns_per_model_part", "tok_embeddings,layers.0;layers.1,norm,output"});
+  JobConfig back = parse_job_config({"--job.config_file", write_toml("stages_dump", config_to_toml(c))});
+  EXPECT_EQ(back.parallelism.module_fqns_per_model_part, two);  // the dumped config reads back
+  EXPECT_NE(error_of({"--parallelism.module_fqns_per_model_part", "[[1, 2]]"}).find("expects an array of arrays of strings"),
+            std::string::npos);
+}
+
 TEST(JobConfig, OptionalValuesAcceptNone) {
   EXPECT_EQ(*parse_job_config({"--debug.seed", "42"}).debug.seed, 42);
   EXPECT_FALSE(parse_job_config({"--debug.seed", "42", "--debug.seed", "None"}).debug.seed.has_value());
