@@ -35,6 +35,18 @@ c10::intrusive_ptr<c10d::Backend> make_backend(const c10::intrusive_ptr<c10d::St
 
 // A failed or timed-out collective ends the process at once: its Gloo thread may stay blocked
 // in the operation, and the group's destructor would wait for it (up to Gloo's own timeout).
+[[noreturn]] void end_on_failure(const std::exception& e, const std::string& what, std::chrono::milliseconds timeout) {
+  const std::string msg = first_line(e.what());
+  // Gloo 2025 says "Application timeout caused pair closure", older ones "Timed out"; c10d "timed out".
+  if (msg.find("timed out") != std::string::npos || msg.find("Timed out") != std::string::npos ||
+      msg.find("timeout") != std::string::npos)
+    log_error(what + " timed out after " + std::to_string(timeout.count() / 1000) + " s (a rank died or hangs)");
+  else
+    log_error(what + " failed: " + msg);
+  std::fflush(nullptr);
+  std::_Exit(1);
+}
+
 // NCCL work is waited on by the GPU stream; its watchdog enforces the timeout.
 void wait_for(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what, std::chrono::milliseconds timeout,
               bool nccl) {
@@ -44,15 +56,17 @@ void wait_for(const c10::intrusive_ptr<c10d::Work>& work, const std::string& wha
     else
       work->wait(timeout);
   } catch (const std::exception& e) {
-    const std::string msg = first_line(e.what());
-    // Gloo 2025 says "Application timeout caused pair closure", older ones "Timed out"; c10d "timed out".
-    if (msg.find("timed out") != std::string::npos || msg.find("Timed out") != std::string::npos ||
-        msg.find("timeout") != std::string::npos)
-      log_error(what + " timed out after " + std::to_string(timeout.count() / 1000) + " s (a rank died or hangs)");
-    else
-      log_error(what + " failed: " + msg);
-    std::fflush(nullptr);
-    std::_Exit(1);
+    end_on_failure(e, what, timeout);
+  }
+}
+
+// Starting point-to-point work throws at once when the peer's connection has closed (a dead rank).
+c10::intrusive_ptr<c10d::Work> start(const std::function<c10::intrusive_ptr<c10d::Work>()>& issue, const std::string& what,
+                                     std::chrono::milliseconds timeout) {
+  try {
+    return issue();
+  } catch (const std::exception& e) {
+    end_on_failure(e, what, timeout);
   }
 }
 
@@ -197,17 +211,18 @@ void ProcessGroup::all_to_all(torch::Tensor& out, const torch::Tensor& in, std::
 std::function<void()> ProcessGroup::start_send(const torch::Tensor& t, int64_t dst, int64_t tag) {
   TORCH_CHECK(pg_ && dst != rank_ && dst >= 0 && dst < size(), "send: ", dst, " is not another rank of ", name_);
   std::vector<torch::Tensor> one = {t.contiguous()};
-  auto work = pg_->send(one, static_cast<int>(dst), static_cast<int>(tag));
-  return [work, one, what = "send over " + name_ + " to rank " + std::to_string(ranks_[static_cast<size_t>(dst)]),
-          timeout = *timeout_, nccl = nccl_] { wait_for(work, what, timeout, nccl); };
+  const std::string what = "send over " + name_ + " to rank " + std::to_string(ranks_[static_cast<size_t>(dst)]);
+  auto work = start([&] { return pg_->send(one, static_cast<int>(dst), static_cast<int>(tag)); }, what, *timeout_);
+  return [work, one, what, timeout = *timeout_, nccl = nccl_] { wait_for(work, what, timeout, nccl); };
 }
 
 void ProcessGroup::recv(torch::Tensor& t, int64_t src, int64_t tag) {
   TORCH_CHECK(pg_ && src != rank_ && src >= 0 && src < size() && t.is_contiguous(), "recv: ", src,
               " is not another rank of ", name_);
   std::vector<torch::Tensor> one = {t};
-  wait_for(pg_->recv(one, static_cast<int>(src), static_cast<int>(tag)),
-           "receive over " + name_ + " from rank " + std::to_string(ranks_[static_cast<size_t>(src)]), *timeout_, nccl_);
+  const std::string what = "receive over " + name_ + " from rank " + std::to_string(ranks_[static_cast<size_t>(src)]);
+  wait_for(start([&] { return pg_->recv(one, static_cast<int>(src), static_cast<int>(tag)); }, what, *timeout_), what,
+           *timeout_, nccl_);
 }
 
 }  // namespace titan

@@ -18,13 +18,15 @@ void trunc_normal_(torch::Tensor t, double mean, double std, double a, double b,
   torch::NoGradGuard no_grad;
   auto norm_cdf = [](double x) { return (1.0 + std::erf(x / std::sqrt(2.0))) / 2.0; };
   const double l = norm_cdf((a - mean) / std), u = norm_cdf((b - mean) / std);
-  auto tmp = t.to(torch::kFloat32);
-  tmp.uniform_(2 * l - 1, 2 * u - 1, generator);
-  tmp.erfinv_();
-  tmp.mul_(std * std::sqrt(2.0));
-  tmp.add_(mean);
-  tmp.clamp_(a, b);
-  t.copy_(tmp);
+  auto values = torch::empty(t.sizes(), torch::kFloat32);
+  values.uniform_(2 * l - 1, 2 * u - 1, generator);
+  auto flat = values.view({-1});
+  constexpr int64_t kChunk = int64_t{1} << 20;  // float64 temporaries of 8 MB, whatever the parameter's size
+  for (int64_t begin = 0; begin < flat.numel(); begin += kChunk) {
+    auto chunk = flat.narrow(0, begin, std::min(kChunk, flat.numel() - begin));
+    chunk.copy_(chunk.to(torch::kFloat64).erfinv_().mul_(std * std::sqrt(2.0)).add_(mean).clamp_(a, b));
+  }
+  t.copy_(values);
 }
 
 AttentionImpl::AttentionImpl(const ModelArgs& args, const torch::TensorOptions& options) : head_dim_(args.head_dim()) {

@@ -90,8 +90,9 @@ class TransformerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Transformer);
 
-// Fills `t` from N(mean, std) truncated to [a, b] exactly as torch.nn.init.trunc_normal_
-// (inverse-CDF sampling) with `generator`, in fp32, then casts back.
+// Fills `t` from N(mean, std) truncated to [a, b] by torch.nn.init.trunc_normal_'s inverse-CDF
+// sampling of fp32 uniforms from `generator`, the inverse CDF in float64: libtorch's fp32 erfinv
+// rounds differently on AVX2 and AVX-512, so fp32 would give other bits on other CPUs.
 void trunc_normal_(torch::Tensor t, double mean, double std, double a, double b, at::Generator generator);
 
 }  // namespace titan::llama3

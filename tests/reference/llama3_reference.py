@@ -112,6 +112,16 @@ def parameter_seed(seed, fqn):
     return h ^ ((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
 
 
+def trunc_normal_(w, std, a, b, g):
+    """nn.init.trunc_normal_ (mean 0) with its inverse CDF in float64, as titan.cpp: torch's fp32
+    erfinv rounds differently on AVX2 and AVX-512 CPUs, float64 then rounded to fp32 does not."""
+    cdf = lambda x: (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+    lo, hi = cdf(a / std), cdf(b / std)
+    with torch.no_grad():
+        w.uniform_(2 * lo - 1, 2 * hi - 1, generator=g)
+        w.copy_(w.double().erfinv_().mul_(std * math.sqrt(2.0)).add_(0.0).clamp_(a, b))
+
+
 class Llama(nn.Module):
     def __init__(self, c):
         super().__init__()
@@ -133,12 +143,12 @@ class Llama(nn.Module):
                 nn.init.ones_(w)
             elif name == "output.weight":
                 std = self.c["dim"] ** -0.5
-                nn.init.trunc_normal_(w, mean=0.0, std=std, a=-3 * std, b=3 * std, generator=g)
+                trunc_normal_(w, std, -3 * std, 3 * std, g)
             else:
                 layer = int(name.split(".")[1])
                 scaled = name.endswith(("attention.wo.weight", "feed_forward.w2.weight", "feed_forward.w3.weight"))
                 std = 0.02 / (2 * (layer + 1)) ** 0.5 if scaled else 0.02
-                nn.init.trunc_normal_(w, mean=0.0, std=std, generator=g)
+                trunc_normal_(w, std, -2.0, 2.0, g)
 
     def forward(self, tokens):
         h = self.tok_embeddings(tokens)
