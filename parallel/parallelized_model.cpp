@@ -61,6 +61,12 @@ ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const Paralle
                                                      part.plan.tensor_parallel_hooks.end());
     for (auto* slot : tp_hooks_) *slot = tp_.get();
   }
+  if (dims_.cp > 1) {
+    cp_ = std::make_unique<ContextParallel>(comm_->group("cp"), options.seq_len, options.cp_head_tail, options.cp_rotate_method);
+    for (const auto& part : parts_) cp_hooks_.insert(cp_hooks_.end(), part.plan.context_parallel_hooks.begin(),
+                                                     part.plan.context_parallel_hooks.end());
+    for (auto* slot : cp_hooks_) *slot = cp_.get();
+  }
   if (sharded) {
     options.fsdp.pipelined = dims_.pp > 1;
     for (const auto& part : parts_)
@@ -73,7 +79,10 @@ ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const Paralle
 
 ParallelizedModel::~ParallelizedModel() {
   for (auto* slot : tp_hooks_) *slot = nullptr;
+  for (auto* slot : cp_hooks_) *slot = nullptr;
 }
+
+torch::Tensor ParallelizedModel::shard_sequence(const torch::Tensor& batch) const { return cp_ ? cp_->shard(batch) : batch; }
 
 std::vector<std::pair<std::string, torch::Tensor>> ParallelizedModel::parameters() const {
   std::vector<std::pair<std::string, torch::Tensor>> out;

@@ -1,7 +1,7 @@
 // The model as the trainer sees it once its plan is applied on the mesh: this rank's parts of it
 // (one, or its pipeline stages' under pipeline parallelism), with tensor parallel (with sequence
-// and loss parallel) when tp > 1, then FSDP (and HSDP) when dp_shard > 1, or DDP when only
-// dp_replicate > 1. The trainer zeroes gradients, syncs them, clips them, computes the loss and
+// and loss parallel) when tp > 1, context parallel attention when cp > 1, then FSDP (and HSDP)
+// when dp_shard > 1 or cp > 1, or DDP when only dp_replicate > 1. The trainer zeroes gradients, syncs them, clips them, computes the loss and
 // checkpoints through this one interface, whatever the layout; every parameter has a Placement,
 // from which its checkpoint chunk, its saving rank and its share of the gradient norm follow.
 #pragma once
@@ -17,6 +17,7 @@
 
 #include "models/common/parallel_plan.h"
 #include "parallel/collectives.h"
+#include "parallel/context_parallel.h"
 #include "parallel/ddp.h"
 #include "parallel/fsdp.h"
 #include "parallel/parallel_dims.h"
@@ -29,6 +30,9 @@ struct ParallelOptions {
   FsdpOptions fsdp;
   bool loss_parallel = true;  // with tp > 1: vocabulary-parallel cross entropy (not parallelism.disable_loss_parallel)
   torch::TensorOptions param_options;  // the device and dtype this rank's pieces are made on
+  int64_t seq_len = 0;                  // with cp > 1: training.seq_len
+  bool cp_head_tail = true;             // parallelism.context_parallel_load_balancer headtail (else contiguous)
+  std::string cp_rotate_method = "allgather";
 };
 
 // Fills `full` (the parameter's whole shape, fp32 on the CPU) with the parameter's initial values.
@@ -58,6 +62,8 @@ class ParallelizedModel {
   bool owns_first_piece(const std::string& fqn) const;  // and the piece at offset 0: saves per-tensor state once
   bool fully_sharded() const { return !fsdp_.empty(); }  // FSDP: matmuls run in its param dtype
 
+  // This rank's positions of a batch (B, T): all of them, or (B, T / cp) under context parallel.
+  torch::Tensor shard_sequence(const torch::Tensor& batch) const;
   // Summed cross entropy of the model's output over the labels (B, T) with -100 ignored, fp32,
   // equal on every tensor-parallel rank.
   torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& labels);
@@ -85,6 +91,8 @@ class ParallelizedModel {
   std::map<std::string, TpLayout> tp_layouts_;
   std::unique_ptr<TensorParallel> tp_;
   std::vector<TensorParallelHooks**> tp_hooks_;
+  std::unique_ptr<ContextParallel> cp_;
+  std::vector<ContextParallelHooks**> cp_hooks_;
   std::vector<std::unique_ptr<FullyShardedModel>> fsdp_;  // one per part
   std::unique_ptr<DistributedDataParallel> ddp_;
   int64_t gathers_ = 0;  // full_parameters calls: their store keys differ

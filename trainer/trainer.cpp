@@ -85,17 +85,17 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
                               par.tensor_parallel_degree, par.pipeline_parallel_degree, par.expert_parallel_degree,
                               par.expert_tensor_parallel_degree, env_.world_size);
   if (dims_.any_parallelism()) {
-    // Data, tensor and pipeline parallelism are built; the others not yet.
-    const std::pair<const char*, int64_t> not_yet[] = {{"context_parallel_degree", dims_.cp},
-                                                        {"expert_parallel_degree", dims_.ep}};
+    // Data, tensor, pipeline and context parallelism are built; expert parallelism not yet.
+    const std::pair<const char*, int64_t> not_yet[] = {{"expert_parallel_degree", dims_.ep}};
     for (const auto& [key, degree] : not_yet)
       if (degree != 1)
         throw Err(std::string("parallelism.") + key + " = " + std::to_string(degree) +
                   " is not supported yet (built: data_parallel_replicate_degree, data_parallel_shard_degree, "
-                  "tensor_parallel_degree, pipeline_parallel_degree)");
+                  "tensor_parallel_degree, pipeline_parallel_degree, context_parallel_degree)");
   }
-  // Sequence parallel splits every sequence evenly (TorchTitan's assertion).
-  if (const int64_t divisor = dims_.tp * 2 * dims_.cp; dims_.tp > 1 && config_.training.seq_len % divisor != 0)
+  // Sequence and context parallel split every sequence evenly, context parallel into 2 cp chunks
+  // (TorchTitan's assertion).
+  if (const int64_t divisor = dims_.tp * 2 * dims_.cp; (dims_.tp > 1 || dims_.cp > 1) && config_.training.seq_len % divisor != 0)
     throw Err("Sequence length " + std::to_string(config_.training.seq_len) + " must be divisible by the product of TP degree (" +
               std::to_string(dims_.tp) + ") and 2 * CP degree (" + std::to_string(dims_.cp) + ").");
   device_ = select_device(env_.local_rank);
@@ -178,6 +178,13 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   parallel.fsdp.reduce_dtype = dtype_from_name(config_.training.mixed_precision_reduce);
   parallel.loss_parallel = !config_.parallelism.disable_loss_parallel;
   parallel.param_options = torch::TensorOptions().device(device_).dtype(dtype_);
+  parallel.seq_len = config_.training.seq_len;
+  const auto& balancer = config_.parallelism.context_parallel_load_balancer;
+  if (dims_.cp > 1 && balancer && *balancer != "headtail")
+    throw Err("parallelism.context_parallel_load_balancer '" + *balancer + "' is for FlexAttention, which titan.cpp does "
+              "not have (valid: headtail, or None for contiguous chunks)");
+  parallel.cp_head_tail = balancer.has_value();
+  parallel.cp_rotate_method = config_.parallelism.context_parallel_rotate_method;
   if (dims_.tp > 1) llama3::check_tensor_parallel_degree(model_args_, dims_.tp);
   const llama3::Transformer initialiser(model_args_, meta);  // knows every parameter's init, holds nothing
   auto init = [&initialiser, seed](const std::string& fqn, torch::Tensor& full) {
@@ -205,11 +212,11 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
       stage.forward = [part](const torch::Tensor& x) mutable { return part->forward(x); };
       stages.push_back(std::move(stage));
     }
-    // Between stages: (microbatch, T / tp, dim) hidden states in the dtype the matmuls run in.
+    // Between stages: (microbatch, T / (tp cp), dim) hidden states in the dtype the matmuls run in.
     const torch::ScalarType compute_dtype =
         parallel_->fully_sharded() ? dtype_from_name(config_.training.mixed_precision_param) : dtype_;
     const std::vector<int64_t> shape = {config_.parallelism.pipeline_parallel_microbatch_size,
-                                        config_.training.seq_len / dims_.tp, model_args_.dim};
+                                        config_.training.seq_len / (dims_.tp * dims_.cp), model_args_.dim};
     pipeline_ = std::make_unique<PipelineRuntime>(std::move(stages), pipeline_order_, pipeline_stage_ranks_,
                                                   &comm_->group("pp"), shape,
                                                   torch::TensorOptions().dtype(compute_dtype).device(device_));
@@ -362,8 +369,13 @@ void Trainer::log_startup() {
   if (dims_.tp > 1)
     log_info("Applied Tensor Parallelism to the model: " + std::to_string(dims_.tp) + " ranks, sequence parallel, loss parallel " +
              (config_.parallelism.disable_loss_parallel ? "off" : "on"));
+  if (dims_.cp > 1)
+    log_info("Applied Context Parallelism to the model: " + std::to_string(dims_.cp) + " ranks, load balancer " +
+             config_.parallelism.context_parallel_load_balancer.value_or("None (contiguous chunks)") + ", rotate method " +
+             config_.parallelism.context_parallel_rotate_method);
   if (parallel_->fully_sharded()) {
-    log_info("Applied FSDP to the model: " + std::to_string(dims_.dp_shard) + " shards" +
+    log_info("Applied FSDP to the model: " + std::to_string(dims_.dp_shard * dims_.cp) + " shards" +
+             (dims_.cp > 1 ? " (dp_shard x cp)" : "") +
              (dims_.dp_replicate > 1 ? " x " + std::to_string(dims_.dp_replicate) + " replicas (HSDP)" : "") +
              ", reshard_after_forward=" + config_.parallelism.fsdp_reshard_after_forward + ", param dtype " +
              config_.training.mixed_precision_param + ", reduce dtype " + config_.training.mixed_precision_reduce);
@@ -492,10 +504,11 @@ Trainer::StepResult Trainer::train_step() {
   auto loss_total = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
   for (size_t i = 0; i < micro.size(); ++i) {
     const Batch& b = micro[i];
-    const auto labels = b.labels.to(device_);
+    const auto tokens = parallel_->shard_sequence(b.input).to(device_);  // (B, T / cp)
+    const auto labels = parallel_->shard_sequence(b.labels).to(device_);
     if (pipeline_) {  // the schedule runs every microbatch's forward and backward; gradients sync at the end
       parallel_->set_gradient_sync(false);
-      const auto inputs = b.input.to(device_).tensor_split(pipeline_microbatches_);  // (mb, T) each
+      const auto inputs = tokens.tensor_split(pipeline_microbatches_);  // (mb, T / cp) each
       const auto mb_labels = labels.tensor_split(pipeline_microbatches_);
       loss_total += pipeline_->step(inputs, [&](const torch::Tensor& logits, int64_t m) {
         return parallel_->cross_entropy_sum(logits, mb_labels[static_cast<size_t>(m)]) / global_valid;
@@ -503,7 +516,7 @@ Trainer::StepResult Trainer::train_step() {
       continue;
     }
     parallel_->set_gradient_sync(i + 1 == micro.size());  // the last microbatch's backward syncs
-    auto logits = model_parts_.front()->forward(b.input.to(device_));  // (B, T, vocab), or (B, T, vocab/tp) under loss parallel
+    auto logits = model_parts_.front()->forward(tokens);  // (B, T / cp, vocab), or (B, T / cp, vocab / tp) under loss parallel
     auto loss = parallel_->cross_entropy_sum(logits, labels) / global_valid;
     loss.backward();
     loss_total += loss.detach();

@@ -36,6 +36,18 @@ struct TensorParallelHooks {
   virtual torch::Tensor project(const torch::Tensor& h, const torch::Tensor& weight) = 0;
 };
 
+// Called by the model where context parallelism changes attention: each rank holds T' = T / cp
+// positions of every sequence (not contiguous under head-tail balancing), needs their RoPE rows,
+// and its queries attend to the keys of the whole sequence.
+struct ContextParallelHooks {
+  virtual ~ContextParallelHooks() = default;
+  // The rows of a per-position table (max_seq_len, ...) at this rank's positions -> (T', ...)
+  virtual torch::Tensor position_rows(const torch::Tensor& table) = 0;
+  // Causal attention by global position of this rank's queries (B, H, T', hd) over every rank's
+  // keys and values (B, KV, T', hd) -> (B, H, T', hd)
+  virtual torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) = 0;
+};
+
 // How tensor parallelism lays out one parameter (TorchTitan's styles): kRows for ColwiseParallel
 // linears [out, in] and the vocab-sharded embedding and output (Shard(0)), kColumns for
 // RowwiseParallel linears (Shard(1)), kReplicated for sequence-parallel norms (whose gradients
@@ -58,6 +70,7 @@ struct ParallelPlan {
   ForwardHooks** hooks = nullptr;  // where the model looks for its unit hooks
   std::vector<std::pair<std::string, TpLayout>> tensor_parallel;  // every parameter, by FQN
   std::vector<TensorParallelHooks**> tensor_parallel_hooks;       // where the model looks for them
+  std::vector<ContextParallelHooks**> context_parallel_hooks;     // likewise
 };
 
 }  // namespace titan

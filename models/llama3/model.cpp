@@ -43,7 +43,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto xq = apply_rope(apply_linear(x, wq->weight).view({B, T, -1, hd}), cos, sin);  // (B, T, H, hd)
   auto xk = apply_rope(apply_linear(x, wk->weight).view({B, T, -1, hd}), cos, sin);  // (B, T, KV, hd)
   auto xv = apply_linear(x, wv->weight).view({B, T, -1, hd});         // (B, T, KV, hd)
-  auto out = causal_attention(xq.transpose(1, 2), xk.transpose(1, 2), xv.transpose(1, 2));  // (B, H, T, hd)
+  auto q = xq.transpose(1, 2), k = xk.transpose(1, 2), v = xv.transpose(1, 2);
+  auto out = cp ? cp->attention(q, k, v) : causal_attention(q, k, v);  // (B, H, T, hd)
   out = out.transpose(1, 2).reshape({B, T, -1});                                            // (B, T, H*hd)
   return apply_linear(out, wo->weight);  // (B, T, dim)
 }
@@ -115,12 +116,14 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& input) {
     hooks->pre_forward(i);
     return hooks->post_forward(i, body());
   };
+  // RoPE rows of this rank's positions: (T, head_dim/2), or (T/cp, head_dim/2) under context parallel
+  const auto cos = cp ? cp->position_rows(rope_cos_) : rope_cos_, sin = cp ? cp->position_rows(rope_sin_) : rope_sin_;
   auto h = input;  // (B, T', dim) between the parts
   if (tok_embeddings)
     h = unit(0, [&] { return tp ? tp->embed(input, tok_embeddings->weight) : tok_embeddings(input); });  // (B, T', dim)
   for (const auto& item : layers->items()) {
     auto& block = *item.second->as<TransformerBlockImpl>();
-    h = unit(std::stoll(item.first) + 1, [&] { return block.forward(h, rope_cos_, rope_sin_); });
+    h = unit(std::stoll(item.first) + 1, [&] { return block.forward(h, cos, sin); });
   }
   // With tied embeddings only the whole model projects (pipeline stages refuse tying).
   const bool projects = output || (args_.tie_word_embeddings && tok_embeddings && norm);

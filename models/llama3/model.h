@@ -21,6 +21,7 @@ class AttentionImpl : public torch::nn::Module {
   // x: (B, T, dim); cos/sin: (>=T, head_dim/2) -> (B, T, dim)
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
   Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr};
+  ContextParallelHooks* cp = nullptr;  // the attention core over the whole sequence; not owned
 
  private:
   int64_t head_dim_;
@@ -76,6 +77,7 @@ class TransformerImpl : public torch::nn::Module {
   // (norm + output): the FSDP units of parallelize.h. Not owned.
   ForwardHooks* hooks = nullptr;
   TensorParallelHooks* tp = nullptr;  // the embedding and the output projection; not owned
+  ContextParallelHooks* cp = nullptr;  // this rank's positions' RoPE rows; not owned
 
   // Each absent (nullptr, or no entry in layers) where the part does not hold it; output is
   // absent with tie_word_embeddings too (the embedding projects).

@@ -40,6 +40,9 @@ ParallelPlan parallel_plan(Transformer& model) {
     plan.tensor_parallel.emplace_back(fqn, layout);
   }
   plan.tensor_parallel_hooks.push_back(&model->tp);
+  plan.context_parallel_hooks.push_back(&model->cp);
+  for (const auto& layer : model->layers->values())
+    plan.context_parallel_hooks.push_back(&layer->as<TransformerBlockImpl>()->attention->cp);
   for (const auto& layer : model->layers->values()) plan.tensor_parallel_hooks.push_back(&layer->as<TransformerBlockImpl>()->tp);
   return plan;
 }
