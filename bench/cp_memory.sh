@@ -6,8 +6,9 @@
 # activations), and its share of one rank's.
 # Usage: bench/cp_memory.sh
 # 2026-12-05, 2 cores (AMD EPYC, AVX-512), activations (share of 1 rank): 1 rank 0.64 GiB (1.000), cp2
-# allgather 0.53 (0.828), cp2 alltoall 7.22 (11.3), cp4 allgather 0.27 (0.422), cp4 alltoall 3.41 (5.33):
-# the alltoall ring's fp32 blocks keep each block's (T/cp)^2 probabilities for backward.
+# allgather 0.33 (0.516), cp2 alltoall 0.31 (0.484), cp4 allgather 0.16 (0.250), cp4 alltoall 0.16
+# (0.250). Before the ring kept only q, k, v, its output and log-sum-exp (fp32 blocks by autograd,
+# and SDPA with a position mask for allgather): 0.828, 11.3, 0.422 and 5.33.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"

@@ -2,9 +2,10 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <tuple>
 #include <utility>
+#include <vector>
 
-#include "parallel/autograd_collectives.h"
 
 namespace titan {
 namespace {
@@ -12,50 +13,179 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Causal attention of q (B, H, Tq, hd) at positions q_pos (Tq,) over k, v (B, KV, Tk, hd) at
-// k_pos (Tk,), in fp32 by the formula: the output (B, H, Tq, hd) and each query's log-sum-exp of
-// its scaled scores (B, H, Tq). A query with no key at or before it gets a log-sum-exp ~-1e30
-// (finite: no NaN in backward), so a merge gives its output weight 0.
-std::pair<torch::Tensor, torch::Tensor> attention_block(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                                         const torch::Tensor& q_pos, const torch::Tensor& k_pos) {
-  const int64_t groups = q.size(1) / k.size(1);
-  const auto kf = k.to(torch::kFloat32).repeat_interleave(groups, 1);  // (B, H, Tk, hd)
-  const auto vf = v.to(torch::kFloat32).repeat_interleave(groups, 1);
-  auto scores = torch::matmul(q.to(torch::kFloat32), kf.transpose(-2, -1)) / std::sqrt(static_cast<double>(q.size(-1)));
-  const auto hidden = q_pos.unsqueeze(1) < k_pos.unsqueeze(0);  // (Tq, Tk): keys after the query
-  scores = scores.masked_fill(hidden, -1e30);                    // (B, H, Tq, Tk)
-  auto lse = torch::logsumexp(scores, -1);                       // (B, H, Tq)
-  auto out = torch::matmul(torch::exp(scores - lse.unsqueeze(-1)), vf);  // (B, H, Tq, hd)
-  return {out, lse};
-}
-
-// Rank r's tensor goes to rank r + 1 of the group and rank r - 1's arrives (mod n), as one
-// all-to-all; backward sends the gradient the other way.
-torch::Tensor ring_shift(const torch::Tensor& x, ProcessGroup& group, bool backwards);
-
-struct RingShift : public torch::autograd::Function<RingShift> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t group_address, bool backwards) {
-    ctx->saved_data["group"] = group_address;
-    ctx->saved_data["backwards"] = backwards;
-    return ring_shift(x, *reinterpret_cast<ProcessGroup*>(group_address), backwards);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto* group = reinterpret_cast<ProcessGroup*>(ctx->saved_data["group"].toInt());
-    return {ring_shift(grads[0], *group, !ctx->saved_data["backwards"].toBool()), torch::Tensor(), torch::Tensor()};
-  }
+// One block of the ring: this rank's query rows [q_begin, +q_len) against the key rows
+// [kv_begin, +kv_len) of rank `source`'s keys and values, causal (the diagonal block) or full.
+// Head-tail: step 0 is causal on everything here; a source before this rank is seen whole by
+// both query chunks through its first chunk only (its second lies in both chunks' future); a
+// source after it is seen whole by this rank's second chunk only. Contiguous: a source after this
+// rank is in every query's future and skipped.
+struct Block {
+  int64_t source, q_begin, q_len, kv_begin, kv_len;
+  bool causal, skipped;
 };
 
-torch::Tensor ring_shift(const torch::Tensor& x, ProcessGroup& group, bool backwards) {
+// One block per step of the ring, step i holding rank - i's keys (skipped ones included: every rank
+// shifts the ring the same number of times).
+std::vector<Block> ring_blocks(int64_t rank, int64_t n, int64_t local_len, bool head_tail) {
+  std::vector<Block> blocks = {{rank, 0, local_len, 0, local_len, true, false}};
+  const int64_t half = local_len / 2;
+  for (int64_t step = 1; step < n; ++step) {
+    const int64_t s = (rank - step + n) % n;
+    if (head_tail)
+      blocks.push_back(s < rank ? Block{s, 0, local_len, 0, half, false, false} : Block{s, half, half, 0, local_len, false, false});
+    else
+      blocks.push_back({s, 0, local_len, 0, local_len, false, s > rank});
+  }
+  return blocks;
+}
+
+// k, v (B, KV, L, hd) -> (B, H, L, hd): query head h reads kv head h / groups.
+torch::Tensor expand_heads(const torch::Tensor& t, int64_t groups) {
+  return groups == 1 ? t.contiguous() : t.repeat_interleave(groups, 1);
+}
+
+// A block's attention: out (B, H, Lq, hd) in fp32 and the log-sum-exp of each query's scaled
+// scores (B, H, Lq). libtorch's CPU flash kernel (no L x L matrix is kept), or the formula in fp32,
+// one block at a time (other devices).
+std::pair<torch::Tensor, torch::Tensor> block_forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                                       bool causal, bool flash) {
+  if (flash) {
+    auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal);
+    return {out.to(torch::kFloat32), lse};
+  }
+  auto scores = torch::matmul(q.to(torch::kFloat32), k.to(torch::kFloat32).transpose(-2, -1)) /
+                std::sqrt(static_cast<double>(q.size(-1)));  // (B, H, Lq, Lk)
+  if (causal) scores.masked_fill_(torch::ones({q.size(2), k.size(2)}, q.options().dtype(torch::kBool)).triu(1), -INFINITY);
+  auto lse = torch::logsumexp(scores, -1);
+  return {torch::matmul(torch::exp(scores - lse.unsqueeze(-1)), v.to(torch::kFloat32)), lse};
+}
+
+// The block's share of the gradients given the merged output and log-sum-exp of its query rows:
+// P = exp(S - lse) is the block's part of the whole softmax, so dq, dk, dv are its contributions.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> block_backward(const torch::Tensor& grad_out, const torch::Tensor& q,
+                                                                        const torch::Tensor& k, const torch::Tensor& v,
+                                                                        const torch::Tensor& out, const torch::Tensor& lse,
+                                                                        bool causal, bool flash) {
+  if (flash)
+    return at::_scaled_dot_product_flash_attention_for_cpu_backward(grad_out, q, k, v, out.to(q.scalar_type()), lse, 0.0, causal);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  const auto qf = q.to(torch::kFloat32), kf = k.to(torch::kFloat32), vf = v.to(torch::kFloat32), g = grad_out.to(torch::kFloat32);
+  auto scores = torch::matmul(qf, kf.transpose(-2, -1)) * scale;
+  if (causal) scores.masked_fill_(torch::ones({q.size(2), k.size(2)}, q.options().dtype(torch::kBool)).triu(1), -INFINITY);
+  const auto p = torch::exp(scores - lse.unsqueeze(-1));                     // (B, H, Lq, Lk)
+  const auto ds = p * (torch::matmul(g, vf.transpose(-2, -1)) - (g * out).sum(-1, true));
+  return {torch::matmul(ds, kf) * scale, torch::matmul(ds.transpose(-2, -1), qf) * scale, torch::matmul(p.transpose(-2, -1), g)};
+}
+
+// Rank r's tensor goes to rank r + 1 of the group and rank r - 1's arrives (mod n), as one all-to-all.
+torch::Tensor ring_shift(const torch::Tensor& x, ProcessGroup& group) {
   const int64_t n = group.size(), r = group.rank();
-  const int64_t to = (r + (backwards ? n - 1 : 1)) % n, from = (r + (backwards ? 1 : n - 1)) % n;
   auto in = x.contiguous().view({-1});
   auto out = torch::empty_like(in);
   std::vector<int64_t> in_splits(static_cast<size_t>(n), 0), out_splits(static_cast<size_t>(n), 0);
-  in_splits[static_cast<size_t>(to)] = in.numel();
-  out_splits[static_cast<size_t>(from)] = in.numel();
+  in_splits[static_cast<size_t>((r + 1) % n)] = in.numel();
+  out_splits[static_cast<size_t>((r + n - 1) % n)] = in.numel();
   group.all_to_all(out, in, out_splits, in_splits);
   return out.view(x.sizes());
 }
+
+// Every rank's packed keys and values, one per block's source: by one all-gather, or passed
+// around the ring (one shift per step, in the blocks' order).
+class KeyValueSource {
+ public:
+  KeyValueSource(const torch::Tensor& kv, ProcessGroup& group, bool gather) : group_(group), held_(kv) {
+    if (!gather) return;
+    auto flat = torch::empty({group.size() * kv.numel()}, kv.options());  // (n * numel)
+    group.all_gather(flat, kv.contiguous().view({-1}));
+    gathered_ = flat.view([&] {
+      std::vector<int64_t> shape = {group.size()};
+      shape.insert(shape.end(), kv.sizes().begin(), kv.sizes().end());
+      return shape;
+    }());
+  }
+  // The packed keys and values of `source`, which must come in the ring's order (r, r - 1, ...).
+  torch::Tensor of(int64_t source) {
+    if (gathered_.defined()) return gathered_[source];
+    while (held_source_ != source) {
+      held_ = ring_shift(held_, group_);
+      held_source_ = (held_source_ + group_.size() - 1) % group_.size();
+    }
+    return held_;
+  }
+
+ private:
+  ProcessGroup& group_;
+  torch::Tensor held_, gathered_;
+  int64_t held_source_ = group_.rank();
+};
+
+// Exact causal attention over the whole sequence: forward merges the blocks' outputs by their
+// log-sum-exp (out <- out - sigmoid(lse_b - lse) (out - out_b), lse <- lse - logsigmoid(lse - lse_b),
+// in fp32); backward runs the blocks again with the merged output and log-sum-exp, keeps dq here
+// and sends each source's dk, dv back to it in one all-to-all. Only q, k, v, the output and the
+// log-sum-exp are kept between them.
+struct RingAttention : public torch::autograd::Function<RingAttention> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               int64_t group_address, bool head_tail, bool gather, bool flash) {
+    auto& group = *reinterpret_cast<ProcessGroup*>(group_address);
+    const int64_t groups = q.size(1) / k.size(1);
+    const auto blocks = ring_blocks(group.rank(), group.size(), q.size(2), head_tail);
+    KeyValueSource kv(torch::stack({k, v}), group, gather);  // (2, B, KV, T', hd)
+    torch::Tensor out, lse;                                   // (B, H, T', hd) fp32, (B, H, T')
+    for (const Block& b : blocks) {
+      const auto both = kv.of(b.source).narrow(3, b.kv_begin, b.kv_len);
+      if (b.skipped) continue;
+      auto [out_b, lse_b] = block_forward(q.narrow(2, b.q_begin, b.q_len).contiguous(), expand_heads(both[0], groups),
+                                          expand_heads(both[1], groups), b.causal, flash);
+      if (!out.defined()) {
+        out = out_b, lse = lse_b;
+        continue;
+      }
+      auto rows = out.narrow(2, b.q_begin, b.q_len);
+      auto rows_lse = lse.narrow(2, b.q_begin, b.q_len);
+      rows.sub_(torch::sigmoid(lse_b - rows_lse).unsqueeze(-1) * (rows - out_b));
+      rows_lse.sub_(torch::log_sigmoid(rows_lse - lse_b));
+    }
+    ctx->save_for_backward({q, k, v, out, lse});
+    ctx->saved_data["group"] = group_address;
+    ctx->saved_data["head_tail"] = head_tail;
+    ctx->saved_data["gather"] = gather;
+    ctx->saved_data["flash"] = flash;
+    return out.to(q.scalar_type());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
+    auto& group = *reinterpret_cast<ProcessGroup*>(ctx->saved_data["group"].toInt());
+    const int64_t n = group.size(), groups = q.size(1) / k.size(1);
+    const auto grad_out = grads[0].contiguous();
+    KeyValueSource kv(torch::stack({k, v}), group, ctx->saved_data["gather"].toBool());
+    auto dq = torch::zeros(q.sizes(), q.options().dtype(torch::kFloat32));
+    std::vector<int64_t> parts_shape = {n, 2};  // (n, 2, B, KV, T', hd): dk, dv for each source
+    parts_shape.insert(parts_shape.end(), k.sizes().begin(), k.sizes().end());
+    auto parts = torch::zeros(parts_shape, k.options().dtype(torch::kFloat32));
+    for (const Block& b : ring_blocks(group.rank(), n, q.size(2), ctx->saved_data["head_tail"].toBool())) {
+      const auto both = kv.of(b.source).narrow(3, b.kv_begin, b.kv_len);
+      if (b.skipped) continue;
+      auto rows = [&](const torch::Tensor& t) { return t.narrow(2, b.q_begin, b.q_len).contiguous(); };
+      auto [dq_b, dk_b, dv_b] = block_backward(rows(grad_out), rows(q), expand_heads(both[0], groups),
+                                               expand_heads(both[1], groups), rows(out), rows(lse), b.causal,
+                                               ctx->saved_data["flash"].toBool());
+      dq.narrow(2, b.q_begin, b.q_len).add_(dq_b);
+      auto fold = [&](const torch::Tensor& d) {  // the query heads of each kv head summed: (B, KV, L, hd)
+        return d.to(torch::kFloat32).view({d.size(0), k.size(1), groups, d.size(2), d.size(3)}).sum(2);
+      };
+      parts[b.source][0].narrow(2, b.kv_begin, b.kv_len).add_(fold(dk_b));
+      parts[b.source][1].narrow(2, b.kv_begin, b.kv_len).add_(fold(dv_b));
+    }
+    auto received = torch::empty({parts.numel()}, parts.options());  // every rank's part for this rank's keys
+    group.all_to_all(received, parts.view({-1}), {}, {});
+    const auto mine = received.view(parts.sizes()).sum(0);  // (2, B, KV, T', hd)
+    return {dq.to(q.scalar_type()), mine[0].to(k.scalar_type()), mine[1].to(v.scalar_type()), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -69,8 +199,9 @@ torch::Tensor context_parallel_positions(int64_t seq_len, int64_t cp, int64_t ra
                      torch::arange((2 * cp - 1 - rank) * c, (2 * cp - rank) * c, torch::kLong)});
 }
 
-ContextParallel::ContextParallel(ProcessGroup& group, int64_t seq_len, bool head_tail, std::string rotate_method)
-    : group_(group), rotate_method_(std::move(rotate_method)) {
+ContextParallel::ContextParallel(ProcessGroup& group, int64_t seq_len, bool head_tail, std::string rotate_method,
+                                 bool formula_blocks)
+    : group_(group), head_tail_(head_tail), rotate_method_(std::move(rotate_method)), formula_blocks_(formula_blocks) {
   if (rotate_method_ != "allgather" && rotate_method_ != "alltoall")
     throw std::invalid_argument("parallelism.context_parallel_rotate_method '" + rotate_method_ +
                                 "' is not valid (valid: allgather, alltoall)");
@@ -87,32 +218,8 @@ torch::Tensor ContextParallel::position_rows(const torch::Tensor& table) {
 }
 
 torch::Tensor ContextParallel::attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
-  const auto device = q.device();
-  const auto q_pos = positions_[static_cast<size_t>(group_.rank())].to(device);
-  if (rotate_method_ == "allgather") {  // every rank's keys and values at once, rank-major
-    auto gather = [this](const torch::Tensor& t) {  // (B, KV, T/cp, hd) -> (B, KV, T, hd); backward reduce-scatters
-      return gather_sequence(t.transpose(1, 2).contiguous(), group_).transpose(1, 2);
-    };
-    const auto k_pos = torch::cat(positions_).to(device);
-    const auto visible = q_pos.unsqueeze(1) >= k_pos.unsqueeze(0);  // (T/cp, T)
-    return at::scaled_dot_product_attention(q, gather(k), gather(v), visible, /*dropout_p=*/0.0, /*is_causal=*/false,
-                                            /*scale=*/std::nullopt, /*enable_gqa=*/q.size(1) != k.size(1));
-  }
-  // alltoall: at step i this rank holds the block of rank r - i; partial results merge as
-  // out <- out - sigmoid(lse_b - lse) (out - out_b), lse <- lse - logsigmoid(lse - lse_b).
-  auto [out, lse] = attention_block(q, k, v, q_pos, q_pos);
-  auto k_block = k, v_block = v;
-  const int64_t n = group_.size(), r = group_.rank();
-  for (int64_t step = 1; step < n; ++step) {
-    const auto address = reinterpret_cast<int64_t>(&group_);
-    k_block = RingShift::apply(k_block, address, false);
-    v_block = RingShift::apply(v_block, address, false);
-    const auto k_pos = positions_[static_cast<size_t>((r - step + n) % n)].to(device);
-    auto [out_b, lse_b] = attention_block(q, k_block, v_block, q_pos, k_pos);
-    out = out - torch::sigmoid(lse_b - lse).unsqueeze(-1) * (out - out_b);
-    lse = lse - torch::log_sigmoid(lse - lse_b);
-  }
-  return out.to(q.scalar_type());
+  return RingAttention::apply(q, k, v, reinterpret_cast<int64_t>(&group_), head_tail_, rotate_method_ == "allgather",
+                              q.device().is_cpu() && !formula_blocks_);
 }
 
 }  // namespace titan

@@ -1,9 +1,11 @@
 // Context parallelism (TorchTitan's, as explicit collectives over the cp group): each rank holds
 // T / cp positions of every sequence — with head-tail load balancing (the default) the sequence is
 // cut into 2 cp chunks and rank i holds chunks i and 2 cp - 1 - i, so every rank has the same share
-// of the causal triangle — and attention is exact over the whole sequence, by global position:
-// "allgather" gathers every rank's keys and values once, "alltoall" passes them around the ring
-// one rank's block per step and merges the partial results by their log-sum-exp.
+// of the causal triangle — and attention is exact over the whole sequence: ring attention, block
+// by block (causal, full or skipped by the chunks' positions), merged by log-sum-exp, with its own
+// backward. The keys and values come from one all-gather ("allgather") or around the ring, one
+// all-to-all shift per step ("alltoall"); each rank's key and value gradients go home in one
+// all-to-all.
 #pragma once
 
 #include <torch/torch.h>
@@ -21,8 +23,10 @@ torch::Tensor context_parallel_positions(int64_t seq_len, int64_t cp, int64_t ra
 
 class ContextParallel : public ContextParallelHooks {
  public:
-  // rotate_method: "allgather" or "alltoall" (parallelism.context_parallel_rotate_method).
-  ContextParallel(ProcessGroup& group, int64_t seq_len, bool head_tail, std::string rotate_method);
+  // rotate_method: "allgather" or "alltoall" (parallelism.context_parallel_rotate_method). The
+  // blocks run libtorch's CPU flash kernel on the CPU, else (or with formula_blocks) the formula.
+  ContextParallel(ProcessGroup& group, int64_t seq_len, bool head_tail, std::string rotate_method,
+                  bool formula_blocks = false);
 
   // This rank's positions of a batch: (B, T) -> (B, T / cp).
   torch::Tensor shard(const torch::Tensor& batch) const;
@@ -32,7 +36,9 @@ class ContextParallel : public ContextParallelHooks {
 
  private:
   ProcessGroup& group_;
+  bool head_tail_;
   std::string rotate_method_;
+  bool formula_blocks_;
   std::vector<torch::Tensor> positions_;  // every rank's, (T / cp,) int64
 };
 

@@ -1,8 +1,8 @@
 // Context-parallel attention over real ranks against one process's causal attention on the whole
-// sequence (libtorch's SDPA): each rank holds its head-tail positions of seeded full q, k, v; the
-// outputs and the gradients of q, k and v (through the gathers or the ring, backward included)
-// must be the full results' rows at those positions within 1e-6 (relative to the largest), for both rotate methods, cp 2 and
-// cp 4, head-tail and contiguous chunks, GQA.
+// sequence (libtorch's SDPA): each rank holds its positions of seeded full q, k, v; the outputs
+// and the gradients of q, k and v (through the gathers or the ring, backward included) must be
+// the full results' rows at those positions within 1e-6 (relative to the largest), for both rotate
+// methods, cp 2 and cp 4, head-tail and contiguous chunks, both block kernels, GQA.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -30,7 +30,7 @@ void expect_rows(const torch::Tensor& local, const torch::Tensor& full, const to
   EXPECT_LT((local - expected).abs().max().item<double>(), 1e-6 * scale) << what;
 }
 
-void exact_over_ranks(int rank, const std::string& method, bool head_tail) {
+void exact_over_ranks(int rank, const std::string& method, bool head_tail, bool formula) {
   auto group = testing::world_group(rank);
   const int64_t cp = group->size(), T = 16;
   torch::manual_seed(5);
@@ -40,24 +40,26 @@ void exact_over_ranks(int rank, const std::string& method, bool head_tail) {
   auto full = at::scaled_dot_product_attention(fq, fk, fv, {}, 0.0, /*is_causal=*/true, std::nullopt, /*enable_gqa=*/true);
   (full * w).sum().backward();
 
-  ContextParallel context(*group, T, head_tail, method);
+  ContextParallel context(*group, T, head_tail, method, formula);
   const auto pos = context_parallel_positions(T, cp, rank, head_tail);
   auto mine = [&](const torch::Tensor& t) { return t.index_select(2, pos).clone().requires_grad_(true); };
   auto lq = mine(q), lk = mine(k), lv = mine(v);
   auto out = context.attention(lq, lk, lv);
   (out * w.index_select(2, pos)).sum().backward();  // summed over ranks: the full loss
-  const std::string what = method + (head_tail ? " head-tail" : " contiguous") + " cp " + std::to_string(cp) + " rank " +
-                           std::to_string(rank);
+  const std::string what = method + (head_tail ? " head-tail" : " contiguous") + (formula ? " formula" : " flash") + " cp " +
+                           std::to_string(cp) + " rank " + std::to_string(rank);
   expect_rows(out.detach(), full.detach(), pos, what + " output");
   expect_rows(lq.grad(), fq.grad(), pos, what + " dq");
   expect_rows(lk.grad(), fk.grad(), pos, what + " dk");
   expect_rows(lv.grad(), fv.grad(), pos, what + " dv");
 }
 
-// Every rank runs both rotate methods, with and without load balancing.
+// Every rank runs both rotate methods, with and without load balancing, with the CPU flash kernel
+// and with the formula other devices use.
 void all_variants(int rank) {
   for (const char* method : {"allgather", "alltoall"})
-    for (bool head_tail : {true, false}) exact_over_ranks(rank, method, head_tail);
+    for (bool head_tail : {true, false})
+      for (bool formula : {false, true}) exact_over_ranks(rank, method, head_tail, formula);
 }
 
 TEST(ContextParallelRanks, TwoRanksAreExact) {
