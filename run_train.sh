@@ -29,7 +29,7 @@ fi
 export WORLD_SIZE=$((NGPU * NNODES)) LOCAL_WORLD_SIZE=$NGPU MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
 if [[ -z "${MASTER_PORT:-}" ]]; then
   [[ "$NNODES" == "1" ]] || { echo "error: set MASTER_PORT (and MASTER_ADDR) on every node when NNODES > 1" >&2; exit 2; }
-  MASTER_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+  MASTER_PORT=$(python3 "$ROOT/scripts/free_port.py")
 fi
 export MASTER_PORT
 

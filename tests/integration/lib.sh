@@ -18,7 +18,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 losses() { sed -nE 's/.*step: *([0-9]+) +loss: +([0-9.]+).*/\1 \2/p' "$1"; }
 
 # A free TCP port for a rendezvous the test sets up itself.
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
+free_port() { python3 "$ROOT/scripts/free_port.py"; }
 
 # rank_pid FOLDER R: the pid of rank R of the run whose command line names FOLDER.
 # (No pipeline: under pipefail a pid that has exited, or head closing the pipe, would end the test.)

@@ -13,9 +13,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
-#include <memory>
 #include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <stdexcept>
 #include <optional>
 #include <string>
 #include <thread>
@@ -48,16 +52,25 @@ inline std::unique_ptr<ProcessGroup> world_group(int rank, const torch::Device& 
                                         device);
 }
 
+// A free port below the kernel's ephemeral range: a client retrying a port inside that range can
+// be handed that very port as its own source port and connect to itself (a "join" with no server).
 inline int free_tcp_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
+  int low = 32768, high = 60999;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> low >> high;
+  std::mt19937 gen(std::random_device{}());
+  std::uniform_int_distribution<int> pick(std::max(1024, low - 12000), low - 1);
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const int port = pick(gen);
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    const bool free = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    close(fd);
+    if (free) return port;
+  }
+  throw std::runtime_error("no free TCP port below the ephemeral range");
 }
 
 // Runs the current test as `world` processes; true when every rank exited 0 in time.
