@@ -1,5 +1,6 @@
 #include "parallel/context_parallel.h"
 
+#include <functional>
 #include <cmath>
 #include <stdexcept>
 #include <tuple>
@@ -77,46 +78,50 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> block_backward(const tor
   return {torch::matmul(ds, kf) * scale, torch::matmul(ds.transpose(-2, -1), qf) * scale, torch::matmul(p.transpose(-2, -1), g)};
 }
 
-// Rank r's tensor goes to rank r + 1 of the group and rank r - 1's arrives (mod n), as one all-to-all.
-torch::Tensor ring_shift(const torch::Tensor& x, ProcessGroup& group) {
-  const int64_t n = group.size(), r = group.rank();
-  auto in = x.contiguous().view({-1});
-  auto out = torch::empty_like(in);
-  std::vector<int64_t> in_splits(static_cast<size_t>(n), 0), out_splits(static_cast<size_t>(n), 0);
-  in_splits[static_cast<size_t>((r + 1) % n)] = in.numel();
-  out_splits[static_cast<size_t>((r + n - 1) % n)] = in.numel();
-  group.all_to_all(out, in, out_splits, in_splits);
-  return out.view(x.sizes());
-}
-
 // Every rank's packed keys and values, one per block's source: by one all-gather, or passed
-// around the ring (one shift per step, in the blocks' order).
+// around the ring in the blocks' order (r, r - 1, ...), one all-to-all shift per step, the next
+// source's shift travelling while the current one is used.
 class KeyValueSource {
  public:
-  KeyValueSource(const torch::Tensor& kv, ProcessGroup& group, bool gather) : group_(group), held_(kv) {
+  KeyValueSource(const torch::Tensor& kv, ProcessGroup& group, bool gather) : group_(group), held_(kv.contiguous()) {
     if (!gather) return;
     auto flat = torch::empty({group.size() * kv.numel()}, kv.options());  // (n * numel)
-    group.all_gather(flat, kv.contiguous().view({-1}));
+    group.all_gather(flat, held_.view({-1}));
     gathered_ = flat.view([&] {
       std::vector<int64_t> shape = {group.size()};
       shape.insert(shape.end(), kv.sizes().begin(), kv.sizes().end());
       return shape;
     }());
   }
-  // The packed keys and values of `source`, which must come in the ring's order (r, r - 1, ...).
   torch::Tensor of(int64_t source) {
     if (gathered_.defined()) return gathered_[source];
+    const int64_t n = group_.size();
     while (held_source_ != source) {
-      held_ = ring_shift(held_, group_);
-      held_source_ = (held_source_ + group_.size() - 1) % group_.size();
+      if (!arrival_) start_shift();
+      arrival_();
+      arrival_ = nullptr;
+      held_ = next_;
+      held_source_ = (held_source_ + n - 1) % n;
     }
+    if (!arrival_ && held_source_ != (group_.rank() + 1) % n) start_shift();  // the ring's last source needs none
     return held_;
   }
 
  private:
+  // Rank r's held tensor goes to rank r + 1 and rank r - 1's arrives (mod n), as one all-to-all.
+  void start_shift() {
+    const int64_t n = group_.size(), r = group_.rank();
+    next_ = torch::empty_like(held_);
+    std::vector<int64_t> in_splits(static_cast<size_t>(n), 0), out_splits(static_cast<size_t>(n), 0);
+    in_splits[static_cast<size_t>((r + 1) % n)] = held_.size(0);
+    out_splits[static_cast<size_t>((r + n - 1) % n)] = held_.size(0);
+    arrival_ = group_.start_all_to_all(next_, held_, out_splits, in_splits);
+  }
+
   ProcessGroup& group_;
-  torch::Tensor held_, gathered_;
+  torch::Tensor held_, next_, gathered_;
   int64_t held_source_ = group_.rank();
+  std::function<void()> arrival_;
 };
 
 // Exact causal attention over the whole sequence: forward merges the blocks' outputs by their

@@ -192,6 +192,11 @@ void ProcessGroup::reduce_scatter_sum(torch::Tensor& out, const torch::Tensor& i
 
 void ProcessGroup::all_to_all(torch::Tensor& out, const torch::Tensor& in, std::vector<int64_t> out_splits,
                               std::vector<int64_t> in_splits) {
+  start_all_to_all(out, in, std::move(out_splits), std::move(in_splits))();
+}
+
+std::function<void()> ProcessGroup::start_all_to_all(torch::Tensor& out, const torch::Tensor& in,
+                                                     std::vector<int64_t> out_splits, std::vector<int64_t> in_splits) {
   auto rows = [](const std::vector<int64_t>& s) { return std::accumulate(s.begin(), s.end(), int64_t{0}); };
   TORCH_CHECK((out_splits.empty() || static_cast<int64_t>(out_splits.size()) == size()) &&
                   (in_splits.empty() || static_cast<int64_t>(in_splits.size()) == size()),
@@ -200,12 +205,16 @@ void ProcessGroup::all_to_all(torch::Tensor& out, const torch::Tensor& in, std::
   TORCH_CHECK(in_splits.empty() || rows(in_splits) == in.size(0), "all_to_all: in_splits must add up to in's rows");
   if (!pg_) {
     out.copy_(in);
-    return;
+    return [] {};
   }
   auto send = in.contiguous();
   c10d::AllToAllOptions opts;
   opts.timeout = *timeout_;
-  wait_for(pg_->alltoall_base(out, send, out_splits, in_splits, opts), "all-to-all over " + name_, *timeout_, nccl_);
+  auto work = pg_->alltoall_base(out, send, out_splits, in_splits, opts);
+  // send is kept until the wait: the backend reads it meanwhile
+  return [work, send, what = "all-to-all over " + name_, timeout = *timeout_, nccl = nccl_] {
+    wait_for(work, what, timeout, nccl);
+  };
 }
 
 std::function<void()> ProcessGroup::start_send(const torch::Tensor& t, int64_t dst, int64_t tag) {

@@ -61,6 +61,9 @@ class ProcessGroup {
   // piece into out's rows [sum(out_splits[:j]), +out_splits[j]); empty splits = equal pieces.
   void all_to_all(torch::Tensor& out, const torch::Tensor& in, std::vector<int64_t> out_splits,
                   std::vector<int64_t> in_splits);
+  // The same, started: calling the result waits for it (ring attention shifts the next block meanwhile).
+  std::function<void()> start_all_to_all(torch::Tensor& out, const torch::Tensor& in, std::vector<int64_t> out_splits,
+                                         std::vector<int64_t> in_splits);
   // Point to point (dst, src: group ranks; tag: tells messages between the same two ranks apart).
   // A send is started and returns at once; calling the result waits for it. A receive waits.
   std::function<void()> start_send(const torch::Tensor& t, int64_t dst, int64_t tag = 0);
