@@ -219,7 +219,7 @@ FullyShardedModel::FullyShardedModel(std::shared_ptr<torch::nn::Module> model, c
                                      ProcessGroup& replicate, FsdpOptions options)
     : model_(std::move(model)), hooks_(plan.hooks) {
   std::map<std::string, torch::Tensor*> slots;
-  for (const auto& [fqn, layer] : plan.weights) slots[fqn] = &layer->weight;
+  for (const auto& w : plan.weights) slots[w.fqn] = w.member;
   std::map<std::string, torch::Tensor> params;
   for (auto& item : model_->named_parameters()) params[item.key()] = item.value();
   torch::NoGradGuard no_grad;

@@ -11,8 +11,6 @@
 namespace titan {
 namespace {
 
-int64_t split_dim(TpLayout layout) { return layout == TpLayout::kColumns ? 1 : 0; }
-
 }  // namespace
 
 ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const ParallelDims& dims, int64_t rank, Collectives* comm,
@@ -34,7 +32,7 @@ ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const Paralle
     if (dims_.tp > 1) {
       auto it = tp_layouts_.find(fqn);
       if (it == tp_layouts_.end()) throw std::logic_error("tensor parallel: the plan has no layout for " + fqn);
-      if (it->second != TpLayout::kReplicated) placement.splits.push_back({{MeshDim::kTP}, split_dim(it->second), false});
+      if (!it->second.replicated()) placement.splits.push_back({{MeshDim::kTP}, *it->second.dim, false});
     }
     fsdp_unsharded[fqn] = placement.piece(dims_, rank_).sizes;  // throws when an even cut does not divide
     if (sharded) placement.splits.push_back({{MeshDim::kDPShard, MeshDim::kCP}, 0, /*uneven=*/true});
@@ -43,14 +41,14 @@ ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const Paralle
   {
     torch::NoGradGuard no_grad;
     for (const auto& part : parts_)
-      for (const auto& [fqn, layer] : part.plan.weights) {
-        auto full = torch::empty(placement(fqn).global_shape, torch::kFloat32);
-        init(fqn, full);
-        const auto piece = this->piece(fqn);
+      for (const auto& w : part.plan.weights) {
+        auto full = torch::empty(placement(w.fqn).global_shape, torch::kFloat32);
+        init(w.fqn, full);
+        const auto piece = this->piece(w.fqn);
         auto local = full;
         for (size_t d = 0; d < piece.sizes.size(); ++d)
           local = local.narrow(static_cast<int64_t>(d), piece.offsets[d], piece.sizes[d]);
-        layer->replace_weight(local.to(options.param_options, /*non_blocking=*/false, /*copy=*/true));
+        w.layer->replace_weight(w.name, local.to(options.param_options, /*non_blocking=*/false, /*copy=*/true));
       }
   }
   for (const auto& [fqn, param] : parameters())
@@ -132,7 +130,7 @@ void ParallelizedModel::finish_gradient_sync() {
   if (!tp_) return;
   // Sequence-parallel norms saw a slice of the sequence on each tp rank: their gradients add up.
   for (auto& [fqn, p] : parameters())
-    if (tp_layouts_.at(fqn) == TpLayout::kReplicated && p.grad().defined()) {
+    if (tp_layouts_.at(fqn).replicated() && p.grad().defined()) {
       auto grad = p.grad();
       comm_->group("tp").all_reduce(grad);
     }
@@ -160,13 +158,13 @@ std::vector<std::pair<std::string, torch::Tensor>> ParallelizedModel::full_param
     ProcessGroup& tp = comm_->group("tp");
     for (auto& [fqn, t] : out) {
       const TpLayout layout = tp_layouts_.at(fqn);
-      if (layout == TpLayout::kReplicated) continue;
+      if (layout.replicated()) continue;
       auto local = t.contiguous();
       auto gathered = torch::empty({tp.size() * local.numel()}, local.options());
       tp.all_gather(gathered, local.view({-1}));
       std::vector<int64_t> stacked = {tp.size()};
       stacked.insert(stacked.end(), local.sizes().begin(), local.sizes().end());
-      t = torch::cat(gathered.view(stacked).unbind(0), split_dim(layout));  // the tp pieces side by side
+      t = torch::cat(gathered.view(stacked).unbind(0), *layout.dim);  // the tp pieces side by side
     }
   }
   if (dims_.pp > 1) gather_stages_to_rank0(out);

@@ -3,7 +3,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "models/common/input_gradient_only.h"
+#include "models/common/backward_phase.h"
 
 namespace titan {
 
@@ -98,7 +98,7 @@ torch::Tensor PipelineRuntime::step(const std::vector<torch::Tensor>& inputs,
           f.input = f.output = f.output_grad = torch::Tensor();
           release_if_done(key);
         } else if (a.stage > 0) {  // the first stage's input (token ids) needs no gradient
-          InputGradientOnlyScope input_only;
+          PhaseScope input_only(input_gradient_only());
           f.input_grad = torch::autograd::grad({f.output}, {f.input}, grad, /*retain_graph=*/true)[0];
         }
         break;

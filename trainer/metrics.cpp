@@ -11,7 +11,13 @@ namespace titan {
 
 double flops_per_token(const llama3::ModelArgs& args, int64_t num_params, int64_t seq_len) {
   const double embedding = static_cast<double>(args.vocab_size) * static_cast<double>(args.dim);
-  const double dense = static_cast<double>(num_params) - embedding;
+  double dense = static_cast<double>(num_params) - embedding;
+  if (args.moe) {  // only top_k of the routed experts run per token (TorchTitan's active parameters)
+    int64_t moe_layers = 0;
+    for (int64_t l = 0; l < args.n_layers; ++l) moe_layers += args.moe_layer(l);
+    const int64_t experts = moe_layers * 3 * args.moe->num_experts * args.moe_hidden_dim() * args.dim;
+    dense -= static_cast<double>(experts - experts * args.moe->top_k / args.moe->num_experts);
+  }
   const double attention = 12.0 * args.n_layers * args.n_heads * args.head_dim() * static_cast<double>(seq_len);
   return 6.0 * dense + attention;
 }

@@ -17,6 +17,7 @@
 #include "models/common/parameter_seed.h"
 #include "models/llama3/activation_checkpoint.h"
 #include "models/llama3/parallelize.h"
+#include "models/llama4/model_args.h"
 #include "trainer/config_manager.h"
 #include "trainer/device.h"
 #include "parallel/logging.h"
@@ -114,15 +115,22 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   if (config_.job.print_config && env_.rank == 0) std::printf("%s", config_to_toml(config_).c_str());
 
   // Model arguments; the RoPE table spans training.seq_len as in TorchTitan.
-  if (config_.model.name != "llama3") throw Err("model.name '" + config_.model.name + "' is not supported (valid: llama3)");
+  const bool llama4 = config_.model.name == "llama4";
   const std::string hf_config = (fs::path(config_.checkpoint.initial_load_path.value_or(config_.model.hf_assets_path)) /
                                  "config.json").string();
   if (config_.model.flavor == "from_hf") {
     model_args_ = hf::model_args_from_config((fs::path(config_.model.hf_assets_path) / "config.json").string());
   } else {
-    model_args_ = llama3::flavor_args(config_.model.flavor);
+    model_args_ = llama4 ? llama4::flavor_args(config_.model.flavor) : llama3::flavor_args(config_.model.flavor);
     if (config_.checkpoint.enable && config_.checkpoint.initial_load_in_hf && fs::exists(hf_config))
       hf::check_config_matches(hf_config, model_args_);
+  }
+  if (model_args_.moe) {
+    model_args_.moe->force_load_balance = config_.debug.moe_force_load_balance;
+    const auto& ck = config_.checkpoint;
+    if (config_.model.flavor == "from_hf" || ck.initial_load_in_hf || ck.last_save_in_hf)
+      throw Err("Hugging Face checkpoints of " + config_.model.name + " (model.flavor from_hf, checkpoint.initial_load_in_hf, "
+                "checkpoint.last_save_in_hf) are not supported yet: the Llama 4 key mapping is not written");
   }
   if (config_.training.seq_len > model_args_.max_seq_len)
     throw Err("training.seq_len " + std::to_string(config_.training.seq_len) + " exceeds the " + config_.model.flavor +
@@ -167,7 +175,10 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   }
   torch::manual_seed(static_cast<uint64_t>(seed));
   for (auto& part : model_parts_)
-    for (auto& buffer : part->buffers()) buffer.set_data(buffer.to(device_, dtype_));  // the RoPE tables
+    for (auto& b : part->named_buffers()) {  // the RoPE tables in the training dtype; MoE statistics stay fp32
+      const bool moe_statistic = b.key().find(".moe.") != std::string::npos;
+      b.value().set_data(b.value().to(device_, moe_statistic ? torch::kFloat32 : dtype_));
+    }
   ParallelOptions parallel;
   const std::string& reshard = config_.parallelism.fsdp_reshard_after_forward;
   if (dims_.pp > 1 && reshard == "always")
@@ -253,9 +264,9 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
     for (auto& [fqn, t] : parallel_->full_parameters()) out.push_back(checkpoint::ShardedTensor::whole(fqn, t));
     return out;
   };
-  const nlohmann::json info = {{"world_size", env_.world_size}, {"parallelism", dims_.describe()},
-                               {"model", config_.model.name + " " + config_.model.flavor}, {"config", config_to_toml(config_)},
-                               {"hf_config", hf::config_from_model_args(model_args_, dtype_)}};
+  nlohmann::json info = {{"world_size", env_.world_size}, {"parallelism", dims_.describe()},
+                         {"model", config_.model.name + " " + config_.model.flavor}, {"config", config_to_toml(config_)}};
+  if (!model_args_.moe) info["hf_config"] = hf::config_from_model_args(model_args_, dtype_);  // what to-hf writes
   checkpointer_ = std::make_unique<checkpoint::CheckpointManager>(options, checkpoint_parts(), info);
 
   flops_per_token_ = flops_per_token(model_args_, num_params_, config_.training.seq_len);
@@ -428,6 +439,15 @@ checkpoint::Parts Trainer::checkpoint_parts() {
   model_part.save = [this, piece] {
     PartState s;
     for (const auto& [fqn, p] : parallel_->parameters()) s.tensors.push_back(piece(fqn, p, fqn));
+    for (const auto& part : model_parts_)  // MoE balancing biases: the same on every rank of their stage
+      for (const auto& b : part->named_buffers())
+        if (b.key().size() > 12 && b.key().compare(b.key().size() - 12, 12, ".expert_bias") == 0) {
+          ShardedTensor t = ShardedTensor::whole(b.key(), b.value());
+          Placement whole{b.value().sizes().vec(), {}, std::nullopt};
+          if (dims_.pp > 1) whole.pp_rank = dims_.coordinate(env_.rank, MeshDim::kPP);
+          t.save_here = whole.owned_by(dims_, env_.rank);
+          s.tensors.push_back(std::move(t));
+        }
     return s;
   };
   checkpoint::Part& optimizer_part = parts.add("optimizer");
@@ -523,12 +543,29 @@ Trainer::StepResult Trainer::train_step() {
   }
   parallel_->finish_gradient_sync();
   const double grad_norm = parallel_->clip_grad_norm_(config_.training.max_norm);
+  update_expert_biases();
   optimizer_->step(lr_scheduler_->lr());
   lr_scheduler_->step();
   double loss = loss_total.item<double>();
   if (pipeline_) loss = comm_->group("pp").all_reduce_sum(loss);  // computed by the last stage's rank
   if (comm_) loss = comm_->group("loss").all_reduce_sum(loss);  // the global mean over valid tokens
   return {loss, grad_norm, tokens};
+}
+
+void Trainer::update_expert_biases() {
+  std::vector<MoE> layers;
+  for (const auto& part : model_parts_)
+    for (const auto& moe : part->moe_layers())
+      if (moe->expert_bias.defined()) layers.push_back(moe);
+  if (layers.empty()) return;
+  std::vector<torch::Tensor> counts;
+  for (const auto& moe : layers) counts.push_back(moe->tokens_per_expert);
+  auto summed = torch::stack(counts);  // (L, E): the tokens of every rank with other tokens (the loss group)
+  if (comm_) comm_->group("loss").all_reduce(summed);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    update_expert_bias(layers[i]->expert_bias, summed[static_cast<int64_t>(i)], *layers[i]->args().load_balance_coeff);
+    layers[i]->tokens_per_expert.zero_();
+  }
 }
 
 bool Trainer::train() {

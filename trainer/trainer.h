@@ -49,6 +49,9 @@ class Trainer {
     int64_t tokens;    // input tokens of this step on this rank
   };
   StepResult train_step();
+  // Llama 4: each MoE layer's balancing bias moves before the optimizer step (TorchTitan's pre-step
+  // hook), from the tokens its experts received across the loss group.
+  void update_expert_biases();
   // Under pipeline parallelism: the stages, their modules and ranks, and this rank's order of
   // actions (into pipeline_order_); returns the stages this rank runs.
   std::vector<int64_t> plan_pipeline(std::vector<std::vector<std::string>>& stage_modules);

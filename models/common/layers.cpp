@@ -1,27 +1,36 @@
 #include "models/common/layers.h"
 
+#include <stdexcept>
+
 namespace titan {
 
-WeightModule::WeightModule(const std::vector<int64_t>& shape, const torch::TensorOptions& options) {
-  weight = register_parameter("weight", torch::empty(shape, options));
+void WeightModule::add_weight(const std::string& name, torch::Tensor& member, const std::vector<int64_t>& shape,
+                              const torch::TensorOptions& options) {
+  member = register_parameter(name, torch::empty(shape, options));
+  slots_.emplace_back(name, &member);
 }
 
-void WeightModule::replace_weight(torch::Tensor value) {
-  value.set_requires_grad(true);
-  parameters_["weight"] = value;
-  weight = value;
+void WeightModule::replace_weight(const std::string& name, torch::Tensor value) {
+  for (auto& [slot_name, member] : slots_)
+    if (slot_name == name) {
+      value.set_requires_grad(true);
+      parameters_[name] = value;
+      *member = value;
+      return;
+    }
+  throw std::logic_error("replace_weight: the layer has no weight " + name);
 }
 
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, const torch::TensorOptions& options)
-    : WeightModule({out_features, in_features}, options) {}
+    : SingleWeightModule({out_features, in_features}, options) {}
 
 EmbeddingImpl::EmbeddingImpl(int64_t num_embeddings, int64_t dim, const torch::TensorOptions& options)
-    : WeightModule({num_embeddings, dim}, options) {}
+    : SingleWeightModule({num_embeddings, dim}, options) {}
 
 torch::Tensor EmbeddingImpl::forward(const torch::Tensor& tokens) { return at::embedding(weight, tokens); }
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& options)
-    : WeightModule({dim}, options), eps_(eps) {}
+    : SingleWeightModule({dim}, options), eps_(eps) {}
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   return at::rms_norm(x, {weight.size(0)}, weight, eps_);  // (..., dim), as torch.nn.RMSNorm: fp32 inside

@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -48,11 +49,15 @@ struct ContextParallelHooks {
   virtual torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) = 0;
 };
 
-// How tensor parallelism lays out one parameter (TorchTitan's styles): kRows for ColwiseParallel
-// linears [out, in] and the vocab-sharded embedding and output (Shard(0)), kColumns for
-// RowwiseParallel linears (Shard(1)), kReplicated for sequence-parallel norms (whose gradients
-// are then summed over the tensor-parallel ranks).
-enum class TpLayout { kRows, kColumns, kReplicated };
+// How tensor parallelism lays out one parameter (TorchTitan's styles): the tensor dim cut over the
+// tp ranks (0: ColwiseParallel linears [out, in], the vocab-sharded embedding and output; 1:
+// RowwiseParallel linears and the routed experts' w1/w3 [E, hidden, dim]; 2: the experts' w2
+// [E, dim, hidden]), or none: replicated (sequence-parallel norms, the MoE router), whose
+// gradients are then summed over the tensor-parallel ranks.
+struct TpLayout {
+  std::optional<int64_t> dim;
+  bool replicated() const { return !dim; }
+};
 
 // One FSDP unit (a fully_shard call of TorchTitan's): its parameters are gathered together.
 struct FsdpUnitPlan {
@@ -64,9 +69,15 @@ struct FsdpUnitPlan {
 
 struct ParallelPlan {
   std::vector<FsdpUnitPlan> fsdp_units;  // in forward order: ForwardHooks' unit numbers
-  // The layer holding each weight, by FQN: its member is what forward reads (FSDP points it at
-  // gathered tensors while the registered parameters hold shards).
-  std::vector<std::pair<std::string, WeightModule*>> weights;
+  // The layer holding each weight, by FQN, and the weight's name in it: its member is what forward
+  // reads (FSDP points it at gathered tensors while the registered parameters hold shards).
+  struct Weight {
+    std::string fqn;
+    WeightModule* layer;
+    std::string name;
+    torch::Tensor* member;
+  };
+  std::vector<Weight> weights;
   ForwardHooks** hooks = nullptr;  // where the model looks for its unit hooks
   std::vector<std::pair<std::string, TpLayout>> tensor_parallel;  // every parameter, by FQN
   std::vector<TensorParallelHooks**> tensor_parallel_hooks;       // where the model looks for them

@@ -2,7 +2,7 @@
 
 #include <stdexcept>
 
-#include "models/common/input_gradient_only.h"
+#include "models/common/backward_phase.h"
 
 namespace titan::llama3 {
 namespace {
@@ -27,6 +27,7 @@ struct CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
     torch::Tensor out;
     {
       torch::AutoGradMode enable(true);
+      PhaseScope recomputation(recomputing());
       out = block->forward_uncheckpointed(x, saved[1], saved[2]);  // (B, T, dim)
     }
     if (input_gradient_only()) {  // the weights' gradients come in a later backward (a pipeline's W step)

@@ -49,19 +49,12 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   return apply_linear(out, wo->weight);  // (B, T, dim)
 }
 
-FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t hidden_dim, const torch::TensorOptions& options) {
-  w1 = register_module("w1", Linear(dim, hidden_dim, options));
-  w2 = register_module("w2", Linear(hidden_dim, dim, options));
-  w3 = register_module("w3", Linear(dim, hidden_dim, options));
-}
-
-torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
-  return apply_linear(torch::silu(apply_linear(x, w1->weight)) * apply_linear(x, w3->weight), w2->weight);  // (B, T, hidden) inside
-}
-
-TransformerBlockImpl::TransformerBlockImpl(const ModelArgs& args, const torch::TensorOptions& options) {
+TransformerBlockImpl::TransformerBlockImpl(const ModelArgs& args, int64_t layer, const torch::TensorOptions& options) {
   attention = register_module("attention", Attention(args, options));
-  feed_forward = register_module("feed_forward", FeedForward(args.dim, args.ffn_hidden_dim(), options));
+  if (args.moe_layer(layer))
+    moe = register_module("moe", MoE(args.dim, args.moe_hidden_dim(), *args.moe, options));
+  else
+    feed_forward = register_module("feed_forward", FeedForward(args.dim, args.ffn_hidden_dim(), options));
   attention_norm = register_module("attention_norm", RMSNorm(args.dim, args.norm_eps, options));
   ffn_norm = register_module("ffn_norm", RMSNorm(args.dim, args.norm_eps, options));
 }
@@ -76,7 +69,8 @@ torch::Tensor TransformerBlockImpl::forward_uncheckpointed(const torch::Tensor& 
   auto in = [this](const torch::Tensor& t) { return tp ? tp->sublayer_input(t) : t; };    // (B, T, dim)
   auto out = [this](const torch::Tensor& t) { return tp ? tp->sublayer_output(t) : t; };  // (B, T', dim)
   auto h = x + out(attention(in(attention_norm(x)), cos, sin));                            // (B, T', dim)
-  return h + out(feed_forward(in(ffn_norm(h))));
+  const auto y = in(ffn_norm(h));  // (B, T, dim)
+  return h + out(moe ? moe(y) : feed_forward(y));
 }
 
 TransformerImpl::TransformerImpl(const ModelArgs& args, const torch::TensorOptions& param_options,
@@ -98,7 +92,7 @@ TransformerImpl::TransformerImpl(const ModelArgs& args, const torch::TensorOptio
     tok_embeddings = register_module("tok_embeddings", Embedding(args.vocab_size, args.dim, param_options));
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> blocks;
   for (int64_t i = 0; i < args.n_layers; ++i)
-    if (holds("layers." + std::to_string(i))) blocks.emplace_back(std::to_string(i), TransformerBlock(args, param_options).ptr());
+    if (holds("layers." + std::to_string(i))) blocks.emplace_back(std::to_string(i), TransformerBlock(args, i, param_options).ptr());
   layers = register_module("layers", torch::nn::ModuleDict(blocks));
   if (holds("norm")) norm = register_module("norm", RMSNorm(args.dim, args.norm_eps, param_options));
   if (!args.tie_word_embeddings && holds("output"))
@@ -150,11 +144,12 @@ void TransformerImpl::init_weight(const std::string& fqn, torch::Tensor& t, at::
     const double std = 1.0 / std::sqrt(static_cast<double>(args_.dim));
     trunc_normal_(t, 0.0, std, -3 * std, 3 * std, generator);
   } else if (fqn.rfind("layers.", 0) == 0) {
-    // wq/wk/wv/w1: std 0.02; wo/w2/w3: 0.02 / sqrt(2 (layer + 1)) with depth_init, else / sqrt(2 n_layers).
+    // wq/wk/wv/w1: std 0.02; wo/w2/w3 and the router's gate: 0.02 / sqrt(2 (layer + 1)) with
+    // depth_init, else / sqrt(2 n_layers).
     const int64_t layer = std::stoll(fqn.substr(7));
     const double depth = 2.0 * static_cast<double>(args_.depth_init ? layer + 1 : args_.n_layers);
-    const bool scaled = ends_with("attention.wo.weight") || ends_with("feed_forward.w2.weight") ||
-                        ends_with("feed_forward.w3.weight");
+    const bool scaled = ends_with("attention.wo.weight") || ends_with("w2.weight") || ends_with("w3.weight") ||
+                        ends_with("experts.w2") || ends_with("experts.w3") || ends_with("router.gate.weight");
     trunc_normal_(t, 0.0, scaled ? 0.02 / std::sqrt(depth) : 0.02, -2.0, 2.0, generator);
   } else {
     throw std::invalid_argument("llama3: no initialisation for parameter " + fqn);
@@ -163,6 +158,13 @@ void TransformerImpl::init_weight(const std::string& fqn, torch::Tensor& t, at::
 
 void TransformerImpl::init_weights(uint64_t seed) {
   for (auto& p : named_parameters()) init_weight(p.key(), p.value(), at::make_generator<at::CPUGeneratorImpl>(parameter_seed(seed, p.key())));
+}
+
+std::vector<MoE> TransformerImpl::moe_layers() const {
+  std::vector<MoE> out;
+  for (const auto& layer : layers->values())
+    if (auto moe = layer->as<TransformerBlockImpl>()->moe) out.push_back(moe);
+  return out;
 }
 
 int64_t TransformerImpl::num_params() const {

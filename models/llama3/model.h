@@ -8,9 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "models/common/feed_forward.h"
 #include "models/common/layers.h"
 #include "models/common/parallel_plan.h"
 #include "models/llama3/model_args.h"
+#include "models/moe/moe.h"
 
 namespace titan::llama3 {
 
@@ -28,19 +30,11 @@ class AttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
-// SwiGLU: w2(silu(w1 x) * w3 x).
-class FeedForwardImpl : public torch::nn::Module {
- public:
-  FeedForwardImpl(int64_t dim, int64_t hidden_dim, const torch::TensorOptions& options);
-  torch::Tensor forward(const torch::Tensor& x);  // (B, T, dim) -> (B, T, dim)
-  Linear w1{nullptr}, w2{nullptr}, w3{nullptr};
-};
-TORCH_MODULE(FeedForward);
-
 class TransformerBlockImpl : public torch::nn::Module {
  public:
-  TransformerBlockImpl(const ModelArgs& args, const torch::TensorOptions& options);
-  // h = x + attention(attention_norm(x)); out = h + feed_forward(ffn_norm(h)). Checkpointed when
+  TransformerBlockImpl(const ModelArgs& args, int64_t layer, const torch::TensorOptions& options);
+  // h = x + attention(attention_norm(x)); out = h + ffn(ffn_norm(h)), ffn being feed_forward or
+  // moe. Checkpointed when
   // checkpoint_activations is set and gradients are being recorded. x: (B, T, dim), or (B, T/tp,
   // dim) under sequence parallel.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
@@ -48,7 +42,8 @@ class TransformerBlockImpl : public torch::nn::Module {
   bool checkpoint_activations = false;
   TensorParallelHooks* tp = nullptr;  // around both sublayers; not owned
   Attention attention{nullptr};
-  FeedForward feed_forward{nullptr};
+  FeedForward feed_forward{nullptr};  // absent in an MoE layer
+  MoE moe{nullptr};                   // present in an MoE layer
   RMSNorm attention_norm{nullptr}, ffn_norm{nullptr};
 };
 TORCH_MODULE(TransformerBlock);
@@ -66,12 +61,14 @@ class TransformerImpl : public torch::nn::Module {
   // returns logits (B, T, vocab) if it holds the output projection, else hidden states (B, T', dim).
   torch::Tensor forward(const torch::Tensor& input);
   // TorchTitan's init of the parameter `fqn` into `t` (its full shape): embedding N(0, 1),
-  // truncated normals for projections, depth-scaled wo/w2/w3, ones for norms; from `generator`.
+  // truncated normals for projections, depth-scaled wo/w2/w3 (and the MoE router's gate), ones for
+  // norms; from `generator`.
   void init_weight(const std::string& fqn, torch::Tensor& t, at::Generator generator) const;
   // Every parameter in place, each from its own generator seeded by parameter_seed(seed, FQN).
   void init_weights(uint64_t seed);
   const ModelArgs& args() const { return args_; }
   int64_t num_params() const;  // every parameter of the part, embedding included
+  std::vector<MoE> moe_layers() const;  // the part's MoE layers, in layer order
 
   // Called around unit 0 (tok_embeddings), units 1..n_layers (layers.0..) and unit n_layers + 1
   // (norm + output): the FSDP units of parallelize.h. Not owned.

@@ -34,6 +34,13 @@ int64_t ModelArgs::ffn_hidden_dim() const {
   return multiple_of * ((hidden + multiple_of - 1) / multiple_of);
 }
 
+int64_t ModelArgs::moe_hidden_dim() const {
+  int64_t hidden = static_cast<int64_t>(2.0 * (4 * dim) / 3.0);
+  if (ffn_dim_multiplier) hidden = static_cast<int64_t>(*ffn_dim_multiplier * static_cast<double>(hidden));
+  if (auto_scale_hidden_dim) hidden /= moe->top_k + moe->num_shared_experts;
+  return multiple_of * ((hidden + multiple_of - 1) / multiple_of);
+}
+
 void ModelArgs::validate() const {
   auto fail = [](const std::string& msg) { throw std::invalid_argument("model: " + msg); };
   if (dim <= 0 || n_layers <= 0 || n_heads <= 0 || vocab_size <= 0 || multiple_of <= 0)
@@ -43,6 +50,10 @@ void ModelArgs::validate() const {
   if (kv_heads() <= 0 || n_heads % kv_heads() != 0)
     fail("n_heads " + std::to_string(n_heads) + " is not a multiple of n_kv_heads " + std::to_string(kv_heads()));
   if (max_seq_len <= 0) fail("max_seq_len must be positive");
+  if (moe) {
+    moe->validate();
+    if (interleave_moe_layer_step < 1) fail("interleave_moe_layer_step must be positive");
+  }
 }
 
 ModelArgs flavor_args(const std::string& flavor) {

@@ -26,7 +26,8 @@ ParallelPlan parallel_plan(Transformer& model) {
   };
   for (const auto& p : model->named_parameters()) plan.fsdp_units[unit_of(p.key())].params.push_back(p.key());
   for (const auto& item : model->named_modules("", /*include_self=*/false))
-    if (auto* layer = dynamic_cast<WeightModule*>(item.value().get())) plan.weights.emplace_back(item.key() + ".weight", layer);
+    if (auto* layer = dynamic_cast<WeightModule*>(item.value().get()))
+      for (const auto& [name, member] : layer->weight_slots()) plan.weights.push_back({item.key() + "." + name, layer, name, member});
   plan.hooks = &model->hooks;
   for (const auto& p : model->named_parameters()) {
     const std::string& fqn = p.key();
@@ -34,9 +35,11 @@ ParallelPlan parallel_plan(Transformer& model) {
       const std::string t(tail);
       return fqn.size() >= t.size() && fqn.compare(fqn.size() - t.size(), t.size(), t) == 0;
     };
-    TpLayout layout = TpLayout::kRows;  // colwise wq/wk/wv/w1/w3, vocab-sharded tok_embeddings and output
-    if (ends_with("attention.wo.weight") || ends_with("feed_forward.w2.weight")) layout = TpLayout::kColumns;
-    if (ends_with("norm.weight")) layout = TpLayout::kReplicated;
+    TpLayout layout{0};  // colwise wq/wk/wv/w1/w3, vocab-sharded tok_embeddings and output
+    if (ends_with("attention.wo.weight") || ends_with("w2.weight")) layout = {1};  // rowwise wo, w2 (shared experts' too)
+    if (ends_with("experts.w1") || ends_with("experts.w3")) layout = {1};          // routed experts: their hidden dim
+    if (ends_with("experts.w2")) layout = {2};
+    if (ends_with("norm.weight") || ends_with("router.gate.weight")) layout = {};  // every tp rank routes alike
     plan.tensor_parallel.emplace_back(fqn, layout);
   }
   plan.tensor_parallel_hooks.push_back(&model->tp);
@@ -50,7 +53,7 @@ ParallelPlan parallel_plan(Transformer& model) {
 void check_tensor_parallel_degree(const ModelArgs& args, int64_t tp) {
   const std::pair<const char*, int64_t> sizes[] = {
       {"n_heads", args.n_heads}, {"n_kv_heads", args.kv_heads()}, {"the FFN hidden size", args.ffn_hidden_dim()},
-      {"vocab_size", args.vocab_size}};
+      {"vocab_size", args.vocab_size}, {"the MoE hidden size", args.moe ? args.moe_hidden_dim() : 0}};
   for (const auto& [name, size] : sizes)
     if (size % tp != 0)
       throw std::invalid_argument("parallelism.tensor_parallel_degree " + std::to_string(tp) + " must divide " + name +

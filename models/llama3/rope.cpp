@@ -16,6 +16,8 @@ torch::Tensor rope_inv_freq(int64_t head_dim, double theta, const std::optional<
   const double low_freq_wavelen = orig / scaling->low_freq_factor;
   // Long wavelengths are slowed by `factor`, short ones kept, the band in between interpolated.
   freqs = torch::where(wavelen > low_freq_wavelen, freqs / scaling->factor, freqs);
+  // Llama 4 sets low = high: the band is empty and the interpolation below would divide by zero.
+  if (scaling->high_freq_factor == scaling->low_freq_factor) return freqs;
   auto smooth = (orig / wavelen - scaling->low_freq_factor) / (scaling->high_freq_factor - scaling->low_freq_factor);
   auto smoothed = (1 - smooth) * freqs / scaling->factor + smooth * freqs;
   auto is_medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);

@@ -123,6 +123,8 @@ def trunc_normal_(w, std, a, b, g):
 
 
 class Llama(nn.Module):
+    SCALED = ("attention.wo.weight", "feed_forward.w2.weight", "feed_forward.w3.weight")  # std 0.02 / sqrt(2 (layer + 1))
+
     def __init__(self, c):
         super().__init__()
         self.c = c
@@ -146,7 +148,7 @@ class Llama(nn.Module):
                 trunc_normal_(w, std, -3 * std, 3 * std, g)
             else:
                 layer = int(name.split(".")[1])
-                scaled = name.endswith(("attention.wo.weight", "feed_forward.w2.weight", "feed_forward.w3.weight"))
+                scaled = name.endswith(self.SCALED)
                 std = 0.02 / (2 * (layer + 1)) ** 0.5 if scaled else 0.02
                 trunc_normal_(w, std, -2.0, 2.0, g)
 

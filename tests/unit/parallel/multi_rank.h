@@ -94,7 +94,8 @@ inline bool run_as_ranks(int world, std::chrono::seconds timeout = std::chrono::
   }
   bool ok = true;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (pid_t pid : pids) {
+  for (size_t rank = 0; rank < pids.size(); ++rank) {
+    const pid_t pid = pids[rank];
     int status = 0;
     while (waitpid(pid, &status, WNOHANG) == 0) {
       if (std::chrono::steady_clock::now() > deadline) {
@@ -106,7 +107,10 @@ inline bool run_as_ranks(int world, std::chrono::seconds timeout = std::chrono::
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+      ADD_FAILURE() << "rank " << rank << " (pid " << pid << ", " << port << ") ended with wait status " << status;
+      ok = false;
+    }
   }
   return ok;
 }

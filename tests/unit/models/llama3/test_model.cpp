@@ -9,6 +9,7 @@
 #include "models/llama3/model.h"
 #include "models/llama3/rope.h"
 #include "parallel/grad_norm.h"
+#include "tests/unit/models/reference_model.h"
 #include "tests/unit/reference_fixture.h"
 #include "trainer/job_config.h"
 #include "trainer/lr_scheduler.h"
@@ -18,43 +19,21 @@ namespace titan::llama3 {
 namespace {
 
 using titan::testing::load_fixture;
+using titan::testing::mean_loss;
+using titan::testing::reference_tokens;
 
 const nlohmann::json& fixture() {
   static const nlohmann::json f = load_fixture("tests/assets/reference/llama3_tiny.json");
   return f;
 }
 
-ModelArgs tiny_args() {
-  const auto& c = fixture()["config"];
-  ModelArgs a;
-  a.dim = c["dim"], a.n_layers = c["n_layers"], a.n_heads = c["n_heads"], a.n_kv_heads = c["n_kv_heads"].get<int64_t>();
-  a.vocab_size = c["vocab_size"], a.multiple_of = c["multiple_of"], a.norm_eps = c["norm_eps"];
-  a.rope_theta = c["rope_theta"], a.max_seq_len = c["seq_len"];
-  return a;
-}
+ModelArgs tiny_args() { return titan::testing::reference_model_args(fixture()["config"]); }
 
 Transformer tiny_model() {
   torch::set_num_threads(1);
   Transformer model(tiny_args());
   model->init_weights(fixture()["config"]["seed"].get<uint64_t>());
   return model;
-}
-
-torch::Tensor batch_tokens(size_t step) {
-  const auto& rows = fixture()["tokens"][step];
-  std::vector<int64_t> flat;
-  for (const auto& row : rows)
-    for (const auto& t : row) flat.push_back(t.get<int64_t>());
-  return torch::tensor(flat, torch::kInt64).view({static_cast<int64_t>(rows.size()), -1});  // (B, T+1)
-}
-
-torch::Tensor mean_loss(Transformer& model, const torch::Tensor& tokens) {
-  const int64_t T = tokens.size(1) - 1;
-  auto logits = model->forward(tokens.slice(1, 0, T));  // (B, T, V)
-  auto labels = tokens.slice(1, 1, T + 1).reshape({-1});
-  return torch::nn::functional::cross_entropy(logits.flatten(0, 1), labels,
-                                              torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
-         static_cast<double>(labels.numel());
 }
 
 TEST(Llama3Model, DebugModelHasTorchTitansParameterCount) {
@@ -116,7 +95,7 @@ TEST(Llama3Model, InitFollowsTorchTitanDistributions) {
 
 TEST(Llama3Model, ForwardAndGradientsMatchReference) {
   auto model = tiny_model();
-  auto tokens = batch_tokens(0);
+  auto tokens = reference_tokens(fixture(), 0);
   const auto& ref = fixture()["first_step"];
   auto logits = model->forward(tokens.slice(1, 0, tokens.size(1) - 1));
   EXPECT_NEAR(logits.to(torch::kFloat64).sum().item<double>(), ref["logits_sum"].get<double>(), 1e-4);
@@ -134,19 +113,15 @@ TEST(Llama3Model, ForwardAndGradientsMatchReference) {
 TEST(Llama3Model, TrainingStepsMatchTorchAdamWClipAndSchedule) {
   auto model = tiny_model();
   const auto& c = fixture()["config"];
-  JobConfig::Optimizer opt_cfg;
-  opt_cfg.lr = c["lr"], opt_cfg.beta1 = c["beta1"], opt_cfg.beta2 = c["beta2"], opt_cfg.eps = c["eps"];
-  opt_cfg.weight_decay = c["weight_decay"];
-  JobConfig::LRScheduler sched_cfg;
-  sched_cfg.warmup_steps = c["warmup_steps"], sched_cfg.decay_ratio = c["decay_ratio"].get<double>();
-  sched_cfg.min_lr_factor = c["min_lr_factor"];
+  const JobConfig::Optimizer opt_cfg = titan::testing::reference_optimizer(c);
+  const JobConfig::LRScheduler sched_cfg = titan::testing::reference_schedule(c);
   AdamW opt(model->named_parameters().pairs(), opt_cfg);
   LRScheduler sched(sched_cfg, c["steps"]);
   std::vector<torch::Tensor> params = model->parameters();
   for (size_t s = 0; s < fixture()["train"].size(); ++s) {
     const auto& ref = fixture()["train"][s];
     opt.zero_grad();
-    auto loss = mean_loss(model, batch_tokens(s));
+    auto loss = mean_loss(model, reference_tokens(fixture(), s));
     loss.backward();
     const double norm = clip_grad_norm_(params, std::vector<bool>(params.size(), true), c["max_norm"]);
     opt.step(opt_cfg.lr * sched.current_factor());
@@ -164,7 +139,7 @@ TEST(Llama3Model, TrainingStepsMatchTorchAdamWClipAndSchedule) {
 TEST(Llama3Model, AttentionIsCausal) {
   auto model = tiny_model();
   torch::NoGradGuard no_grad;
-  auto tokens = batch_tokens(0).slice(1, 0, 16).clone();
+  auto tokens = reference_tokens(fixture(), 0).slice(1, 0, 16).clone();
   auto before = model->forward(tokens);
   tokens[0][10] = (tokens[0][10].item<int64_t>() + 1) % 64;
   auto after = model->forward(tokens);
@@ -176,7 +151,7 @@ TEST(Llama3ActivationCheckpoint, SameLossAndGradientsAsNone) {
   auto grads_with = [](const std::string& mode, const std::string& option, int64_t expected_blocks) {
     auto model = tiny_model();
     EXPECT_EQ(apply_activation_checkpointing(model, mode, option), expected_blocks) << mode << " " << option;
-    auto loss = mean_loss(model, batch_tokens(1));
+    auto loss = mean_loss(model, reference_tokens(fixture(), 1));
     loss.backward();
     std::vector<torch::Tensor> out = {loss.detach()};
     for (const auto& p : model->parameters()) out.push_back(p.grad().clone());
