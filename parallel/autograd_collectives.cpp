@@ -75,6 +75,32 @@ struct GatherLastDim : public torch::autograd::Function<GatherLastDim> {
   }
 };
 
+// (sum of recv_rows, ...) <- every rank's block of rows for this one.
+torch::Tensor exchanged_rows(const torch::Tensor& x, const std::vector<int64_t>& send_rows, const std::vector<int64_t>& recv_rows,
+                             ProcessGroup& group) {
+  auto sizes = x.sizes().vec();
+  sizes[0] = 0;
+  for (int64_t r : recv_rows) sizes[0] += r;
+  auto out = torch::empty(sizes, x.options());
+  group.all_to_all(out, x.contiguous(), recv_rows, send_rows);
+  return out;
+}
+
+struct AllToAllRows : public torch::autograd::Function<AllToAllRows> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, std::vector<int64_t> send_rows,
+                               std::vector<int64_t> recv_rows, int64_t group) {
+    ctx->saved_data["group"] = group;
+    ctx->saved_data["send_rows"] = send_rows;
+    ctx->saved_data["recv_rows"] = recv_rows;
+    return exchanged_rows(x, send_rows, recv_rows, *reinterpret_cast<ProcessGroup*>(group));
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list g) {
+    return {exchanged_rows(g[0], ctx->saved_data["recv_rows"].toIntVector(), ctx->saved_data["send_rows"].toIntVector(),
+                           group_of(ctx)),
+            {}, {}, {}};
+  }
+};
+
 int64_t address(ProcessGroup& group) { return reinterpret_cast<int64_t>(&group); }
 
 }  // namespace
@@ -84,5 +110,10 @@ torch::Tensor reduce_scatter_sequence(const torch::Tensor& x, ProcessGroup& grou
   return ReduceScatterSequence::apply(x, address(group));
 }
 torch::Tensor gather_last_dim(const torch::Tensor& x, ProcessGroup& group) { return GatherLastDim::apply(x, address(group)); }
+
+torch::Tensor all_to_all_rows(const torch::Tensor& x, const std::vector<int64_t>& send_rows,
+                              const std::vector<int64_t>& recv_rows, ProcessGroup& group) {
+  return AllToAllRows::apply(x, send_rows, recv_rows, address(group));
+}
 
 }  // namespace titan

@@ -1,10 +1,12 @@
-// The collectives sequence-parallel tensor parallelism puts inside the model, each an autograd
+// The collectives tensor and expert parallelism put inside the model, each an autograd
 // function with its conjugate as the backward (Megatron's mappings): what forward gathers,
 // backward reduce-scatters, and the reverse. They are pure functions of their inputs, so activation checkpointing may run
 // them again in its recompute. Activations are (B, T, ...) with the sequence on dim 1.
 #pragma once
 
 #include <torch/torch.h>
+
+#include <vector>
 
 #include "parallel/process_group.h"
 
@@ -16,5 +18,9 @@ torch::Tensor gather_sequence(const torch::Tensor& x, ProcessGroup& group);
 torch::Tensor reduce_scatter_sequence(const torch::Tensor& x, ProcessGroup& group);
 // Vocabulary-sharded logits (..., V/n) -> (..., V) by all-gather; backward keeps this rank's slice.
 torch::Tensor gather_last_dim(const torch::Tensor& x, ProcessGroup& group);
+// Rows (M, ...) sent to the ranks in blocks of send_rows[r], received in blocks of recv_rows[r]
+// (expert parallel's token dispatch and combine); backward sends the gradients back the same way.
+torch::Tensor all_to_all_rows(const torch::Tensor& x, const std::vector<int64_t>& send_rows,
+                              const std::vector<int64_t>& recv_rows, ProcessGroup& group);
 
 }  // namespace titan

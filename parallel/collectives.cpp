@@ -51,6 +51,7 @@ Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chro
         {"dp", {MeshDim::kDPReplicate, MeshDim::kDPShard}},                // the batch: ranks reading different data
         {"fsdp", {MeshDim::kDPShard, MeshDim::kCP}},                       // parameters are sharded over it
         {"loss", {MeshDim::kDPReplicate, MeshDim::kDPShard, MeshDim::kCP}},  // the loss is averaged over it
+        {"ep", {MeshDim::kEP}},  // routed experts' token slots travel over it
     };
     for (const auto& [name, mesh_dims] : wanted) {
       const auto ranks = dims.group_ranks(rank_, mesh_dims);

@@ -1,6 +1,7 @@
 #include "parallel/fsdp.h"
 
 #include <map>
+#include <set>
 #include <stdexcept>
 
 #include "parallel/placement.h"
@@ -257,6 +258,10 @@ FullyShardedModel::FullyShardedModel(std::shared_ptr<torch::nn::Module> model, c
       ++planned;
     }
   }
+  // Only routed experts may be left out of the units (expert parallelism holds them).
+  const std::set<std::string> elsewhere(plan.routed_experts.begin(), plan.routed_experts.end());
+  for (const auto& [fqn, p] : params)
+    if (elsewhere.count(fqn)) ++planned;
   if (planned != params.size()) throw std::logic_error("FSDP: the plan's units miss some of the model's parameters");
   *hooks_ = this;
 }

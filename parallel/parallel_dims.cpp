@@ -64,12 +64,25 @@ std::string ParallelDims::describe() const {
          std::to_string(world_size) + ")";
 }
 
+std::vector<MeshDim> mesh_basis(bool experts) {
+  if (experts) return {MeshDim::kPP, MeshDim::kDPReplicate, MeshDim::kEFSDP, MeshDim::kEP, MeshDim::kETP};
+  return {MeshDim::kPP, MeshDim::kDPReplicate, MeshDim::kDPShard, MeshDim::kCP, MeshDim::kTP};
+}
+
+bool is_expert_dim(MeshDim dim) { return dim == MeshDim::kEFSDP || dim == MeshDim::kEP || dim == MeshDim::kETP; }
+
 int64_t ParallelDims::size(MeshDim dim) const {
-  const int64_t sizes[] = {pp, dp_replicate, dp_shard, cp, tp};
+  const int64_t sizes[] = {pp, dp_replicate, dp_shard, cp, tp, efsdp(), ep, etp};
   return sizes[static_cast<int>(dim)];
 }
 
 int64_t ParallelDims::coordinate(int64_t rank, MeshDim dim) const {
+  if (is_expert_dim(dim)) {  // from the index within the (pp, dp_replicate) block
+    const int64_t l = rank % (dp_shard * cp * tp);
+    if (dim == MeshDim::kETP) return l % etp;
+    if (dim == MeshDim::kEP) return l / etp % ep;
+    return l / (etp * ep);
+  }
   int64_t stride = 1;
   for (int d = static_cast<int>(MeshDim::kTP); d > static_cast<int>(dim); --d) stride *= size(static_cast<MeshDim>(d));
   return rank / stride % size(dim);
@@ -83,10 +96,9 @@ std::vector<int64_t> ParallelDims::group_ranks(int64_t rank, const std::vector<M
   std::vector<int64_t> out;
   for (int64_t other = 0; other < world_size; ++other) {
     bool same = true;
-    for (int d = 0; d <= static_cast<int>(MeshDim::kTP) && same; ++d) {
-      const auto dim = static_cast<MeshDim>(d);
+    for (MeshDim dim : mesh_basis(std::any_of(dims.begin(), dims.end(), is_expert_dim))) {
       const bool in_group = std::find(dims.begin(), dims.end(), dim) != dims.end();
-      same = in_group || coordinate(other, dim) == coordinate(rank, dim);
+      same = same && (in_group || coordinate(other, dim) == coordinate(rank, dim));
     }
     if (same) out.push_back(other);
   }

@@ -11,7 +11,14 @@ namespace titan {
 
 // The mesh dimensions in TorchTitan's order [pp, dp_replicate, dp_shard, cp, tp]; tp varies fastest
 // across ranks, so rank = (((pp * R + dp_replicate) * S + dp_shard) * CP + cp) * TP + tp.
-enum class MeshDim { kPP = 0, kDPReplicate = 1, kDPShard = 2, kCP = 3, kTP = 4 };
+// Routed experts see the same ranks as [pp, dp_replicate, efsdp, ep, etp] (TorchTitan's sparse
+// mesh): within a (pp, dp_replicate) block the index l = (dp_shard * CP + cp) * TP + tp is also
+// (efsdp * EP + ep) * ETP + etp, with efsdp = dp_shard * cp * tp / (ep * etp).
+enum class MeshDim { kPP = 0, kDPReplicate = 1, kDPShard = 2, kCP = 3, kTP = 4, kEFSDP = 5, kEP = 6, kETP = 7 };
+
+// The five dims that together name a rank: the dense mesh's, or the experts' when `experts`.
+std::vector<MeshDim> mesh_basis(bool experts);
+bool is_expert_dim(MeshDim dim);
 
 struct ParallelDims {
   int64_t dp_replicate = 1, dp_shard = 1, cp = 1, tp = 1, pp = 1, ep = 1, etp = 1;
@@ -22,6 +29,7 @@ struct ParallelDims {
                             int64_t etp, int64_t world_size);
 
   int64_t dp() const { return dp_replicate * dp_shard; }  // the batch dimension: ranks reading different data
+  int64_t efsdp() const { return dp_shard * cp * tp / (ep * etp); }
   bool any_parallelism() const { return world_size > 1; }
   std::string describe() const;
 
@@ -30,7 +38,7 @@ struct ParallelDims {
   // Which slice of the global batch `rank` reads: its (dp_replicate, dp_shard) coordinate, flattened.
   int64_t dp_rank(int64_t rank) const;
   // The process group of `rank` along `dims` (flattened when several): the ranks that differ from
-  // it only in those coordinates, ascending. E.g. HSDP 2x2, rank 1: {kDPShard} -> {0, 1},
+  // it only in those coordinates (of the experts' basis when `dims` holds an expert dim), ascending. E.g. HSDP 2x2, rank 1: {kDPShard} -> {0, 1},
   // {kDPReplicate} -> {1, 3}, both -> {0, 1, 2, 3}.
   std::vector<int64_t> group_ranks(int64_t rank, const std::vector<MeshDim>& dims) const;  // "dp_replicate=1 dp_shard=2 cp=1 tp=1 pp=1 (world 2)"
 };

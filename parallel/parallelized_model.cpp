@@ -19,8 +19,10 @@ ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const Paralle
   if (dims_.tp > 1 && dims_.dp_replicate > 1 && dims_.dp_shard == 1)
     throw std::invalid_argument("DDP (data_parallel_replicate_degree > 1 with data_parallel_shard_degree 1) does not "
                                 "combine with tensor_parallel_degree > 1, as in TorchTitan: shard with FSDP (HSDP) instead");
-  for (const auto& part : parts_)
+  for (const auto& part : parts_) {
     for (const auto& [fqn, layout] : part.plan.tensor_parallel) tp_layouts_[fqn] = layout;
+    if (dims_.ep > 1) ep_sharded_.insert(part.plan.routed_experts.begin(), part.plan.routed_experts.end());
+  }
   // Placements, in TorchTitan's order: TP cuts the whole tensor, FSDP then dim 0 of the TP piece;
   // pipeline stages live on their pp coordinate.
   const bool sharded = dims_.dp_shard > 1 || dims_.cp > 1;
@@ -29,6 +31,12 @@ ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const Paralle
     Placement& placement = placements_[fqn];
     placement.global_shape = param.sizes().vec();
     if (dims_.pp > 1) placement.pp_rank = dims_.coordinate(rank_, MeshDim::kPP);
+    if (ep_sharded_.count(fqn)) {  // experts over ep (dim 0), then their hidden dim over etp; efsdp is 1
+      placement.splits.push_back({{MeshDim::kEP}, 0, false});
+      if (dims_.etp > 1) placement.splits.push_back({{MeshDim::kETP}, *tp_layouts_.at(fqn).dim, false});
+      placement.piece(dims_, rank_);  // throws when an even cut does not divide
+      continue;
+    }
     if (dims_.tp > 1) {
       auto it = tp_layouts_.find(fqn);
       if (it == tp_layouts_.end()) throw std::logic_error("tensor parallel: the plan has no layout for " + fqn);
@@ -65,11 +73,27 @@ ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const Paralle
                                                      part.plan.context_parallel_hooks.end());
     for (auto* slot : cp_hooks_) *slot = cp_.get();
   }
+  if (dims_.ep > 1) {
+    // With etp 1 the experts borrow the tp ranks, which see one replicated sequence: they split its tokens.
+    const bool borrows_tp = dims_.etp == 1 && dims_.tp > 1;
+    ep_ = std::make_unique<ExpertParallel>(comm_->group("ep"), borrows_tp ? dims_.tp : 1,
+                                           borrows_tp ? dims_.coordinate(rank_, MeshDim::kTP) : 0);
+    for (const auto& part : parts_) ep_hooks_.insert(ep_hooks_.end(), part.plan.expert_parallel_hooks.begin(),
+                                                     part.plan.expert_parallel_hooks.end());
+    for (auto* slot : ep_hooks_) *slot = ep_.get();
+  }
   if (sharded) {
     options.fsdp.pipelined = dims_.pp > 1;
-    for (const auto& part : parts_)
-      fsdp_.push_back(std::make_unique<FullyShardedModel>(part.module, part.plan, fsdp_unsharded, comm_->group("fsdp"),
+    for (const auto& part : parts_) {
+      ParallelPlan dense = part.plan;  // the experts cut over ep stay out of FSDP's units
+      for (auto& unit : dense.fsdp_units)
+        unit.params.erase(std::remove_if(unit.params.begin(), unit.params.end(),
+                                         [&](const std::string& fqn) { return ep_sharded_.count(fqn) > 0; }),
+                          unit.params.end());
+      if (ep_sharded_.empty()) dense.routed_experts.clear();  // no expert may then be missing from the units
+      fsdp_.push_back(std::make_unique<FullyShardedModel>(part.module, dense, fsdp_unsharded, comm_->group("fsdp"),
                                                           comm_->group("dp_replicate"), options.fsdp));
+    }
   } else if (dims_.dp_replicate > 1) {
     ddp_ = std::make_unique<DistributedDataParallel>(parameters(), comm_->group("dp_replicate"));
   }
@@ -78,6 +102,7 @@ ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const Paralle
 ParallelizedModel::~ParallelizedModel() {
   for (auto* slot : tp_hooks_) *slot = nullptr;
   for (auto* slot : cp_hooks_) *slot = nullptr;
+  for (auto* slot : ep_hooks_) *slot = nullptr;
 }
 
 torch::Tensor ParallelizedModel::shard_sequence(const torch::Tensor& batch) const { return cp_ ? cp_->shard(batch) : batch; }
@@ -127,6 +152,12 @@ void ParallelizedModel::set_gradient_sync(bool sync) {
 void ParallelizedModel::finish_gradient_sync() {
   if (ddp_) ddp_->finish_gradient_sync();
   for (auto& fsdp : fsdp_) fsdp->reduce_gradients();  // unless pipelined, each unit reduced as its backward ended
+  if (!fsdp_.empty() && dims_.dp_replicate > 1)  // HSDP: the experts FSDP does not hold are replicated over dp_replicate
+    for (auto& [fqn, p] : parameters())
+      if (ep_sharded_.count(fqn) && p.grad().defined()) {
+        auto grad = p.grad();
+        comm_->group("dp_replicate").all_reduce(grad);
+      }
   if (!tp_) return;
   // Sequence-parallel norms saw a slice of the sequence on each tp rank: their gradients add up.
   for (auto& [fqn, p] : parameters())

@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <utility>
@@ -19,6 +20,7 @@
 #include "parallel/collectives.h"
 #include "parallel/context_parallel.h"
 #include "parallel/ddp.h"
+#include "parallel/expert_parallel.h"
 #include "parallel/fsdp.h"
 #include "parallel/parallel_dims.h"
 #include "parallel/placement.h"
@@ -93,6 +95,9 @@ class ParallelizedModel {
   std::vector<TensorParallelHooks**> tp_hooks_;
   std::unique_ptr<ContextParallel> cp_;
   std::vector<ContextParallelHooks**> cp_hooks_;
+  std::unique_ptr<ExpertParallel> ep_;
+  std::vector<ExpertParallelHooks**> ep_hooks_;
+  std::set<std::string> ep_sharded_;  // routed experts cut over ep, held out of the dense FSDP units
   std::vector<std::unique_ptr<FullyShardedModel>> fsdp_;  // one per part
   std::unique_ptr<DistributedDataParallel> ddp_;
   int64_t gathers_ = 0;  // full_parameters calls: their store keys differ

@@ -20,6 +20,9 @@ const char* mesh_dim_name(MeshDim d) {
     case MeshDim::kDPShard: return "dp_shard";
     case MeshDim::kCP: return "cp";
     case MeshDim::kTP: return "tp";
+    case MeshDim::kEFSDP: return "efsdp";
+    case MeshDim::kEP: return "ep";
+    case MeshDim::kETP: return "etp";
   }
   return "?";
 }
@@ -58,8 +61,9 @@ Placement::Piece Placement::piece(const ParallelDims& dims, int64_t rank) const 
 }
 
 bool Placement::owned_by(const ParallelDims& dims, int64_t rank) const {
-  for (int d = 0; d <= static_cast<int>(MeshDim::kTP); ++d) {
-    const auto dim = static_cast<MeshDim>(d);
+  bool experts = false;  // a routed expert's placement names the experts' mesh
+  for (const Split& s : splits) experts = experts || std::any_of(s.mesh_dims.begin(), s.mesh_dims.end(), is_expert_dim);
+  for (MeshDim dim : mesh_basis(experts)) {
     bool cut = false;
     for (const Split& s : splits) cut = cut || std::find(s.mesh_dims.begin(), s.mesh_dims.end(), dim) != s.mesh_dims.end();
     const int64_t holder = dim == MeshDim::kPP && pp_rank ? *pp_rank : 0;

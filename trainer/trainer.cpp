@@ -85,15 +85,6 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   dims_ = ParallelDims::build(par.data_parallel_replicate_degree, par.data_parallel_shard_degree, par.context_parallel_degree,
                               par.tensor_parallel_degree, par.pipeline_parallel_degree, par.expert_parallel_degree,
                               par.expert_tensor_parallel_degree, env_.world_size);
-  if (dims_.any_parallelism()) {
-    // Data, tensor, pipeline and context parallelism are built; expert parallelism not yet.
-    const std::pair<const char*, int64_t> not_yet[] = {{"expert_parallel_degree", dims_.ep}};
-    for (const auto& [key, degree] : not_yet)
-      if (degree != 1)
-        throw Err(std::string("parallelism.") + key + " = " + std::to_string(degree) +
-                  " is not supported yet (built: data_parallel_replicate_degree, data_parallel_shard_degree, "
-                  "tensor_parallel_degree, pipeline_parallel_degree, context_parallel_degree)");
-  }
   // Sequence and context parallel split every sequence evenly, context parallel into 2 cp chunks
   // (TorchTitan's assertion).
   if (const int64_t divisor = dims_.tp * 2 * dims_.cp; (dims_.tp > 1 || dims_.cp > 1) && config_.training.seq_len % divisor != 0)
@@ -124,6 +115,20 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
     model_args_ = llama4 ? llama4::flavor_args(config_.model.flavor) : llama3::flavor_args(config_.model.flavor);
     if (config_.checkpoint.enable && config_.checkpoint.initial_load_in_hf && fs::exists(hf_config))
       hf::check_config_matches(hf_config, model_args_);
+  }
+  if (dims_.ep > 1) {
+    const std::string ep = std::to_string(dims_.ep);
+    if (!model_args_.moe)
+      throw Err("parallelism.expert_parallel_degree " + ep + " needs an MoE model (model.name llama4); " +
+                config_.model.name + " " + config_.model.flavor + " has no experts");
+    if (model_args_.moe->num_experts % dims_.ep != 0)
+      throw Err("moe.num_experts (" + std::to_string(model_args_.moe->num_experts) +
+                ") must be divisible by expert_parallel_degree (" + ep + ").");
+    if (dims_.efsdp() > 1)
+      throw Err("parallelism.expert_parallel_degree " + ep + " * expert_tensor_parallel_degree " + std::to_string(dims_.etp) +
+                " leaves dp_shard * cp * tp = " + std::to_string(dims_.dp_shard * dims_.cp * dims_.tp) +
+                " ranks in groups of " + std::to_string(dims_.efsdp()) + " that would shard the experts with FSDP: not "
+                "supported yet (valid: ep * etp = dp_shard * cp * tp)");
   }
   if (model_args_.moe) {
     model_args_.moe->force_load_balance = config_.debug.moe_force_load_balance;
@@ -384,6 +389,21 @@ void Trainer::log_startup() {
     log_info("Applied Context Parallelism to the model: " + std::to_string(dims_.cp) + " ranks, load balancer " +
              config_.parallelism.context_parallel_load_balancer.value_or("None (contiguous chunks)") + ", rotate method " +
              config_.parallelism.context_parallel_rotate_method);
+  if (dims_.ep > 1) {
+    auto shape = [](const std::vector<int64_t>& v) {
+      std::string out;
+      for (int64_t d : v) out += (out.empty() ? "(" : ", ") + std::to_string(d);
+      return out + ")";
+    };
+    std::string held;  // what this rank holds of the first MoE layer's routed experts
+    for (const auto& [fqn, p] : parallel_->parameters())
+      if (held.empty() && fqn.find("moe.experts.w1") != std::string::npos)
+        held = ", each holding " + fqn + " " + shape(parallel_->piece(fqn).sizes) + " of " +
+               shape(parallel_->placement(fqn).global_shape);
+    log_info("Applied Expert Parallelism to the model: " + std::to_string(dims_.ep) + " ranks" + held +
+             (dims_.etp > 1 ? ", expert tensor parallel " + std::to_string(dims_.etp)
+                            : dims_.tp > 1 ? ", the tp ranks splitting the tokens" : ""));
+  }
   if (parallel_->fully_sharded()) {
     log_info("Applied FSDP to the model: " + std::to_string(dims_.dp_shard * dims_.cp) + " shards" +
              (dims_.cp > 1 ? " (dp_shard x cp)" : "") +

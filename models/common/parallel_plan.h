@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -49,6 +50,21 @@ struct ContextParallelHooks {
   virtual torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) = 0;
 };
 
+// Called by an MoE layer where expert parallelism moves its token slots to the ranks that hold
+// their experts and brings the experts' outputs back.
+struct ExpertParallelHooks {
+  virtual ~ExpertParallelHooks() = default;
+  // The tokens [first, first + count) of the layer's n_tokens whose slots this rank routes: all of
+  // them, unless the ranks of a tensor-parallel group share one replicated sequence's tokens.
+  virtual std::pair<int64_t, int64_t> token_range(int64_t n_tokens) = 0;
+  // rows (M, dim) grouped by expert, counts[e] of them for each of the layer's experts -> their
+  // outputs (M, dim), computed where the experts live by `local`: this rank's experts on their rows
+  // grouped by local expert, with one count per local expert.
+  using LocalExperts = std::function<torch::Tensor(const torch::Tensor&, const std::vector<int64_t>&)>;
+  virtual torch::Tensor run_experts(const torch::Tensor& rows, const std::vector<int64_t>& counts,
+                                    const LocalExperts& local) = 0;
+};
+
 // How tensor parallelism lays out one parameter (TorchTitan's styles): the tensor dim cut over the
 // tp ranks (0: ColwiseParallel linears [out, in], the vocab-sharded embedding and output; 1:
 // RowwiseParallel linears and the routed experts' w1/w3 [E, hidden, dim]; 2: the experts' w2
@@ -82,6 +98,10 @@ struct ParallelPlan {
   std::vector<std::pair<std::string, TpLayout>> tensor_parallel;  // every parameter, by FQN
   std::vector<TensorParallelHooks**> tensor_parallel_hooks;       // where the model looks for them
   std::vector<ContextParallelHooks**> context_parallel_hooks;     // likewise
+  std::vector<ExpertParallelHooks**> expert_parallel_hooks;       // likewise
+  // The routed experts' weights ([num_experts, ...]): expert parallelism cuts dim 0 (TorchTitan's
+  // Shard(0) over ep) and holds them out of the dense FSDP units (FSDP accepts these missing).
+  std::vector<std::string> routed_experts;
 };
 
 }  // namespace titan

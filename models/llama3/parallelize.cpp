@@ -1,6 +1,7 @@
 #include "models/llama3/parallelize.h"
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
 namespace titan::llama3 {
@@ -47,6 +48,11 @@ ParallelPlan parallel_plan(Transformer& model) {
   for (const auto& layer : model->layers->values())
     plan.context_parallel_hooks.push_back(&layer->as<TransformerBlockImpl>()->attention->cp);
   for (const auto& layer : model->layers->values()) plan.tensor_parallel_hooks.push_back(&layer->as<TransformerBlockImpl>()->tp);
+  for (auto moe : model->moe_layers()) plan.expert_parallel_hooks.push_back(&moe->ep);
+  for (const auto& p : model->named_parameters())
+    for (const char* w : {"moe.experts.w1", "moe.experts.w2", "moe.experts.w3"})
+      if (p.key().size() > std::strlen(w) && p.key().compare(p.key().size() - std::strlen(w), std::strlen(w), w) == 0)
+        plan.routed_experts.push_back(p.key());
   return plan;
 }
 

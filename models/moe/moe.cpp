@@ -66,14 +66,20 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x) {
     torch::NoGradGuard no_grad;
     tokens_per_expert.add_(counts.to(tokens_per_expert.device(), torch::kFloat32));
   }
-  // Token slots (token, choice) grouped by expert, in token order within an expert.
-  const auto order = torch::argsort(chosen.view({-1}), /*stable=*/true);  // (N k,)
-  auto routed = tokens.index_select(0, torch::floor_divide(order, k));     // (N k, D)
+  // Token slots (token, choice) grouped by expert, in token order within an expert: this rank's
+  // tokens' slots (under expert parallelism a tensor-parallel group may share the tokens).
+  const auto [first, count] = ep ? ep->token_range(N) : std::pair<int64_t, int64_t>{0, N};
+  const auto mine = chosen.narrow(0, first, count).reshape({-1});                         // (count k,)
+  const auto order = torch::argsort(mine, /*stable=*/true) + first * k;                 // slot indices
+  auto routed = tokens.index_select(0, torch::floor_divide(order, k));                  // (count k, D)
   if (args_.score_before_experts)
     routed = (routed.to(torch::kFloat32) * top_scores.view({-1}).index_select(0, order).unsqueeze(1)).to(x.scalar_type());
-  const auto counts_cpu = counts.cpu();
-  const std::vector<int64_t> split(counts_cpu.data_ptr<int64_t>(), counts_cpu.data_ptr<int64_t>() + args_.num_experts);
-  const auto routed_out = experts(routed, split);  // (N k, D)
+  const auto routed_counts = (first == 0 && count == N ? counts : torch::bincount(mine, {}, args_.num_experts)).cpu();
+  const std::vector<int64_t> split(routed_counts.data_ptr<int64_t>(), routed_counts.data_ptr<int64_t>() + args_.num_experts);
+  const auto routed_out = ep ? ep->run_experts(routed, split, [this](const torch::Tensor& rows, const std::vector<int64_t>& c) {
+    return experts(rows, c);
+  })
+                             : experts(routed, split);  // (count k, D)
   const auto shared = shared_experts ? shared_experts(tokens) : torch::Tensor();  // (N, D)
   // Back to slot order: (N, k, D)
   const auto slots = torch::zeros({N * k, D}, routed_out.options()).index_copy(0, order, routed_out).view({N, k, D});

@@ -12,6 +12,7 @@
 
 #include "models/common/feed_forward.h"
 #include "models/common/layers.h"
+#include "models/common/parallel_plan.h"
 #include "models/moe/moe_args.h"
 
 namespace titan {
@@ -50,6 +51,7 @@ class MoEImpl : public torch::nn::Module {
   FeedForward shared_experts{nullptr};  // absent without shared experts
   torch::Tensor expert_bias;            // (E,) fp32, persistent; absent without load_balance_coeff
   torch::Tensor tokens_per_expert;      // (E,) fp32 tokens routed since the last bias update, not saved
+  ExpertParallelHooks* ep = nullptr;    // the experts live on other ranks too; not owned
 
  private:
   MoEArgs args_;

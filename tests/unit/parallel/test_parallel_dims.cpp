@@ -52,5 +52,25 @@ TEST(ParallelDims, MeshGroupsFollowTorchTitansOrder) {
   EXPECT_EQ(hsdp.dp_rank(1), 1);
 }
 
+// TorchTitan's sparse mesh on 4 ranks (PARALLELISM.md 4.6): dp_shard 2 x tp 2 with ep 2.
+TEST(ParallelDims, ExpertMeshGroupsAsTorchTitan) {
+  const auto borrow = ParallelDims::build(1, 2, 1, 2, 1, 2, 1, 4);  // etp 1: ep borrows the tp ranks
+  EXPECT_EQ(borrow.efsdp(), 2);
+  EXPECT_EQ(borrow.group_ranks(1, {MeshDim::kEP}), (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(borrow.group_ranks(3, {MeshDim::kEP}), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(borrow.group_ranks(1, {MeshDim::kEFSDP}), (std::vector<int64_t>{1, 3}));
+  const auto etp = ParallelDims::build(1, 2, 1, 2, 1, 2, 2, 4);  // etp = tp
+  EXPECT_EQ(etp.efsdp(), 1);
+  EXPECT_EQ(etp.group_ranks(0, {MeshDim::kEP}), (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(etp.group_ranks(3, {MeshDim::kEP}), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(etp.group_ranks(2, {MeshDim::kETP}), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(etp.coordinate(2, MeshDim::kEP), 1);
+  EXPECT_EQ(etp.coordinate(2, MeshDim::kETP), 0);
+  // A (pp, dp_replicate) block repeats: HSDP 2 x 2 with ep 2 keeps ep inside each replica.
+  const auto hsdp = ParallelDims::build(2, 2, 1, 1, 1, 2, 1, 4);
+  EXPECT_EQ(hsdp.group_ranks(3, {MeshDim::kEP}), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(hsdp.group_ranks(3, {MeshDim::kDPReplicate}), (std::vector<int64_t>{1, 3}));
+}
+
 }  // namespace
 }  // namespace titan

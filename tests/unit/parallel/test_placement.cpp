@@ -40,6 +40,22 @@ TEST(Placement, TensorParallelThenFsdp) {
   EXPECT_THROW(odd.piece(dims, 0), std::invalid_argument);
 }
 
+// Routed experts under ep: experts over ep, each ep rank the one owner of its experts; with etp the
+// hidden dim over etp; the ranks of one ep coordinate in another replica hold copies.
+TEST(Placement, ExpertsOverEpAndEtp) {
+  const auto dims = ParallelDims::build(1, 2, 1, 2, 1, 2, 2, 4);  // ep = dp_shard, etp = tp
+  const Placement w1{{8, 6, 4}, {{{MeshDim::kEP}, 0, false}, {{MeshDim::kETP}, 1, false}}};
+  EXPECT_EQ(w1.piece(dims, 3).offsets, (V{4, 3, 0}));  // ep 1, etp 1
+  EXPECT_EQ(w1.piece(dims, 3).sizes, (V{4, 3, 4}));
+  for (int64_t r = 0; r < 4; ++r) EXPECT_TRUE(w1.owned_by(dims, r)) << r;
+  EXPECT_EQ(w1.describe(), "(8, 6, 4) dim 0 over ep dim 1 over etp");
+  const auto hsdp = ParallelDims::build(2, 2, 1, 1, 1, 2, 1, 4);
+  const Placement experts{{8, 6, 4}, {{{MeshDim::kEP}, 0, false}}};
+  EXPECT_TRUE(experts.owned_by(hsdp, 1));
+  EXPECT_FALSE(experts.owned_by(hsdp, 3));  // replica 1
+  EXPECT_EQ(experts.piece(hsdp, 3).offsets, (V{4, 0, 0}));
+}
+
 TEST(Placement, ReplicasAreOwnedByTheFirst) {
   const auto hsdp = ParallelDims::build(2, 2, 1, 1, 1, 1, 1, 4);  // rank = replica * 2 + shard
   const Placement p{{4, 2}, {kFsdp}};
