@@ -1,12 +1,12 @@
 // Real ranks for a unit test: the test re-runs its own binary once per rank (filtered to itself,
-// with TITAN_TEST_RANK, WORLD_SIZE and MASTER_PORT set), waits for all of them and fails if any
+// with TITAN_TEST_RANK, WORLD_SIZE, TITAN_TEST_STORE and MASTER_PORT set), waits for all of them and fails if any
 // rank fails or outlives the timeout. Inside a rank, test_rank() says which one it is and
 // world_group() joins all of them in one process group.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -37,18 +38,16 @@ inline std::optional<int> test_rank() {
   return std::atoi(r);
 }
 
-// Inside a rank: every rank of the run in one group, meeting at rank 0's TCPStore (MASTER_PORT).
+// Inside a rank: every rank of the run in one group, meeting in a FileStore (TITAN_TEST_STORE).
+// Call it once per rank process: a second group would meet under the first one's keys (the cause of
+// a rare "1/2 clients joined" when a test made one group per case over a TCPStore on one port).
 inline std::unique_ptr<ProcessGroup> world_group(int rank, const torch::Device& device = torch::kCPU) {
   const int world = std::atoi(std::getenv("WORLD_SIZE"));
-  c10d::TCPStoreOptions opts;
-  opts.port = static_cast<uint16_t>(std::atoi(std::getenv("MASTER_PORT")));
-  opts.isServer = rank == 0;
-  opts.numWorkers = world;
-  opts.timeout = std::chrono::seconds(60);
-  auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", opts);
+  auto store = c10::make_intrusive<c10d::FileStore>(std::getenv("TITAN_TEST_STORE"), world);
+  store->setTimeout(std::chrono::seconds(300));  // a cold start reads libtorch's libraries from disk
   std::vector<int64_t> ranks;
   for (int r = 0; r < world; ++r) ranks.push_back(r);
-  return std::make_unique<ProcessGroup>("test", ranks, rank, store, std::make_shared<std::chrono::milliseconds>(60000),
+  return std::make_unique<ProcessGroup>("test", ranks, rank, store, std::make_shared<std::chrono::milliseconds>(300000),
                                         device);
 }
 
@@ -74,14 +73,18 @@ inline int free_tcp_port() {
 }
 
 // Runs the current test as `world` processes; true when every rank exited 0 in time.
-inline bool run_as_ranks(int world, std::chrono::seconds timeout = std::chrono::seconds(120)) {
+inline bool run_as_ranks(int world, std::chrono::seconds timeout = std::chrono::seconds(600)) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   const std::string filter = std::string("--gtest_filter=") + info->test_suite_name() + "." + info->name();
-  const std::string port = "MASTER_PORT=" + std::to_string(free_tcp_port());
+  const std::string port = "MASTER_PORT=" + std::to_string(free_tcp_port());  // for tests that rendezvous as the trainer
+  const std::string store_path = (std::filesystem::temp_directory_path() /
+                                  ("titan_test_store_" + std::to_string(::getpid()) + "_" + std::to_string(std::random_device{}())))
+                                     .string();
+  const std::string store = "TITAN_TEST_STORE=" + store_path;
   std::vector<pid_t> pids;
   for (int rank = 0; rank < world; ++rank) {
     std::vector<std::string> env_strings = {"TITAN_TEST_RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(world),
-                                            port, "MASTER_ADDR=127.0.0.1"};
+                                            port, store, "MASTER_ADDR=127.0.0.1"};
     std::vector<char*> envp;
     for (auto& s : env_strings) envp.push_back(s.data());
     for (char** e = environ; *e; ++e) envp.push_back(*e);
@@ -112,6 +115,8 @@ inline bool run_as_ranks(int world, std::chrono::seconds timeout = std::chrono::
       ok = false;
     }
   }
+  std::error_code ec;
+  std::filesystem::remove(store_path, ec);
   return ok;
 }
 

@@ -30,9 +30,8 @@ void expect_rows(const torch::Tensor& local, const torch::Tensor& full, const to
   EXPECT_LT((local - expected).abs().max().item<double>(), 1e-6 * scale) << what;
 }
 
-void exact_over_ranks(int rank, const std::string& method, bool head_tail, bool formula) {
-  auto group = testing::world_group(rank);
-  const int64_t cp = group->size(), T = 16;
+void exact_over_ranks(ProcessGroup& group, const std::string& method, bool head_tail, bool formula) {
+  const int64_t cp = group.size(), rank = group.rank(), T = 16;
   torch::manual_seed(5);
   const auto q = torch::randn({2, 4, T, 8}), k = torch::randn({2, 2, T, 8}), v = torch::randn({2, 2, T, 8});  // GQA 4:2
   const auto w = torch::randn({2, 4, T, 8});  // the upstream gradient of the output
@@ -40,7 +39,7 @@ void exact_over_ranks(int rank, const std::string& method, bool head_tail, bool 
   auto full = at::scaled_dot_product_attention(fq, fk, fv, {}, 0.0, /*is_causal=*/true, std::nullopt, /*enable_gqa=*/true);
   (full * w).sum().backward();
 
-  ContextParallel context(*group, T, head_tail, method, formula);
+  ContextParallel context(group, T, head_tail, method, formula);
   const auto pos = context_parallel_positions(T, cp, rank, head_tail);
   auto mine = [&](const torch::Tensor& t) { return t.index_select(2, pos).clone().requires_grad_(true); };
   auto lq = mine(q), lk = mine(k), lv = mine(v);
@@ -57,9 +56,10 @@ void exact_over_ranks(int rank, const std::string& method, bool head_tail, bool 
 // Every rank runs both rotate methods, with and without load balancing, with the CPU flash kernel
 // and with the formula other devices use.
 void all_variants(int rank) {
+  auto group = testing::world_group(rank);  // once per process: a second group would meet under the same keys
   for (const char* method : {"allgather", "alltoall"})
     for (bool head_tail : {true, false})
-      for (bool formula : {false, true}) exact_over_ranks(rank, method, head_tail, formula);
+      for (bool formula : {false, true}) exact_over_ranks(*group, method, head_tail, formula);
 }
 
 TEST(ContextParallelRanks, TwoRanksAreExact) {

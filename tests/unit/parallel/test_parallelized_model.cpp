@@ -34,7 +34,7 @@ void pieces_equal_the_whole_model(int rank, const ParallelDims& dims) {
   RankEnv env;
   env.rank = env.local_rank = rank;
   env.world_size = env.local_world_size = dims.world_size;
-  Collectives comm(env, dims, std::chrono::seconds(60));
+  Collectives comm(env, dims, std::chrono::seconds(300));  // a cold start reads libtorch from disk
   std::vector<std::string> modules;  // the whole model, or this rank's pipeline stage
   if (dims.pp > 1) modules = llama3::pipeline_stage_modules(args, dims.pp, 1, 1)[static_cast<size_t>(dims.coordinate(rank, MeshDim::kPP))];
   llama3::Transformer part(args, torch::TensorOptions().device(torch::kMeta), modules);
