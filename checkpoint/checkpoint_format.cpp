@@ -31,10 +31,10 @@ std::vector<int64_t> or_default(const std::vector<int64_t>& v, const std::vector
   return v.empty() ? fallback : v;
 }
 
-// Fault injection for the crash tests: sleep between the data files and the manifest.
-void maybe_delay_before_manifest() {
-  if (const char* ms = std::getenv("TITAN_TEST_CHECKPOINT_DELAY_MS"))
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(ms)));
+// Fault injection for the crash tests: sleep between the data files and the manifest (of a save,
+// or of a retirement with TITAN_TEST_RETIRE_DELAY_MS).
+void maybe_delay(const char* variable) {
+  if (const char* ms = std::getenv(variable)) std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(ms)));
 }
 
 nlohmann::json to_json(const Manifest& m) {
@@ -117,6 +117,14 @@ std::map<std::string, TensorEntry> write_shard(const std::string& dir, const std
   return entries;
 }
 
+void retire_folder(const std::string& dir, const std::string& marker) {
+  std::error_code ec;
+  if (fs::remove(fs::path(dir) / marker, ec)) fsync_path(dir, O_RDONLY | O_DIRECTORY);
+  maybe_delay("TITAN_TEST_RETIRE_DELAY_MS");
+  fs::remove_all(dir, ec);
+  if (ec) throw Err("cannot remove " + dir + ": " + ec.message());
+}
+
 void merge_entries(Manifest& manifest, const std::map<std::string, TensorEntry>& entries) {
   for (const auto& [key, e] : entries) {
     auto [it, inserted] = manifest.tensors.emplace(key, e);
@@ -126,7 +134,7 @@ void merge_entries(Manifest& manifest, const std::map<std::string, TensorEntry>&
 
 void write_manifest(const std::string& dir, const Manifest& manifest) {
   const fs::path folder(dir);
-  maybe_delay_before_manifest();
+  maybe_delay("TITAN_TEST_CHECKPOINT_DELAY_MS");
   fsync_path(dir, O_RDONLY | O_DIRECTORY);  // the data files' directory entries
   const fs::path tmp = folder / (std::string(kManifestName) + ".tmp");
   {

@@ -69,6 +69,11 @@ void write_checkpoint(const std::string& dir, const std::vector<ShardedTensor>& 
 // True when dir holds a manifest (the checkpoint is complete).
 bool is_complete(const std::string& dir);
 
+// Removes a step folder with `marker` (the file that makes it look complete: the manifest, or an
+// HF export's index) first and fsynced, so a kill midway leaves an incomplete folder, never one
+// that looks complete without its data. Throws std::runtime_error naming the folder.
+void retire_folder(const std::string& dir, const std::string& marker);
+
 // Reads and checks dir/.metadata. Throws std::runtime_error naming the folder.
 Manifest read_manifest(const std::string& dir);
 

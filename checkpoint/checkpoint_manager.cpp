@@ -1,6 +1,12 @@
 #include "checkpoint/checkpoint_manager.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <regex>
 #include <set>
@@ -90,6 +96,7 @@ CheckpointManager::CheckpointManager(Options options, Parts parts, nlohmann::jso
     : options_(std::move(options)), parts_(std::move(parts)), info_(std::move(info)) {
   validate_options(options_);
   if (!parts_.has("model")) throw std::logic_error("checkpoint: no 'model' part registered");
+  if (options_.enable && !options_.load_only && (!options_.comm || options_.comm->rank() == 0)) lock_folder();
 }
 
 CheckpointManager::~CheckpointManager() {
@@ -98,6 +105,27 @@ CheckpointManager::~CheckpointManager() {
   } catch (const std::exception& e) {
     log_warning(std::string("async checkpoint save failed: ") + e.what());
   }
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
+}
+
+void CheckpointManager::lock_folder() {
+  const fs::path path = fs::path(options_.folder) / ".lock";
+  std::error_code ec;
+  fs::create_directories(options_.folder, ec);
+  lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) throw std::runtime_error("cannot open " + path.string() + ": " + std::strerror(errno));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    char holder[32] = {0};
+    const ssize_t n = ::pread(lock_fd_, holder, sizeof(holder) - 1, 0);
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    throw std::runtime_error("checkpoint folder " + options_.folder + " is in use by another run (pid " +
+                             (n > 0 ? std::string(holder, static_cast<size_t>(n)) : std::string("unknown")) +
+                             "): its saves would interleave with this run's; give this run its own --job.dump_folder");
+  }
+  const std::string pid = std::to_string(::getpid());
+  if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+    log_warning("could not write this run's pid into " + path.string());
 }
 
 std::string CheckpointManager::step_dir(int64_t step) const {
@@ -186,9 +214,11 @@ void CheckpointManager::purge(int64_t just_written) {
       ++kept_complete;
       continue;
     }
-    std::error_code ec;
-    fs::remove_all(path, ec);  // incomplete folders (interrupted saves) go too
-    if (ec) log_warning("could not remove " + path.string() + ": " + ec.message());
+    try {  // incomplete folders (interrupted saves) go too
+      retire_folder(path.string(), hf::is_hf_folder(path.string()) ? hf::kIndexName : kManifestName);
+    } catch (const std::exception& e) {
+      log_warning(e.what());
+    }
   }
 }
 

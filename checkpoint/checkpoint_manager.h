@@ -117,6 +117,9 @@ class CheckpointManager {
   Snapshot snapshot(int64_t step, bool model_only, bool stage_copies);
   void write(const Snapshot& s, bool purge_after);
   void purge(int64_t just_written);
+  // One run per checkpoint folder (rank 0 holds an flock on {folder}/.lock for the run's life);
+  // throws std::runtime_error naming the holder's pid.
+  void lock_folder();
   void wait_for_writers();
   LoadResult load_from(const std::string& dir, bool model_only);
   Options options_;
@@ -124,6 +127,7 @@ class CheckpointManager {
   nlohmann::json info_;
   std::future<void> in_flight_;
   std::map<std::string, torch::Tensor> staging_;  // reused buffers for async_with_pinned_mem
+  int lock_fd_ = -1;  // the folder lock (rank 0 of a run that saves)
 };
 
 // exclude_from_loading and the other cross-key rules; throws std::invalid_argument.

@@ -9,6 +9,7 @@
 
 #include "checkpoint/hf_adapter.h"
 #include "checkpoint/safetensors.h"
+#include "parallel/logging.h"
 
 namespace titan::hf {
 namespace {
@@ -31,10 +32,25 @@ std::vector<std::string> weight_files(const std::string& dir) {
     std::set<std::string> unique;
     for (const auto& [key, file] : j["weight_map"].items()) unique.insert(file.get<std::string>());
     for (const auto& f : unique) files.push_back((fs::path(dir) / f).string());
-  } else if (fs::is_directory(dir)) {
+  } else if (fs::is_directory(dir)) {  // what transformers reads without an index: model.safetensors
     for (const auto& e : fs::directory_iterator(dir))
       if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
     std::sort(files.begin(), files.end());
+    const std::string single = (fs::path(dir) / "model.safetensors").string();
+    auto others = [&] {
+      std::string out;
+      for (const auto& f : files)
+        if (f != single) out += (out.empty() ? "" : ", ") + fs::path(f).filename().string();
+      return out;
+    };
+    if (std::find(files.begin(), files.end(), single) != files.end()) {
+      if (files.size() > 1) log_warning("reading " + single + " only, as transformers does without " + kIndexName +
+                                        "; ignored: " + others());
+      files = {single};
+    } else if (files.size() > 1) {
+      throw Err("Hugging Face folder '" + dir + "' holds several .safetensors files (" + others() + ") but no " +
+                kIndexName + " or model.safetensors: which of them make the model is unknown");
+    }
   }
   if (files.empty()) throw Err("Hugging Face folder '" + dir + "' holds no .safetensors weights");
   return files;

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <string>
 
 #include <filesystem>
@@ -106,7 +107,11 @@ void to_hf(const std::string& dir, const std::string& out, const std::vector<std
     else throw std::invalid_argument("unknown option " + flags[i]);
   }
   if (flags.size() % 2) throw std::invalid_argument("option " + flags.back() + " needs a value");
-  const auto dtype = dtype_name == "bfloat16" ? torch::kBFloat16 : dtype_name == "float16" ? torch::kFloat16 : torch::kFloat32;
+  const std::map<std::string, torch::ScalarType> dtypes = {
+      {"float32", torch::kFloat32}, {"bfloat16", torch::kBFloat16}, {"float16", torch::kFloat16}};
+  if (!dtypes.count(dtype_name))
+    throw std::invalid_argument("--dtype '" + dtype_name + "' is not valid; valid: float32, bfloat16, float16");
+  const auto dtype = dtypes.at(dtype_name);
   const Manifest m = titan::checkpoint::read_manifest(dir);
   if (!m.info.contains("hf_config")) throw std::runtime_error(dir + ": the manifest has no model description (hf_config)");
   const auto args = titan::hf::model_args_from_json(m.info["hf_config"], dir);

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <limits>
@@ -342,6 +343,10 @@ JobConfig parse_job_config(const std::vector<std::string>& args) {
   JobConfig config;
   if (auto file = config_file_from_args(args)) {
     toml::table table;
+    std::error_code ec;
+    if (std::filesystem::is_directory(*file, ec))  // it would read as an empty file: the defaults
+      throw Err("config file '" + *file + "' (--job.config_file) is a directory; give a .toml file, e.g. " +
+                (std::filesystem::path(*file) / "debug_model.toml").string());
     std::ifstream probe(*file);
     if (!probe) throw Err("cannot read config file '" + *file + "' (--job.config_file): " + std::strerror(errno));
     try {
@@ -437,8 +442,16 @@ std::string config_to_toml(const JobConfig& config) {
 std::vector<std::string> validate_job_config(JobConfig& config) {
   std::vector<std::string> warnings;
   const JobConfig defaults;
+  // What to load or export, set while checkpointing is off: silently nothing would happen.
+  const std::vector<std::string> load_or_export = {"load_step", "initial_load_path", "initial_load_in_hf",
+                                                   "initial_load_model_only", "last_save_in_hf", "create_seed_checkpoint",
+                                                   "exclude_from_loading", "load_only"};
+  std::string unused_checkpoint_keys;
   for (const auto& f : config_fields()) {
     auto value = toml_value(f, config);
+    if (f.section == "checkpoint" && !config.checkpoint.enable && value != toml_value(f, defaults) &&
+        std::find(load_or_export.begin(), load_or_export.end(), f.key) != load_or_export.end())
+      unused_checkpoint_keys += (unused_checkpoint_keys.empty() ? "" : ", ") + f.name();
     // Choices: every string (or list item) must be one of them.
     if (!f.choices.empty()) {
       std::vector<std::string> items;
@@ -463,6 +476,9 @@ std::vector<std::string> validate_job_config(JobConfig& config) {
     }
   }
 
+  if (!unused_checkpoint_keys.empty())
+    warnings.push_back("checkpoint.enable is false, so these have no effect: " + unused_checkpoint_keys +
+                       " (pass --checkpoint.enable)");
   if (config.model.tokenizer_path) {
     warnings.push_back("model.tokenizer_path is deprecated; use model.hf_assets_path (the folder holding tokenizer.model)");
     std::string p = *config.model.tokenizer_path;
@@ -492,7 +508,8 @@ std::vector<std::string> validate_job_config(JobConfig& config) {
     throw Err("lr_scheduler.decay_ratio must be in [0, 1], got " + format_float(*config.lr_scheduler.decay_ratio));
   if (config.lr_scheduler.min_lr_factor < 0 || config.lr_scheduler.min_lr_factor > 1)
     throw Err("lr_scheduler.min_lr_factor must be in [0, 1], got " + format_float(config.lr_scheduler.min_lr_factor));
-  if (!(config.optimizer.lr > 0)) throw Err("optimizer.lr must be positive, got " + format_float(config.optimizer.lr));
+  if (!(config.optimizer.lr >= 0))  // 0 is an evaluation-only run, as PyTorch's AdamW allows
+    throw Err("optimizer.lr must be >= 0, got " + format_float(config.optimizer.lr));
   non_negative("optimizer.weight_decay", config.optimizer.weight_decay);
   non_negative("optimizer.eps", config.optimizer.eps);
   non_negative("training.max_norm", config.training.max_norm);

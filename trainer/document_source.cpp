@@ -264,11 +264,18 @@ std::unique_ptr<DocumentSource> open_document_source(const std::string& path, co
   if (is_npy_name(path)) return std::make_unique<NpySource>(path);
   std::vector<std::string> files;
   if (fs::is_directory(path)) {
+    std::vector<std::string> token_files;  // pre-tokenized .npy files are read one at a time, not from a folder
     for (const auto& entry : fs::directory_iterator(path)) {
       const auto name = entry.path().string();
       if (entry.is_regular_file() && (is_json_name(name) || is_text_name(name))) files.push_back(name);
+      if (entry.is_regular_file() && is_npy_name(name)) token_files.push_back(entry.path().filename().string());
     }
     std::sort(files.begin(), files.end());
+    std::sort(token_files.begin(), token_files.end());
+    if (!token_files.empty())
+      throw Err("dataset folder '" + path + "' holds .npy token files (" + token_files.front() +
+                (token_files.size() > 1 ? ", ..." : "") + "), which would not be read: give one .npy file as " +
+                "training.dataset_path, or a folder of text (.txt, .jsonl, .json, .json.gz) only");
     if (files.empty()) throw Err("dataset folder '" + path + "' holds no .txt, .jsonl, .json or .json.gz file");
   } else if (is_json_name(path) || is_text_name(path)) {
     files.push_back(path);

@@ -140,6 +140,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   if (config_.training.seq_len > model_args_.max_seq_len)
     throw Err("training.seq_len " + std::to_string(config_.training.seq_len) + " exceeds the " + config_.model.flavor +
               " model's maximum sequence length " + std::to_string(model_args_.max_seq_len));
+  const int64_t model_max_seq_len = model_args_.max_seq_len;  // what an HF config.json calls max_position_embeddings
   model_args_.max_seq_len = config_.training.seq_len;
 
   // Tokenizer and data. Pre-tokenized data needs no tokenizer.
@@ -262,6 +263,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   options.hf_assets_path = config_.model.hf_assets_path;
   options.hf_max_shard_bytes = ck.hf_max_shard_size_mb * 1'000'000;
   options.model_args = model_args_;
+  options.model_args.max_seq_len = model_max_seq_len;  // config.json keeps the model's maximum, not training.seq_len
   options.comm = comm_.get();
   options.save_timeout = std::chrono::seconds(std::max(config_.comm.init_timeout_seconds, config_.comm.train_timeout_seconds));
   options.full_model = [this] {
@@ -271,8 +273,11 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   };
   nlohmann::json info = {{"world_size", env_.world_size}, {"parallelism", dims_.describe()},
                          {"model", config_.model.name + " " + config_.model.flavor}, {"config", config_to_toml(config_)}};
-  if (!model_args_.moe) info["hf_config"] = hf::config_from_model_args(model_args_, dtype_);  // what to-hf writes
+  if (!model_args_.moe) info["hf_config"] = hf::config_from_model_args(options.model_args, dtype_);  // what to-hf writes
   checkpointer_ = std::make_unique<checkpoint::CheckpointManager>(options, checkpoint_parts(), info);
+  if (ck.enable && !ck.load_only && ck.last_save_model_only && env_.rank == 0)  // TorchTitan's default, a trap
+    log_info("checkpoint.last_save_model_only: the last save (step " + std::to_string(config_.training.steps) +
+             ") holds only the model, which no run can resume from; --checkpoint.no-last_save_model_only keeps it whole");
 
   flops_per_token_ = flops_per_token(model_args_, num_params_, config_.training.seq_len);
   // Tests compare runs to 1e-5, finer than the log line prints: every step's loss and grad_norm.
@@ -590,6 +595,9 @@ void Trainer::update_expert_biases() {
 
 bool Trainer::train() {
   checkpointer_->load();
+  if (state_.step >= config_.training.steps)
+    log_warning("the checkpoint is at step " + std::to_string(state_.step) + ", not before training.steps " +
+                std::to_string(config_.training.steps) + ": nothing to train or save (raise --training.steps to continue)");
   log_info("Training starts at step " + std::to_string(state_.step + 1));
   auto last_log = std::chrono::steady_clock::now();
   int64_t tokens_since_log = 0;

@@ -31,6 +31,8 @@ for dtype in float32 bfloat16; do
   train "$WORK/m.log" "${SMALL[@]}" --checkpoint.enable --checkpoint.last_save_model_only --checkpoint.export_dtype $dtype \
     --training.steps 3 --job.dump_folder "$WORK/m_$dtype"
   [[ $RC -eq 0 ]] || { cat "$WORK/m.log"; fail "model-only $dtype run exited $RC"; }
+  grep -q "checkpoint.last_save_model_only: the last save (step 3) holds only the model, which no run can resume from" \
+    "$WORK/m.log" || fail "no start-up word on last_save_model_only"
   "$TOOL" to-torch "$WORK/m_$dtype/checkpoint/step-3" "$WORK/m_$dtype.pt" >/dev/null
   "$TITAN_PYTHON" tests/reference/check_checkpoint_export.py "$WORK/m_$dtype/checkpoint/step-3" "$WORK/m_$dtype.pt" $dtype 6 ||
     fail "model-only $dtype export check"

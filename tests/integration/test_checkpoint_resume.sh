@@ -10,6 +10,10 @@ train "$WORK/straight.log" "${CK[@]}" --training.steps 20 --job.dump_folder "$WO
 train "$WORK/half1.log" "${CK[@]}" --training.steps 10 --lr_scheduler.total_steps 20 --job.dump_folder "$WORK/resumed"
 [[ $RC -eq 0 ]] || { cat "$WORK/half1.log"; fail "first half exited $RC"; }
 [[ -f $WORK/resumed/checkpoint/step-10/.metadata ]] || fail "no step-10 checkpoint"
+# Resuming at or past training.steps trains nothing, and says so.
+train "$WORK/done.log" "${CK[@]}" --training.steps 10 --job.dump_folder "$WORK/resumed"
+[[ $RC -eq 0 ]] && grep -q "the checkpoint is at step 10, not before training.steps 10: nothing to train or save" "$WORK/done.log" ||
+  { cat "$WORK/done.log"; fail "a finished run resumed without a word"; }
 train "$WORK/half2.log" "${CK[@]}" --training.steps 20 --lr_scheduler.total_steps 20 --job.dump_folder "$WORK/resumed"
 [[ $RC -eq 0 ]] || { cat "$WORK/half2.log"; fail "second half exited $RC"; }
 grep -q "Training starts at step 11" "$WORK/half2.log" || fail "resume did not start at step 11"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Hugging Face interop: step-1 loss of HF weights equals an independent implementation of
-# LlamaForCausalLM (tests/reference/hf_llama_reference.py) to 1e-5; HF -> native -> HF is
-# bit-identical; TorchTitan's model_only_hf_checkpoint flow.
+# LlamaForCausalLM (tests/reference/hf_llama_reference.py) to 1e-5; without an index only
+# model.safetensors is read; HF -> native -> HF is bit-identical; to-hf --dtype; TorchTitan's
+# model_only_hf_checkpoint flow, whose config.json keeps the model's max_position_embeddings.
 source "$(dirname "$0")/lib.sh"
 ./scripts/setup.sh && ./scripts/build.sh titan_train titan_sentencepiece titan_checkpoint_tool
 TOOL="${TITAN_BUILD_DIR:-$ROOT/build}/titan_checkpoint"
@@ -20,11 +21,45 @@ for variant in scaled tied sharded; do
   echo "$variant: step-1 loss $got, reference $expected (a forgotten q/k permutation gives $wrong)"
   awk -v a="$got" -v b="$expected" 'BEGIN {d = a - b; if (d < 0) d = -d; exit !(d <= 1e-5 + 5e-6)}' ||
     fail "$variant: loss $got differs from the reference $expected"
+  if [[ $variant == scaled ]]; then scaled_seq=$seq; fi
 done
+
+# Without an index, model.safetensors alone holds the model (as transformers reads it): a stray
+# .safetensors beside it (here: zero embeddings sorting after it) is named and ignored.
+cp -r "$WORK/hf_scaled" "$WORK/hf_stray"
+"$TITAN_PYTHON" - "$WORK/hf_stray" <<'PY'
+import sys
+import torch
+from safetensors.torch import load_file, save_file
+w = load_file(sys.argv[1] + "/model.safetensors")
+save_file({"model.embed_tokens.weight": torch.zeros_like(w["model.embed_tokens.weight"])}, sys.argv[1] + "/zz-extra.safetensors")
+PY
+train "$WORK/stray.log" --model.flavor from_hf --model.hf_assets_path "$WORK/hf_stray" --checkpoint.enable \
+  --checkpoint.initial_load_in_hf --training.dataset_path "$WORK/hf_stray/tokens.npy" --training.seq_len "$scaled_seq" \
+  --training.local_batch_size 1 --training.steps 1 --metrics.disable_color_printing --job.dump_folder "$WORK/run_stray"
+[[ $RC -eq 0 ]] || { cat "$WORK/stray.log"; fail "stray: run exited $RC"; }
+grep -q "reading .*hf_stray/model.safetensors only, as transformers does without model.safetensors.index.json; ignored: zz-extra.safetensors" \
+  "$WORK/stray.log" || { cat "$WORK/stray.log"; fail "stray: no warning"; }
+[[ "$(losses "$WORK/stray.log")" == "$(losses "$WORK/scaled.log")" ]] || fail "stray: the extra file changed the weights"
 
 # HF -> native -> HF: the same tensors, bit for bit, and a folder that loads again.
 "$TOOL" from-hf "$WORK/hf_sharded" "$WORK/native/step-0" >/dev/null
 "$TOOL" to-hf "$WORK/native/step-0" "$WORK/back" --max-shard-mb 0.1 >/dev/null
+# --dtype: the names checkpoint.export_dtype takes, and the file holds that dtype.
+set +e
+bad_dtype=$("$TOOL" to-hf "$WORK/native/step-0" "$WORK/bf16" --dtype bf16 2>&1); rc=$?
+set -e
+[[ $rc -ne 0 && $bad_dtype == *"--dtype 'bf16' is not valid; valid: float32, bfloat16, float16"* ]] ||
+  fail "to-hf --dtype bf16: $bad_dtype"
+"$TOOL" to-hf "$WORK/native/step-0" "$WORK/bf16" --dtype bfloat16 >/dev/null
+"$TITAN_PYTHON" - "$WORK/bf16" <<'PY' || fail "to-hf --dtype bfloat16 did not write bfloat16"
+import glob, sys
+from safetensors import safe_open
+for f in glob.glob(sys.argv[1] + "/*.safetensors"):
+    with safe_open(f, "pt") as s:
+        for k in s.keys():
+            assert str(s.get_slice(k).get_dtype()) == "BF16", (k, s.get_slice(k).get_dtype())
+PY
 "$TITAN_PYTHON" - "$WORK/hf_sharded" "$WORK/back" <<'PY' || fail "round trip changed tensors"
 import json, os, struct, sys
 import torch
@@ -63,6 +98,8 @@ step10="$WORK/flow/hf_checkpoint/step-10"
 for f in config.json model.safetensors.index.json model-00001-of-00001.safetensors tokenizer.model; do
   [[ -f $step10/$f ]] || fail "step-10 lacks $f"
 done
+# config.json carries the model's own maximum sequence length (the flavor's), not training.seq_len.
+grep -q '"max_position_embeddings": 131072' "$step10/config.json" || { cat "$step10/config.json"; fail "max_position_embeddings"; }
 train "$WORK/load.log" "${SMALL[@]}" --training.steps 2 --checkpoint.enable --checkpoint.initial_load_path "$step10/" \
   --checkpoint.initial_load_model_only --checkpoint.initial_load_in_hf --job.dump_folder "$WORK/flow2"
 [[ $RC -eq 0 ]] || { cat "$WORK/load.log"; fail "HF load run exited $RC"; }

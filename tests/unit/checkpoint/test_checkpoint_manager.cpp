@@ -1,5 +1,6 @@
 // The manager's rules, as TorchTitan's test_checkpoint.py checks them, plus our fixes.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -38,7 +39,8 @@ struct Fixture {
   }
   std::vector<std::string> folders() const {
     std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.is_directory()) names.push_back(e.path().filename().string());  // the step folders, not the run's lock
     std::sort(names.begin(), names.end());
     return names;
   }
@@ -46,13 +48,15 @@ struct Fixture {
 
 TEST(CheckpointManager, IntervalAndLastStepAsTorchTitan) {
   Fixture f("interval");
-  CheckpointManager m(f.options(), f.parts(), {});
-  EXPECT_FALSE(m.should_save(1, false));
-  EXPECT_FALSE(m.should_save(2, false));
-  EXPECT_TRUE(m.should_save(2, true));
-  EXPECT_TRUE(m.should_save(3, false));
-  EXPECT_FALSE(m.should_save(4, false));
-  EXPECT_TRUE(m.should_save(4, true));
+  {
+    CheckpointManager m(f.options(), f.parts(), {});
+    EXPECT_FALSE(m.should_save(1, false));
+    EXPECT_FALSE(m.should_save(2, false));
+    EXPECT_TRUE(m.should_save(2, true));
+    EXPECT_TRUE(m.should_save(3, false));
+    EXPECT_FALSE(m.should_save(4, false));
+    EXPECT_TRUE(m.should_save(4, true));
+  }
   Options first = f.options();
   first.enable_first_step_checkpoint = true;
   EXPECT_TRUE(CheckpointManager(first, f.parts(), {}).should_save(1, false));
@@ -76,12 +80,34 @@ TEST(CheckpointManager, KeepsTheNewestKAndRemovesOlderIncompleteFolders) {
   EXPECT_EQ(f.folders(), (std::vector<std::string>{"step-2", "step-3", "step-9"}));
 }
 
+// Two runs saving into one folder would interleave their steps: the second is refused, naming the first.
+TEST(CheckpointManager, OneRunPerFolder) {
+  Fixture f("lock");
+  {
+    CheckpointManager first(f.options(), f.parts(), {});
+    try {
+      CheckpointManager second(f.options(), f.parts(), {});
+      FAIL() << "a second manager took the folder";
+    } catch (const std::runtime_error& e) {
+      EXPECT_EQ(std::string(e.what()), "checkpoint folder " + f.dir + " is in use by another run (pid " +
+                                           std::to_string(::getpid()) + "): its saves would interleave with this run's; "
+                                           "give this run its own --job.dump_folder");
+    }
+    Options load_only = f.options();
+    load_only.load_only = true;
+    EXPECT_NO_THROW(CheckpointManager(load_only, f.parts(), {}));  // writes nothing: no lock
+  }
+  EXPECT_NO_THROW(CheckpointManager(f.options(), f.parts(), {}));  // released with the first
+}
+
 TEST(CheckpointManager, ResumesFromTheNewestCompleteStep) {
   Fixture f("resume");
-  CheckpointManager m(f.options(), f.parts(), {});
-  f.weight.fill_(3.0);
-  f.step = 3;
-  m.save(3, false);
+  {
+    CheckpointManager m(f.options(), f.parts(), {});
+    f.weight.fill_(3.0);
+    f.step = 3;
+    m.save(3, false);
+  }
   fs::create_directories(fs::path(f.dir) / "step-6");  // incomplete: ignored
   f.weight.zero_();
   f.step = 0;

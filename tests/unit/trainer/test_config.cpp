@@ -128,6 +128,15 @@ TEST(JobConfig, BadFilesAreOneLineErrors) {
             std::string::npos);
   auto file = write_toml("invalid", "[training\nsteps = 3\n");
   EXPECT_NE(error_of({"--job.config_file", file}).find(":1: invalid TOML"), std::string::npos);
+  // A directory would read as an empty file, i.e. train with the defaults.
+  const std::string dir = std::filesystem::path(file).parent_path().string();
+  EXPECT_EQ(error_of({"--job.config_file", dir}), "config file '" + dir + "' (--job.config_file) is a directory; give a "
+                                                  ".toml file, e.g. " + dir + "/debug_model.toml");
+}
+
+TEST(JobConfig, LearningRateZeroIsAnEvaluationRun) {
+  EXPECT_EQ(parse_job_config({"--optimizer.lr", "0"}).optimizer.lr, 0.0);  // PyTorch's AdamW accepts it
+  EXPECT_EQ(error_of({"--optimizer.lr", "-1e-3"}), "optimizer.lr must be >= 0, got -0.001");
 }
 
 TEST(JobConfig, ValuesAreValidated) {
@@ -143,6 +152,10 @@ TEST(JobConfig, ValuesAreValidated) {
 
 TEST(JobConfig, FeaturesNotBuiltAreRejectedNotIgnored) {
   EXPECT_EQ(error_of({"--compile.enable"}), "compile.enable = true: not supported yet by titan.cpp (leave it at its default false)");
+  // Keys that would be read nowhere (Python's GC, torchft) are refused too, not accepted and ignored.
+  EXPECT_EQ(error_of({"--training.gc_freq", "10"}), "training.gc_freq = 10: not supported yet by titan.cpp (leave it at its default 50)");
+  EXPECT_EQ(error_of({"--checkpoint.no-enable_ft_dataloader_checkpoints"}),
+            "checkpoint.enable_ft_dataloader_checkpoints = false: not supported yet by titan.cpp (leave it at its default true)");
   EXPECT_EQ(error_of({"--metrics.enable_tensorboard"}),
             "metrics.enable_tensorboard = true: not supported yet by titan.cpp (leave it at its default false)");
   EXPECT_EQ(error_of({"--compile.enable", "--compile.no-enable"}), "");  // the default itself is fine
@@ -157,6 +170,15 @@ TEST(JobConfig, DeprecatedTokenizerPathMapsToAssetsFolder) {
   auto warnings = validate_job_config(c);
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_EQ(c.model.hf_assets_path, "./assets/tok");
+}
+
+TEST(JobConfig, LoadAndExportKeysWithoutCheckpointingAreNamed) {
+  JobConfig c = parse_job_config({"--checkpoint.load_step", "5", "--checkpoint.last_save_in_hf", "--checkpoint.interval", "3"});
+  EXPECT_EQ(validate_job_config(c), (std::vector<std::string>{
+                                        "checkpoint.enable is false, so these have no effect: checkpoint.last_save_in_hf, "
+                                        "checkpoint.load_step (pass --checkpoint.enable)"}));
+  JobConfig on = parse_job_config({"--checkpoint.enable", "--checkpoint.load_step", "5"});
+  EXPECT_TRUE(validate_job_config(on).empty());
 }
 
 TEST(JobConfig, HelpListsEveryKeyWithTypeAndDefault) {

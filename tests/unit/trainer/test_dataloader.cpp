@@ -138,6 +138,13 @@ TEST(DocumentSource, BadInputsAreClearErrors) {
   expect_error(temp_file("bad.npy").string(), "not a .npy file");
   write_npy("floats.npy", "<f4", std::vector<float>{1.0f});
   expect_error(temp_file("floats.npy").string(), "dtype 'f4' is not a token type");
+  // Text and token files in one folder: the .npy ones would be skipped silently.
+  const fs::path mixed = temp_file("mixed_dataset");
+  fs::create_directories(mixed);
+  std::ofstream(mixed / "a.txt") << "some text\n";
+  fs::copy_file(temp_file("floats.npy"), mixed / "b.npy", fs::copy_options::overwrite_existing);
+  expect_error(mixed.string(), "dataset folder '" + mixed.string() + "' holds .npy token files (b.npy), which would not "
+                               "be read: give one .npy file as training.dataset_path, or a folder of text");
 }
 
 TEST(DocumentSource, TextJsonlAndGzipDocumentsGetBosAndEos) {
