@@ -49,8 +49,8 @@ grep -q "^error: rank 1 (pid $victim) exited with code 137; stopping the other r
 sleep 1
 ! pgrep -f "titan_train.*$WORK/kill" >/dev/null || fail "ranks left running"
 
-# The parallelism not built yet: a clear error naming the key.
+# Expert parallelism on a dense model: a clear error naming the key and the model.
 NGPU=2 train "$WORK/ep.log" "${SMALL[@]}" --training.steps 1 --parallelism.expert_parallel_degree 2 --job.dump_folder "$WORK/ep"
-[[ $RC -ne 0 ]] && grep -q "parallelism.expert_parallel_degree = 2 is not supported yet" "$WORK/ep.log" ||
+[[ $RC -ne 0 ]] && grep -q "parallelism.expert_parallel_degree 2 needs an MoE model (model.name llama4); llama3 debugmodel has no experts" "$WORK/ep.log" ||
   { cat "$WORK/ep.log"; fail "expert parallel message"; }
 echo "PASS"
