@@ -1,7 +1,6 @@
 #include "models/llama3/parallelize.h"
 
 #include <algorithm>
-#include <cstring>
 #include <stdexcept>
 
 namespace titan::llama3 {
@@ -38,6 +37,8 @@ ParallelPlan parallel_plan(Transformer& model) {
     };
     TpLayout layout{0};  // colwise wq/wk/wv/w1/w3, vocab-sharded tok_embeddings and output
     if (ends_with("attention.wo.weight") || ends_with("w2.weight")) layout = {1};  // rowwise wo, w2 (shared experts' too)
+    const bool routed = ends_with("experts.w1") || ends_with("experts.w2") || ends_with("experts.w3");
+    if (routed) plan.routed_experts.push_back(fqn);
     if (ends_with("experts.w1") || ends_with("experts.w3")) layout = {1};          // routed experts: their hidden dim
     if (ends_with("experts.w2")) layout = {2};
     if (ends_with("norm.weight") || ends_with("router.gate.weight")) layout = {};  // every tp rank routes alike
@@ -49,10 +50,6 @@ ParallelPlan parallel_plan(Transformer& model) {
     plan.context_parallel_hooks.push_back(&layer->as<TransformerBlockImpl>()->attention->cp);
   for (const auto& layer : model->layers->values()) plan.tensor_parallel_hooks.push_back(&layer->as<TransformerBlockImpl>()->tp);
   for (auto moe : model->moe_layers()) plan.expert_parallel_hooks.push_back(&moe->ep);
-  for (const auto& p : model->named_parameters())
-    for (const char* w : {"moe.experts.w1", "moe.experts.w2", "moe.experts.w3"})
-      if (p.key().size() > std::strlen(w) && p.key().compare(p.key().size() - std::strlen(w), std::strlen(w), w) == 0)
-        plan.routed_experts.push_back(p.key());
   return plan;
 }
 
