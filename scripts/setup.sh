@@ -18,11 +18,12 @@ PACKAGES=(
   libtcmalloc-minimal4                            # allocator for titan_train (+40% tokens/s here)
   libtomlplusplus-dev nlohmann-json3-dev zlib1g-dev libgtest-dev
   libsentencepiece-dev sentencepiece              # tokenizer library and spm_train
+  libpcre2-dev                                    # the regex engine of tokenizer.json pre-tokenizers
   r-base-core r-cran-janeaustenr                  # the bundled corpus
 )
-# Python packages of the venv: the torch wheel brings libtorch, CUDA 13 and NCCL; numpy and the
-# safetensors library for the tests.
-PIP_PACKAGES=(torch==2.11.0 numpy safetensors==0.8.0)
+# Python packages of the venv: the torch wheel brings libtorch, CUDA 13 and NCCL; the rest are the
+# ecosystem's own readers and writers that the tests check our formats against.
+PIP_PACKAGES=(torch==2.11.0 numpy safetensors==0.8.0 transformers==5.25.0 tokenizers==0.23.3 tensorboard==2.21.0)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -64,7 +65,7 @@ if [[ ! -x "$TITAN_PYTHON" || "$(cat "$STAMP" 2>/dev/null)" != "${PIP_PACKAGES[*
     { grep --line-buffered -E "^ *(Downloading|Installing|Successfully|ERROR)" || true; } | sed -u 's/^ */setup:   /'; then
     die "pip could not install ${PIP_PACKAGES[*]} into $TITAN_VENV (is PyPI reachable?)"
   fi
-  "$TITAN_PYTHON" -c "import torch, numpy" 2>/dev/null || die "pip could not install ${PIP_PACKAGES[*]} into $TITAN_VENV (is PyPI reachable?)"
+  "$TITAN_PYTHON" -c "import torch, numpy, safetensors, transformers, tokenizers, tensorboard" 2>/dev/null || die "pip could not install ${PIP_PACKAGES[*]} into $TITAN_VENV (is PyPI reachable?)"
   echo "${PIP_PACKAGES[*]}" >"$STAMP"
   echo "setup: venv ready in $(elapsed "$start"): $("$TITAN_PYTHON" -c 'import torch; print("torch", torch.__version__)')"
 fi
