@@ -114,16 +114,24 @@ llama3::ModelArgs model_args_from_json(const nlohmann::json& c, const std::strin
       throw Err(config_path + ": head_dim " + std::to_string(c["head_dim"].get<int64_t>()) +
                 " != hidden_size / num_attention_heads is not supported");
     a.rope_scaling = std::nullopt;
-    if (c.contains("rope_scaling") && !c["rope_scaling"].is_null()) {
-      const auto& r = c["rope_scaling"];
-      const std::string type = r.value("rope_type", r.value("type", ""));
-      if (type != "llama3") throw Err(config_path + ": rope_scaling type '" + type + "' is not supported (valid: llama3)");
-      llama3::RopeScaling s;
-      s.factor = r.at("factor").get<double>();
-      s.low_freq_factor = r.at("low_freq_factor").get<double>();
-      s.high_freq_factor = r.at("high_freq_factor").get<double>();
-      s.original_max_position_embeddings = r.at("original_max_position_embeddings").get<int64_t>();
-      a.rope_scaling = s;
+    // transformers 5 writes rope_parameters (theta inside, "default" = unscaled); 4.x rope_scaling.
+    const bool v5 = c.contains("rope_parameters") && !c["rope_parameters"].is_null();
+    const std::string rope_key = v5 ? "rope_parameters" : "rope_scaling";
+    const nlohmann::json rope = c.contains(rope_key) ? c[rope_key] : nlohmann::json();
+    if (!rope.is_null()) {
+      a.rope_theta = rope.value("rope_theta", a.rope_theta);
+      const std::string type = rope.value("rope_type", rope.value("type", ""));
+      if (type == "llama3") {
+        llama3::RopeScaling s;
+        s.factor = rope.at("factor").get<double>();
+        s.low_freq_factor = rope.at("low_freq_factor").get<double>();
+        s.high_freq_factor = rope.at("high_freq_factor").get<double>();
+        s.original_max_position_embeddings = rope.at("original_max_position_embeddings").get<int64_t>();
+        a.rope_scaling = s;
+      } else if (!(v5 && type == "default")) {
+        throw Err(config_path + ": " + rope_key + " type '" + type + "' is not supported (valid: llama3" +
+                  (v5 ? ", default)" : ")"));
+      }
     }
     a.validate();
     return a;

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks a model-only checkpoint from Python: the step folder's safetensors file, read here with a
-minimal independent safetensors parser, must hold exactly the model keys in the expected dtype,
+minimal independent safetensors parser and with the real safetensors package (the same tensors),
+must hold exactly the model keys in the expected dtype,
 and the single-file export (titan_checkpoint to-torch) must torch.load to the same tensors.
 
 Usage: .venv/bin/python tests/reference/check_checkpoint_export.py STEP_DIR EXPORT.pt DTYPE(float32|bfloat16) N_LAYERS
@@ -10,6 +11,7 @@ import struct
 import sys
 
 import torch
+from safetensors.torch import load_file
 
 DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "I64": torch.int64, "U8": torch.uint8}
 
@@ -32,6 +34,8 @@ def read_safetensors(path):
 def main():
     step_dir, export, dtype, n_layers = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3]), int(sys.argv[4])
     saved = read_safetensors(step_dir + "/__0_0.safetensors")
+    package = load_file(step_dir + "/__0_0.safetensors")
+    assert package.keys() == saved.keys() and all(torch.equal(package[k], saved[k]) for k in saved), "safetensors package disagrees"
     expected = {"tok_embeddings.weight", "norm.weight", "output.weight"}
     for i in range(n_layers):
         expected |= {f"layers.{i}.attention.{w}.weight" for w in ("wq", "wk", "wv", "wo")}
