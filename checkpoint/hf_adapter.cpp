@@ -1,6 +1,7 @@
 #include "checkpoint/hf_adapter.h"
 
 #include <fstream>
+#include <map>
 #include <regex>
 #include <stdexcept>
 
@@ -9,29 +10,53 @@ namespace {
 
 using Err = std::runtime_error;
 
-// Per-layer names: HF suffix <-> native suffix.
-const std::vector<std::pair<std::string, std::string>>& layer_map() {
-  static const std::vector<std::pair<std::string, std::string>> m = {
+// Per-layer names: HF suffix <-> native suffix. Llama 4 (an MoE model) calls the FFN feed_forward.
+using NameMap = std::vector<std::pair<std::string, std::string>>;
+const NameMap& layer_map(const llama3::ModelArgs& args) {
+  static const NameMap attention = {
       {"self_attn.q_proj.weight", "attention.wq.weight"},
       {"self_attn.k_proj.weight", "attention.wk.weight"},
       {"self_attn.v_proj.weight", "attention.wv.weight"},
       {"self_attn.o_proj.weight", "attention.wo.weight"},
-      {"mlp.gate_proj.weight", "feed_forward.w1.weight"},
-      {"mlp.up_proj.weight", "feed_forward.w3.weight"},
-      {"mlp.down_proj.weight", "feed_forward.w2.weight"},
       {"input_layernorm.weight", "attention_norm.weight"},
       {"post_attention_layernorm.weight", "ffn_norm.weight"},
   };
-  return m;
+  static const NameMap llama3 = [] {
+    NameMap m = attention;
+    m.insert(m.end(), {{"mlp.gate_proj.weight", "feed_forward.w1.weight"},
+                       {"mlp.up_proj.weight", "feed_forward.w3.weight"},
+                       {"mlp.down_proj.weight", "feed_forward.w2.weight"}});
+    return m;
+  }();
+  static const NameMap llama4 = [] {
+    NameMap m = attention;
+    m.insert(m.end(), {{"feed_forward.gate_proj.weight", "feed_forward.w1.weight"},
+                       {"feed_forward.up_proj.weight", "feed_forward.w3.weight"},
+                       {"feed_forward.down_proj.weight", "feed_forward.w2.weight"},
+                       {"feed_forward.router.weight", "moe.router.gate.weight"},
+                       {"feed_forward.shared_expert.gate_proj.weight", "moe.shared_experts.w1.weight"},
+                       {"feed_forward.shared_expert.up_proj.weight", "moe.shared_experts.w3.weight"},
+                       {"feed_forward.shared_expert.down_proj.weight", "moe.shared_experts.w2.weight"},
+                       {"feed_forward.experts.down_proj", "moe.experts.w2"}});
+    return m;
+  }();
+  return args.moe ? llama4 : llama3;
 }
 
-const std::vector<std::pair<std::string, std::string>>& top_map() {
-  static const std::vector<std::pair<std::string, std::string>> m = {
+// Llama 4's fused gate and up projections of all experts: (E, dim, 2 hidden) = [w1^T | w3^T].
+constexpr const char* kGateUp = "feed_forward.experts.gate_up_proj";
+
+const NameMap& top_map() {
+  static const NameMap m = {
       {"model.embed_tokens.weight", "tok_embeddings.weight"},
       {"model.norm.weight", "norm.weight"},
       {"lm_head.weight", "output.weight"},
   };
   return m;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 nlohmann::json read_json(const std::string& path) {
@@ -44,30 +69,108 @@ nlohmann::json read_json(const std::string& path) {
   }
 }
 
+// Llama 4's MoE fields; the options our model does not have must be off (their names are HF's).
+void read_llama4_fields(const nlohmann::json& c, const std::string& path, llama3::ModelArgs& a) {
+  a.moe = MoEArgs{};
+  a.moe->num_experts = c.at("num_local_experts").get<int64_t>();
+  a.moe->top_k = c.value("num_experts_per_tok", int64_t{1});
+  a.moe_intermediate_size = a.intermediate_size;  // the experts' and the shared expert's
+  a.intermediate_size = c.at("intermediate_size_mlp").get<int64_t>();
+  a.interleave_moe_layer_step = c.value("interleave_moe_layer_step", int64_t{1});
+  auto refuse = [&](const std::string& what) {
+    throw Err(path + ": " + what + " is not supported (TorchTitan's llama4 flavors without iRoPE have it off)");
+  };
+  if (c.value("use_qk_norm", true)) refuse("use_qk_norm true (QK norm)");
+  if (c.value("attention_bias", false)) refuse("attention_bias true");
+  if (c.contains("attention_chunk_size") && !c["attention_chunk_size"].is_null()) refuse("attention_chunk_size (chunked attention)");
+  if (c.contains("no_rope_layers") && !c["no_rope_layers"].is_null())
+    for (const auto& v : c["no_rope_layers"])
+      if (v.get<int64_t>() == 0) refuse("a 0 in no_rope_layers (NoPE layers)");
+  if (!c.contains("no_rope_layers") || c["no_rope_layers"].is_null())
+    refuse("no no_rope_layers (transformers then makes every no_rope_layer_interval-th layer NoPE)");
+  if (c.contains("moe_layers") && !c["moe_layers"].is_null()) {
+    std::vector<int64_t> expected;
+    for (int64_t l = a.interleave_moe_layer_step - 1; l < a.n_layers; l += a.interleave_moe_layer_step) expected.push_back(l);
+    if (c["moe_layers"].get<std::vector<int64_t>>() != expected)
+      refuse("moe_layers other than every interleave_moe_layer_step-th layer");
+  }
+}
+
 }  // namespace
 
-std::optional<std::string> to_native_key(const std::string& hf_key) {
+std::vector<std::string> to_native_keys(const std::string& key, const llama3::ModelArgs& args) {
+  std::string hf_key = key;
+  if (args.moe) {  // Llama4ForConditionalGeneration holds the text model under language_model.
+    if (hf_key.rfind("vision_model.", 0) == 0 || hf_key.rfind("multi_modal_projector.", 0) == 0) return {};
+    if (hf_key.rfind("language_model.", 0) == 0) hf_key = hf_key.substr(15);
+  }
   for (const auto& [hf, native] : top_map())
-    if (hf_key == hf) return native;
+    if (hf_key == hf) return {native};
   static const std::regex layer("model\\.layers\\.(\\d+)\\.(.+)");
   std::smatch m;
   if (std::regex_match(hf_key, m, layer)) {
-    if (m[2] == "self_attn.rotary_emb.inv_freq") return std::nullopt;
-    for (const auto& [hf, native] : layer_map())
-      if (m[2] == hf) return "layers." + m[1].str() + "." + native;
+    const std::string prefix = "layers." + m[1].str() + ".";
+    if (m[2] == "self_attn.rotary_emb.inv_freq") return {};
+    if (args.moe && m[2] == kGateUp) return {prefix + "moe.experts.w1", prefix + "moe.experts.w3"};
+    for (const auto& [hf, native] : layer_map(args))
+      if (m[2] == hf) return {prefix + native};
   }
-  throw Err("'" + hf_key + "' is not a Llama weight name");
+  throw Err("'" + key + "' is not a " + (args.moe ? "Llama 4" : "Llama") + " weight name");
 }
 
-std::string to_hf_key(const std::string& native_key) {
+std::optional<std::string> to_hf_key(const std::string& native_key, const llama3::ModelArgs& args) {
   for (const auto& [hf, native] : top_map())
     if (native_key == native) return hf;
   static const std::regex layer("layers\\.(\\d+)\\.(.+)");
   std::smatch m;
-  if (std::regex_match(native_key, m, layer))
-    for (const auto& [hf, native] : layer_map())
-      if (m[2] == native) return "model.layers." + m[1].str() + "." + hf;
+  if (std::regex_match(native_key, m, layer)) {
+    const std::string prefix = "model.layers." + m[1].str() + ".";
+    if (args.moe && m[2] == "moe.expert_bias") return std::nullopt;  // load balancing state, not a weight
+    if (args.moe && (m[2] == "moe.experts.w1" || m[2] == "moe.experts.w3")) return prefix + kGateUp;
+    for (const auto& [hf, native] : layer_map(args))
+      if (m[2] == native) return prefix + hf;
+  }
   throw Err("'" + native_key + "' has no Hugging Face name");
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> from_hf(const std::string& hf_key, const torch::Tensor& w,
+                                                           const llama3::ModelArgs& args) {
+  const auto keys = to_native_keys(hf_key, args);
+  if (keys.size() == 2) {  // gate_up_proj (E, dim, 2 hidden) -> w1, w3 (E, hidden, dim)
+    auto halves = w.chunk(2, -1);
+    return {{keys[0], halves[0].transpose(-1, -2).contiguous()}, {keys[1], halves[1].transpose(-1, -2).contiguous()}};
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& key : keys) {
+    if (ends_with(key, "moe.experts.w2")) out.emplace_back(key, w.transpose(-1, -2).contiguous());  // (E, dim, hidden)
+    else if (auto heads = permute_heads(key, args)) out.emplace_back(key, permute_from_hf(w, *heads));
+    else out.emplace_back(key, w);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> to_hf(const std::vector<std::pair<std::string, torch::Tensor>>& native,
+                                                         const llama3::ModelArgs& args) {
+  std::map<std::string, torch::Tensor> w3_of;  // layer prefix -> experts.w3, fused with w1 at w1's place
+  for (const auto& [key, w] : native)
+    if (args.moe && ends_with(key, "moe.experts.w3")) w3_of[key.substr(0, key.size() - 2)] = w;
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& [key, w] : native) {
+    const auto hf_key = to_hf_key(key, args);
+    if (!hf_key || (args.moe && ends_with(key, "moe.experts.w3"))) continue;
+    if (args.moe && ends_with(key, "moe.experts.w1")) {
+      auto w3 = w3_of.find(key.substr(0, key.size() - 2));
+      if (w3 == w3_of.end()) throw Err("'" + key + "' has no matching moe.experts.w3 to fuse into " + *hf_key);
+      out.emplace_back(*hf_key, torch::cat({w.transpose(-1, -2), w3->second.transpose(-1, -2)}, -1).contiguous());
+    } else if (ends_with(key, "moe.experts.w2")) {
+      out.emplace_back(*hf_key, w.transpose(-1, -2).contiguous());  // (E, hidden, dim)
+    } else if (auto heads = permute_heads(key, args)) {
+      out.emplace_back(*hf_key, permute_to_hf(w, *heads));
+    } else {
+      out.emplace_back(*hf_key, w);
+    }
+  }
+  return out;
 }
 
 torch::Tensor permute_to_hf(const torch::Tensor& w, int64_t n_heads) {
@@ -81,11 +184,9 @@ torch::Tensor permute_from_hf(const torch::Tensor& w, int64_t n_heads) {
 }
 
 std::optional<int64_t> permute_heads(const std::string& native_key, const llama3::ModelArgs& args) {
-  auto ends_with = [&](const std::string& s) {
-    return native_key.size() >= s.size() && native_key.compare(native_key.size() - s.size(), s.size(), s) == 0;
-  };
-  if (ends_with("attention.wq.weight")) return args.n_heads;
-  if (ends_with("attention.wk.weight")) return args.kv_heads();
+  if (args.moe) return std::nullopt;  // Llama 4 rotates interleaved pairs, as we do
+  if (ends_with(native_key, "attention.wq.weight")) return args.n_heads;
+  if (ends_with(native_key, "attention.wk.weight")) return args.kv_heads();
   return std::nullopt;
 }
 
@@ -93,7 +194,9 @@ llama3::ModelArgs model_args_from_config(const std::string& config_path) {
   return model_args_from_json(read_json(config_path), config_path);
 }
 
-llama3::ModelArgs model_args_from_json(const nlohmann::json& c, const std::string& config_path) {
+llama3::ModelArgs model_args_from_json(const nlohmann::json& config, const std::string& config_path) {
+  // Llama4ForConditionalGeneration nests the text model's config.
+  const nlohmann::json& c = config.value("model_type", "") == "llama4" && config.contains("text_config") ? config["text_config"] : config;
   auto need = [&](const char* key) -> const nlohmann::json& {
     if (!c.contains(key) || c[key].is_null()) throw Err(config_path + ": missing '" + key + "'");
     return c[key];
@@ -133,6 +236,9 @@ llama3::ModelArgs model_args_from_json(const nlohmann::json& c, const std::strin
                   (v5 ? ", default)" : ")"));
       }
     }
+    const std::string type = c.value("model_type", "llama");
+    if (type == "llama4_text") read_llama4_fields(c, config_path, a);
+    else if (type != "llama") throw Err(config_path + ": model_type '" + type + "' is not supported (valid: llama, llama4_text, llama4)");
     a.validate();
     return a;
   } catch (const nlohmann::json::exception& e) {
@@ -168,25 +274,41 @@ nlohmann::json config_from_model_args(const llama3::ModelArgs& a, torch::ScalarT
                          {"original_max_position_embeddings", a.rope_scaling->original_max_position_embeddings}};
   else
     c["rope_scaling"] = nullptr;
+  if (a.moe) {  // Llama4ForCausalLM with what our layer has: every layer RoPE, full attention, no QK norm
+    const auto& m = *a.moe;
+    if (m.score_func != "sigmoid" || m.route_norm || m.route_scale != 1.0 || !m.score_before_experts ||
+        m.num_shared_experts != 1)
+      throw Err("Hugging Face's Llama 4 layer has a sigmoid router without route_norm or route_scale, scores applied "
+                "before the experts and one shared expert; this model's MoE differs");
+    std::vector<int64_t> moe_layers;
+    for (int64_t l = 0; l < a.n_layers; ++l)
+      if (a.moe_layer(l)) moe_layers.push_back(l);
+    c["architectures"] = {"Llama4ForCausalLM"};
+    c["model_type"] = "llama4_text";
+    c["intermediate_size"] = a.moe_hidden_dim();
+    c["intermediate_size_mlp"] = a.ffn_hidden_dim();
+    c["num_local_experts"] = m.num_experts;
+    c["num_experts_per_tok"] = m.top_k;
+    c["interleave_moe_layer_step"] = a.interleave_moe_layer_step;
+    c["moe_layers"] = moe_layers;
+    c["use_qk_norm"] = false;
+    c["no_rope_layers"] = std::vector<int64_t>(static_cast<size_t>(a.n_layers), 1);
+    c["attention_chunk_size"] = nullptr;
+    c["attn_temperature_tuning"] = false;
+    c.erase("mlp_bias");
+  }
   return c;
 }
 
 void check_config_matches(const std::string& config_path, const llama3::ModelArgs& args) {
-  const auto hf = model_args_from_config(config_path);
-  auto check = [&](const char* field, double theirs, double ours) {
-    if (theirs != ours)
-      throw Err(config_path + ": " + field + " = " + std::to_string(theirs) + " but model.flavor has " + std::to_string(ours) +
+  // Both as config.json would say them; the sequence length and dtype are the run's to choose.
+  auto theirs = config_from_model_args(model_args_from_config(config_path), torch::kFloat32);
+  auto ours = config_from_model_args(args, torch::kFloat32);
+  for (auto* c : {&theirs, &ours}) c->erase("max_position_embeddings");
+  for (const auto& [field, value] : ours.items())
+    if (theirs[field] != value)
+      throw Err(config_path + ": " + field + " = " + theirs[field].dump() + " but model.flavor has " + value.dump() +
                 " (use --model.flavor from_hf to build the model from config.json)");
-  };
-  check("hidden_size", hf.dim, args.dim);
-  check("num_hidden_layers", hf.n_layers, args.n_layers);
-  check("num_attention_heads", hf.n_heads, args.n_heads);
-  check("num_key_value_heads", hf.kv_heads(), args.kv_heads());
-  check("intermediate_size", hf.ffn_hidden_dim(), args.ffn_hidden_dim());
-  check("vocab_size", hf.vocab_size, args.vocab_size);
-  check("rope_theta", hf.rope_theta, args.rope_theta);
-  check("tie_word_embeddings", hf.tie_word_embeddings, args.tie_word_embeddings);
-  check("rope_scaling (present)", hf.rope_scaling.has_value(), args.rope_scaling.has_value());
 }
 
 }  // namespace titan::hf

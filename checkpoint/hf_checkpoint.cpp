@@ -85,34 +85,36 @@ void load_hf_model(const std::string& dir, std::vector<checkpoint::ShardedTensor
   for (const auto& file : weight_files(dir)) {
     const auto header = safetensors::read_header(file);
     for (const auto& info : header.tensors) {
-      std::optional<std::string> native;
+      std::vector<std::string> natives;
       try {
-        native = to_native_key(info.name);
+        natives = to_native_keys(info.name, args);
       } catch (const std::exception& e) {
         throw Err(file + ": " + e.what());
       }
-      if (!native) continue;
-      auto it = by_key.find(*native);
-      if (it == by_key.end()) {
-        if (*native == "output.weight" && args.tie_word_embeddings) continue;  // a tied model's copy
-        throw Err(file + ": '" + info.name + "' has no place in this model (" + *native + ")");
+      if (natives.empty()) continue;
+      for (const auto& native : natives)
+        if (!by_key.count(native) && !(native == "output.weight" && args.tie_word_embeddings))  // a tied model's copy
+          throw Err(file + ": '" + info.name + "' has no place in this model (" + native + ")");
+      for (const auto& [native, w] : from_hf(info.name, safetensors::read_tensor(file, header, info), args)) {
+        auto it = by_key.find(native);
+        if (it == by_key.end()) continue;
+        auto& target = *it->second;
+        const auto global = target.global_shape.empty() ? target.local.sizes().vec() : target.global_shape;
+        if (w.sizes().vec() != global)
+          throw Err(file + ": '" + info.name + "' has shape " + c10::str(c10::IntArrayRef(info.shape)) + ", which gives " +
+                    native + " the shape " + c10::str(w.sizes()) + "; the model expects " + c10::str(c10::IntArrayRef(global)));
+        auto src = w;
+        if (!target.offsets.empty())
+          for (size_t d = 0; d < global.size(); ++d) src = src.narrow(static_cast<int64_t>(d), target.offsets[d], target.local.size(d));
+        target.local.copy_(src);
+        loaded.insert(native);
       }
-      auto& target = *it->second;
-      const auto global = target.global_shape.empty() ? target.local.sizes().vec() : target.global_shape;
-      if (info.shape != global)
-        throw Err(file + ": '" + info.name + "' has shape " + c10::str(c10::IntArrayRef(info.shape)) + ", the model expects " +
-                  c10::str(c10::IntArrayRef(global)));
-      auto w = safetensors::read_tensor(file, header, info);
-      if (auto heads = permute_heads(*native, args)) w = permute_from_hf(w, *heads);
-      auto src = w;
-      if (!target.offsets.empty())
-        for (size_t d = 0; d < global.size(); ++d) src = src.narrow(static_cast<int64_t>(d), target.offsets[d], target.local.size(d));
-      target.local.copy_(src);
-      loaded.insert(*native);
     }
   }
-  for (const auto& t : targets)
-    if (!loaded.count(t.key)) throw Err("Hugging Face folder '" + dir + "' has no '" + to_hf_key(t.key) + "'");
+  for (const auto& t : targets) {
+    const auto hf_key = to_hf_key(t.key, args);
+    if (hf_key && !loaded.count(t.key)) throw Err("Hugging Face folder '" + dir + "' has no '" + *hf_key + "'");
+  }
 }
 
 void save_hf_model(const std::string& dir, const std::vector<checkpoint::ShardedTensor>& tensors,
@@ -125,15 +127,14 @@ void save_hf_model(const std::string& dir, const std::vector<checkpoint::Sharded
   std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) { return sort_rank(a->key) < sort_rank(b->key); });
 
   // Greedy shards in natural order.
+  std::vector<std::pair<std::string, torch::Tensor>> native;
+  for (const auto* t : order) native.emplace_back(t->key, t->local.detach().to(torch::kCPU).to(dtype));
   std::vector<std::vector<std::pair<std::string, torch::Tensor>>> shards(1);
   int64_t shard_bytes = 0, total = 0;
-  for (const auto* t : order) {
-    auto w = t->local.detach().to(torch::kCPU).to(dtype);
-    if (auto heads = permute_heads(t->key, args)) w = permute_to_hf(w, *heads);
-    w = w.contiguous();
+  for (auto& [key, w] : to_hf(native, args)) {
     const int64_t n = static_cast<int64_t>(w.nbytes());
     if (shard_bytes > 0 && shard_bytes + n > max_shard_bytes) shards.emplace_back(), shard_bytes = 0;
-    shards.back().emplace_back(to_hf_key(t->key), w);
+    shards.back().emplace_back(key, w.contiguous());
     shard_bytes += n;
     total += n;
   }

@@ -110,7 +110,11 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   const std::string hf_config = (fs::path(config_.checkpoint.initial_load_path.value_or(config_.model.hf_assets_path)) /
                                  "config.json").string();
   if (config_.model.flavor == "from_hf") {
-    model_args_ = hf::model_args_from_config((fs::path(config_.model.hf_assets_path) / "config.json").string());
+    const auto path = (fs::path(config_.model.hf_assets_path) / "config.json").string();
+    model_args_ = hf::model_args_from_config(path);
+    if (model_args_.moe.has_value() != llama4)
+      throw Err("model.name " + config_.model.name + " with model.flavor from_hf, but " + path + " describes a " +
+                (model_args_.moe ? "Llama 4 (MoE) model: set model.name llama4" : "dense Llama model: set model.name llama3"));
   } else {
     model_args_ = llama4 ? llama4::flavor_args(config_.model.flavor) : llama3::flavor_args(config_.model.flavor);
     if (config_.checkpoint.enable && config_.checkpoint.initial_load_in_hf && fs::exists(hf_config))
@@ -130,13 +134,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
                 " ranks in groups of " + std::to_string(dims_.efsdp()) + " that would shard the experts with FSDP: not "
                 "supported yet (valid: ep * etp = dp_shard * cp * tp)");
   }
-  if (model_args_.moe) {
-    model_args_.moe->force_load_balance = config_.debug.moe_force_load_balance;
-    const auto& ck = config_.checkpoint;
-    if (config_.model.flavor == "from_hf" || ck.initial_load_in_hf || ck.last_save_in_hf)
-      throw Err("Hugging Face checkpoints of " + config_.model.name + " (model.flavor from_hf, checkpoint.initial_load_in_hf, "
-                "checkpoint.last_save_in_hf) are not supported yet: the Llama 4 key mapping is not written");
-  }
+  if (model_args_.moe) model_args_.moe->force_load_balance = config_.debug.moe_force_load_balance;
   if (config_.training.seq_len > model_args_.max_seq_len)
     throw Err("training.seq_len " + std::to_string(config_.training.seq_len) + " exceeds the " + config_.model.flavor +
               " model's maximum sequence length " + std::to_string(model_args_.max_seq_len));
@@ -273,7 +271,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   };
   nlohmann::json info = {{"world_size", env_.world_size}, {"parallelism", dims_.describe()},
                          {"model", config_.model.name + " " + config_.model.flavor}, {"config", config_to_toml(config_)}};
-  if (!model_args_.moe) info["hf_config"] = hf::config_from_model_args(options.model_args, dtype_);  // what to-hf writes
+  info["hf_config"] = hf::config_from_model_args(options.model_args, dtype_);  // what to-hf writes
   checkpointer_ = std::make_unique<checkpoint::CheckpointManager>(options, checkpoint_parts(), info);
   if (ck.enable && !ck.load_only && ck.last_save_model_only && env_.rank == 0)  // TorchTitan's default, a trap
     log_info("checkpoint.last_save_model_only: the last save (step " + std::to_string(config_.training.steps) +

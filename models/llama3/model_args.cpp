@@ -35,6 +35,7 @@ int64_t ModelArgs::ffn_hidden_dim() const {
 }
 
 int64_t ModelArgs::moe_hidden_dim() const {
+  if (moe_intermediate_size) return *moe_intermediate_size;
   int64_t hidden = static_cast<int64_t>(2.0 * (4 * dim) / 3.0);
   if (ffn_dim_multiplier) hidden = static_cast<int64_t>(*ffn_dim_multiplier * static_cast<double>(hidden));
   if (auto_scale_hidden_dim) hidden /= moe->top_k + moe->num_shared_experts;

@@ -37,6 +37,7 @@ struct ModelArgs {
   // a mixture of experts whose hidden size is scaled down by top_k + shared experts.
   std::optional<MoEArgs> moe;
   int64_t interleave_moe_layer_step = 2;
+  std::optional<int64_t> moe_intermediate_size;  // explicit expert hidden size (Hugging Face configs)
   bool auto_scale_hidden_dim = true;
 
   int64_t kv_heads() const { return n_kv_heads.value_or(n_heads); }
@@ -44,7 +45,8 @@ struct ModelArgs {
   // intermediate_size if set, else int(2*4*dim/3), times the multiplier, rounded up to multiple_of
   int64_t ffn_hidden_dim() const;
   bool moe_layer(int64_t layer) const { return moe && (layer + 1) % interleave_moe_layer_step == 0; }
-  // int(2*4*dim/3), times the multiplier, / (top_k + shared) with auto_scale, rounded up to multiple_of
+  // moe_intermediate_size if set, else int(2*4*dim/3), times the multiplier, / (top_k + shared) with
+  // auto_scale, rounded up to multiple_of
   int64_t moe_hidden_dim() const;
 
   // Throws std::invalid_argument naming the inconsistent field.

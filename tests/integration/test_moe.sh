@@ -5,7 +5,8 @@
 # one rank at each of 5 steps within 1e-5 relative, with TorchTitan's routing and with forced load
 # balance; the balancing biases are saved. Expert parallelism (FSDP2 + EP2, FSDP4 + EP4, TP2 + EP2 with etp 1,
 # FSDP2 x TP2 + EP2 + ETP2, HSDP + EP2, CP2 + EP2, PP2 x FSDP2 + EP2) gives the same numbers;
-# checkpoints resume across EP layouts; what is not built yet is a one-line error.
+# checkpoints resume across EP layouts; Hugging Face folders load and save; what is not built yet
+# is a one-line error.
 source "$(dirname "$0")/lib.sh"
 export CONFIG_FILE=./configs/llama4_debug.toml
 LAYOUT_ARGS=("${SMALL[@]}" --training.seq_len 64 --training.global_batch_size 8 --training.mixed_precision_param float32
@@ -68,6 +69,29 @@ layout_resume one_routed one_to_fsdp4_ep4 4 7 one_routed $(degrees 1 4) $(ep_ 4 
 layout_resume fsdp2_ep2_routed ep2_to_one 1 7 fsdp2_ep2_routed --training.local_batch_size 8
 grep -q '"layers.5.moe.expert_bias"' "$WORK/one_routed/checkpoint/step-5/.metadata" || fail "expert_bias is not in the checkpoint"
 
+# Hugging Face: one rank's step 5 as a Llama4ForCausalLM folder (titan_checkpoint to-hf) loads
+# into the debugmodel flavor with the same step-1 loss as the native checkpoint (forced balance: HF
+# has no balancing bias); the trainer's own HF save is a folder transformers loads.
+./scripts/build.sh titan_checkpoint_tool >/dev/null
+"${TITAN_BUILD_DIR:-$ROOT/build}/titan_checkpoint" to-hf "$WORK/one_forced/checkpoint/step-5" "$WORK/l4_hf" >/dev/null
+for from in native hf; do
+  path="$WORK/one_forced/checkpoint/step-5"; hf=(); [[ $from == hf ]] && path="$WORK/l4_hf" && hf=(--checkpoint.initial_load_in_hf)
+  train "$WORK/l4_$from.log" "${SMALL[@]}" --training.steps 1 --debug.moe_force_load_balance --checkpoint.enable \
+    --checkpoint.initial_load_path "$path" --checkpoint.initial_load_model_only "${hf[@]}" --job.dump_folder "$WORK/l4_$from"
+  [[ $RC -eq 0 ]] || { cat "$WORK/l4_$from.log"; fail "llama4 load from $from exited $RC"; }
+done
+[[ "$(losses "$WORK/l4_hf.log")" == "$(losses "$WORK/l4_native.log")" ]] || fail "HF and native step 5 give different losses"
+train "$WORK/l4_save.log" "${SMALL[@]}" --training.steps 1 --checkpoint.enable --checkpoint.last_save_model_only \
+  --checkpoint.last_save_in_hf --job.dump_folder "$WORK/l4_save"
+[[ $RC -eq 0 ]] || { cat "$WORK/l4_save.log"; fail "llama4 HF save exited $RC"; }
+"$TITAN_PYTHON" - "$WORK/l4_save/checkpoint/step-1" <<'PY' || fail "transformers cannot load our Llama 4 export"
+import sys
+from transformers import AutoModelForCausalLM
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+assert type(m).__name__ == "Llama4ForCausalLM" and m.config.num_local_experts == 8, type(m)
+print("transformers loads the export as", type(m).__name__)
+PY
+
 # Not built yet: one line each.
 bad() {  # bad NGPU MESSAGE ARGS...
   local ngpu="$1" message="$2"; shift 2
@@ -80,6 +104,5 @@ bad 3 "moe.num_experts (8) must be divisible by expert_parallel_degree (3)." $(d
 bad 2 "parallelism.expert_tensor_parallel_degree must be 1 or tensor_parallel_degree (1), got 2" $(degrees 1 2) $(ep_ 2 2)
 CONFIG_FILE=./configs/debug_model.toml bad 2 "parallelism.expert_parallel_degree 2 needs an MoE model (model.name llama4)" \
   $(degrees 1 2) $(ep_ 2 1)
-bad 1 "Hugging Face checkpoints of llama4" --checkpoint.enable --checkpoint.last_save_in_hf
 bad 1 "model.flavor 'debugmodel_irope' (iRoPE" --model.flavor debugmodel_irope
 echo "PASS"

@@ -20,12 +20,40 @@ TEST(HfAdapter, KeyMapBothWays) {
       {"model.layers.0.post_attention_layernorm.weight", "layers.0.ffn_norm.weight"},
       {"model.norm.weight", "norm.weight"},
       {"lm_head.weight", "output.weight"}};
+  const llama3::ModelArgs args;
   for (const auto& [hf, native] : pairs) {
-    EXPECT_EQ(to_native_key(hf), native);
-    EXPECT_EQ(to_hf_key(native), hf);
+    EXPECT_EQ(to_native_keys(hf, args), std::vector<std::string>{native});
+    EXPECT_EQ(to_hf_key(native, args), hf);
   }
-  EXPECT_FALSE(to_native_key("model.layers.0.self_attn.rotary_emb.inv_freq").has_value());
-  EXPECT_THROW(to_native_key("model.layers.0.mlp.experts.0.weight"), std::runtime_error);
+  EXPECT_TRUE(to_native_keys("model.layers.0.self_attn.rotary_emb.inv_freq", args).empty());
+  EXPECT_THROW(to_native_keys("model.layers.0.mlp.experts.0.weight", args), std::runtime_error);
+}
+
+TEST(HfAdapter, Llama4KeysAndFusedExperts) {
+  auto args = llama3::ModelArgs();
+  args.moe = MoEArgs{};
+  EXPECT_EQ(to_native_keys("model.layers.1.feed_forward.router.weight", args),
+            std::vector<std::string>{"layers.1.moe.router.gate.weight"});
+  EXPECT_EQ(to_native_keys("language_model.model.layers.1.feed_forward.shared_expert.up_proj.weight", args),
+            std::vector<std::string>{"layers.1.moe.shared_experts.w3.weight"});
+  EXPECT_EQ(to_native_keys("model.layers.0.feed_forward.gate_proj.weight", args),
+            std::vector<std::string>{"layers.0.feed_forward.w1.weight"});
+  EXPECT_TRUE(to_native_keys("vision_model.patch_embedding.linear.weight", args).empty());
+  EXPECT_FALSE(to_hf_key("layers.1.moe.expert_bias", args).has_value());
+  // 2 experts, dim 3, hidden 2: gate_up_proj[e] = [w1[e]^T | w3[e]^T] (dim, 2 hidden), down_proj[e] = w2[e]^T.
+  auto w1 = torch::arange(12, torch::kFloat32).view({2, 2, 3}), w3 = 100 + w1, w2 = 200 + torch::arange(12.0).view({2, 3, 2});
+  auto hf = to_hf({{"layers.1.moe.experts.w1", w1}, {"layers.1.moe.experts.w2", w2}, {"layers.1.moe.experts.w3", w3}}, args);
+  ASSERT_EQ(hf.size(), 2u);
+  EXPECT_EQ(hf[0].first, "model.layers.1.feed_forward.experts.gate_up_proj");
+  EXPECT_EQ(hf[0].second.sizes(), (std::vector<int64_t>{2, 3, 4}));
+  EXPECT_EQ(hf[0].second[1][2][1].item<float>(), w1[1][1][2].item<float>());
+  EXPECT_EQ(hf[0].second[1][2][3].item<float>(), w3[1][1][2].item<float>());
+  EXPECT_EQ(hf[1].first, "model.layers.1.feed_forward.experts.down_proj");
+  EXPECT_TRUE(torch::equal(hf[1].second, w2.transpose(1, 2)));
+  auto back = from_hf(hf[0].first, hf[0].second, args);
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_TRUE(torch::equal(back[0].second, w1) && torch::equal(back[1].second, w3));
+  EXPECT_TRUE(torch::equal(from_hf(hf[1].first, hf[1].second, args)[0].second, w2));
 }
 
 TEST(HfAdapter, PermutationMovesRowsWithinEachHead) {

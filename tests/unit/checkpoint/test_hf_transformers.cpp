@@ -1,6 +1,6 @@
 // Our Hugging Face folders against the real transformers (from PyPI, tests/reference/transformers_peer.py):
-// its LlamaForCausalLM gives our logits after loading our export, and ours give its logits after
-// we load its save_pretrained folder.
+// its LlamaForCausalLM and Llama4ForCausalLM give our logits after loading our export, and ours give
+// its logits after we load its save_pretrained folder.
 #include <gtest/gtest.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
@@ -48,6 +48,14 @@ llama3::ModelArgs toy_args(bool tied) {
   return a;
 }
 
+// Llama 4's layout at toy size: MoE in layers 1 and 3 (4 experts, top 2, one shared expert), dense
+// FFNs of another width in layers 0 and 2; every layer RoPE, full attention, no QK norm.
+llama3::ModelArgs toy_llama4_args() {
+  auto a = toy_args(false);
+  a.n_layers = 4, a.moe = MoEArgs{}, a.moe->num_experts = 4, a.moe->top_k = 2, a.moe_intermediate_size = 48;
+  return a;
+}
+
 // Weights large enough that attention is sharp and a RoPE layout error changes the logits.
 void randomize(llama3::Transformer& model) {
   torch::NoGradGuard no_grad;
@@ -57,6 +65,7 @@ void randomize(llama3::Transformer& model) {
     auto r = at::randn(p.value().sizes(), g, torch::kFloat32);
     if (name.find("norm") != std::string::npos) p.value().copy_(1 + 0.1 * r);
     else if (name.find("wq") != std::string::npos || name.find("wk") != std::string::npos) p.value().copy_(0.3 * r);
+    else if (name.find("router") != std::string::npos) p.value().copy_(0.3 * r);  // clear choices, no sigmoid ties
     else if (name == "tok_embeddings.weight") p.value().copy_(r);
     else p.value().copy_(0.1 * r);
   }
@@ -84,6 +93,23 @@ std::map<std::string, torch::Tensor> transformers_on_export(llama3::Transformer&
   return read_all(dir / "out.safetensors");
 }
 
+// transformers makes the model `config` describes, with random weights, and saves it; we load the
+// folder and must give its logits. Returns the model arguments we read from its config.json.
+llama3::ModelArgs expect_transformers_save_loads(const nlohmann::json& config, const std::string& name) {
+  const auto dir = scratch(name);
+  std::ofstream(dir / "config.json") << config.dump();
+  peer("save " + (dir / "hf").string() + " " + (dir / "config.json").string() + " " + (dir / "out.safetensors").string());
+  const auto args = model_args_from_config((dir / "hf" / "config.json").string());
+  llama3::Transformer model(args);
+  auto targets = tensors_of(model);
+  load_hf_model((dir / "hf").string(), targets, args);
+  auto out = read_all(dir / "out.safetensors");
+  torch::NoGradGuard no_grad;
+  expect_same_logits(model->forward(out.at("tokens")), out.at("logits"));
+  fs::remove_all(dir);
+  return args;
+}
+
 class HfTransformers : public ::testing::TestWithParam<bool> {};
 
 TEST_P(HfTransformers, OurExportGivesTransformersOurLogits) {
@@ -102,7 +128,6 @@ TEST_P(HfTransformers, OurExportGivesTransformersOurLogits) {
 TEST_P(HfTransformers, TransformersSaveGivesUsTheirLogits) {
   torch::set_num_threads(1);
   const bool tied = GetParam();
-  const auto dir = scratch(tied ? "save_tied" : "save_untied");
   // transformers' own config keys (rope_parameters, as transformers 5 writes them).
   nlohmann::json config = {{"model_type", "llama"}, {"hidden_size", 64}, {"num_hidden_layers", 2},
                            {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"intermediate_size", 160},
@@ -111,20 +136,10 @@ TEST_P(HfTransformers, TransformersSaveGivesUsTheirLogits) {
                            {"rope_parameters", {{"rope_type", "llama3"}, {"rope_theta", 500000.0}, {"factor", 8.0},
                                                 {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
                                                 {"original_max_position_embeddings", 64}}}};
-  std::ofstream(dir / "config.json") << config.dump();
-  peer("save " + (dir / "hf").string() + " " + (dir / "config.json").string() + " " + (dir / "out.safetensors").string());
-
-  const auto args = model_args_from_config((dir / "hf" / "config.json").string());
+  const auto args = expect_transformers_save_loads(config, tied ? "save_tied" : "save_untied");
   EXPECT_EQ(args.rope_theta, 500000.0);
   ASSERT_TRUE(args.rope_scaling.has_value());
   EXPECT_EQ(args.rope_scaling->original_max_position_embeddings, 64);
-  llama3::Transformer model(args);
-  auto targets = tensors_of(model);
-  load_hf_model((dir / "hf").string(), targets, args);
-  auto out = read_all(dir / "out.safetensors");
-  torch::NoGradGuard no_grad;
-  expect_same_logits(model->forward(out.at("tokens")), out.at("logits"));
-  fs::remove_all(dir);
 }
 
 // A bfloat16 export is our model with every weight rounded to bfloat16 (transformers computes in fp32).
@@ -139,6 +154,38 @@ TEST(HfTransformersBf16, ExportIsOurModelRoundedToBf16) {
   for (auto& p : model->parameters()) p.copy_(p.to(torch::kBFloat16).to(torch::kFloat32));
   expect_same_logits(model->forward(out.at("tokens")), out.at("logits"));
   fs::remove_all(dir);
+}
+
+TEST(HfTransformersLlama4, OurExportGivesTransformersOurLogits) {
+  torch::set_num_threads(1);
+  const auto args = toy_llama4_args();
+  llama3::Transformer model(args);
+  randomize(model);
+  const auto dir = scratch("export_llama4");
+  auto out = transformers_on_export(model, args, torch::kFloat32, dir);
+  const auto config = nlohmann::json::parse(std::ifstream(dir / "hf" / "config.json"));
+  EXPECT_EQ(config["architectures"][0], "Llama4ForCausalLM");
+  torch::NoGradGuard no_grad;
+  expect_same_logits(model->forward(out.at("tokens")), out.at("logits"));
+  fs::remove_all(dir);
+}
+
+TEST(HfTransformersLlama4, TransformersSaveGivesUsTheirLogits) {
+  torch::set_num_threads(1);
+  nlohmann::json config = {{"model_type", "llama4_text"}, {"hidden_size", 64}, {"num_hidden_layers", 4},
+                           {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 16},
+                           {"intermediate_size", 48}, {"intermediate_size_mlp", 160}, {"num_local_experts", 4},
+                           {"num_experts_per_tok", 2}, {"interleave_moe_layer_step", 2}, {"vocab_size", 96},
+                           {"rms_norm_eps", 1e-5}, {"max_position_embeddings", 2048}, {"use_qk_norm", false},
+                           {"no_rope_layers", {1, 1, 1, 1}}, {"attention_chunk_size", nullptr},
+                           {"rope_parameters", {{"rope_type", "llama3"}, {"rope_theta", 500000.0}, {"factor", 8.0},
+                                                {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                                                {"original_max_position_embeddings", 64}}}};
+  const auto args = expect_transformers_save_loads(config, "save_llama4");
+  ASSERT_TRUE(args.moe.has_value());
+  EXPECT_EQ(args.moe->num_experts, 4);
+  EXPECT_EQ(args.moe_hidden_dim(), 48);
+  EXPECT_EQ(args.ffn_hidden_dim(), 160);
 }
 
 INSTANTIATE_TEST_SUITE_P(TiedAndUntied, HfTransformers, ::testing::Bool(),
