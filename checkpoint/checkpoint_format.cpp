@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <zlib.h>
+
 #include "checkpoint/safetensors.h"
 
 namespace titan::checkpoint {
@@ -41,6 +43,14 @@ nlohmann::json to_json(const Manifest& m) {
   return {{"format", "titan.cpp checkpoint"}, {"version", 1},  {"step", m.step},
           {"model_only", m.model_only},       {"state", m.state}, {"info", m.info},
           {"tensors", entries_to_json(m.tensors)}};
+}
+
+// CRC-32 of the manifest's compact text without its own "manifest_crc32": a changed digit anywhere
+// (a step, an offset, a tensor's CRC) is caught when the manifest is read.
+uint32_t manifest_crc(nlohmann::json j) {
+  j.erase("manifest_crc32");
+  const std::string text = j.dump();
+  return static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(text.data()), static_cast<uInt>(text.size())));
 }
 
 }  // namespace
@@ -139,7 +149,9 @@ void write_manifest(const std::string& dir, const Manifest& manifest) {
   const fs::path tmp = folder / (std::string(kManifestName) + ".tmp");
   {
     std::ofstream out(tmp);
-    out << to_json(manifest).dump(1) << "\n";
+    auto j = to_json(manifest);
+    j["manifest_crc32"] = manifest_crc(j);
+    out << j.dump(1) << "\n";
     if (!out.flush()) throw Err("cannot write " + tmp.string());
   }
   fsync_path(tmp.string(), O_RDONLY);
@@ -164,6 +176,8 @@ Manifest read_manifest(const std::string& dir) {
   }
   try {
     if (j.value("format", "") != "titan.cpp checkpoint") throw Err("not a titan.cpp checkpoint manifest");
+    if (j.contains("manifest_crc32") && j["manifest_crc32"].get<uint32_t>() != manifest_crc(j))
+      throw Err("the manifest was changed after it was written (its manifest_crc32 does not match its text)");
     Manifest m;
     m.step = j.at("step").get<int64_t>();
     m.model_only = j.at("model_only").get<bool>();

@@ -12,6 +12,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "checkpoint/hf_adapter.h"
 #include "checkpoint/hf_checkpoint.h"
 #include "parallel/logging.h"
 
@@ -290,6 +291,9 @@ LoadResult CheckpointManager::load_from(const std::string& dir, bool model_only)
       r.skipped_parts.push_back(name);
       continue;
     }
+    if (name == "model" && manifest.info.contains("hf_config"))  // same shapes may still be another model
+      hf::check_config_matches(manifest.info["hf_config"], (fs::path(dir) / kManifestName).string(), options_.model_args,
+                               "the checkpoint holds another model: set model.name and model.flavor as when it was saved");
     PartState state = part.save();
     load_tensors(dir, manifest, state.tensors);
     if (!manifest.state.contains(name)) throw Err("checkpoint " + dir + " has no '" + name + "' state");

@@ -300,15 +300,20 @@ nlohmann::json config_from_model_args(const llama3::ModelArgs& a, torch::ScalarT
   return c;
 }
 
-void check_config_matches(const std::string& config_path, const llama3::ModelArgs& args) {
+void check_config_matches(const nlohmann::json& config, const std::string& where, const llama3::ModelArgs& args,
+                          const std::string& remedy) {
   // Both as config.json would say them; the sequence length and dtype are the run's to choose.
-  auto theirs = config_from_model_args(model_args_from_config(config_path), torch::kFloat32);
+  auto theirs = config_from_model_args(model_args_from_json(config, where), torch::kFloat32);
   auto ours = config_from_model_args(args, torch::kFloat32);
   for (auto* c : {&theirs, &ours}) c->erase("max_position_embeddings");
   for (const auto& [field, value] : ours.items())
     if (theirs[field] != value)
-      throw Err(config_path + ": " + field + " = " + theirs[field].dump() + " but model.flavor has " + value.dump() +
-                " (use --model.flavor from_hf to build the model from config.json)");
+      throw Err(where + ": " + field + " = " + theirs[field].dump() + " but this model has " + value.dump() + " (" + remedy + ")");
+}
+
+void check_config_matches(const std::string& config_path, const llama3::ModelArgs& args) {
+  check_config_matches(read_json(config_path), config_path, args,
+                       "model.flavor differs; use --model.flavor from_hf to build the model from config.json");
 }
 
 }  // namespace titan::hf

@@ -41,7 +41,10 @@ llama3::ModelArgs model_args_from_config(const std::string& config_path);
 llama3::ModelArgs model_args_from_json(const nlohmann::json& config, const std::string& where);
 // config.json for `args`, as transformers' LlamaConfig or Llama4TextConfig writes it.
 nlohmann::json config_from_model_args(const llama3::ModelArgs& args, torch::ScalarType dtype);
-// Throws std::runtime_error naming the first field of config.json that disagrees with `args`.
+// Throws std::runtime_error naming the first field of config.json that disagrees with `args`
+// (any sequence length and dtype match), with the `remedy` the caller knows.
+void check_config_matches(const nlohmann::json& config, const std::string& where, const llama3::ModelArgs& args,
+                          const std::string& remedy);
 void check_config_matches(const std::string& config_path, const llama3::ModelArgs& args);
 
 }  // namespace titan::hf

@@ -67,4 +67,21 @@ train "$WORK/e.log" "${CK[@]}" --checkpoint.exclude_from_loading model --job.dum
 [[ $RC -ne 0 ]] && grep -q "cannot exclude 'model'" "$WORK/e.log" || fail "excluding model"
 train "$WORK/e.log" "${CK[@]}" --checkpoint.exclude_from_loading optimizer --job.dump_folder "$WORK/e"
 [[ $RC -ne 0 ]] && grep -q "requires excluding 'lr_scheduler'" "$WORK/e.log" || fail "excluding optimizer alone"
+# A checkpoint of another model with the same tensor shapes (debugmodel's 16 heads of 16 as 8 of
+# 32) is refused by the model description its manifest records; a changed manifest is caught.
+"$TOOL" to-hf "$WORK/k/checkpoint/step-20" "$WORK/heads8" >/dev/null
+"$TITAN_PYTHON" - "$WORK/heads8/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c.update(num_attention_heads=8, num_key_value_heads=8, head_dim=32)
+json.dump(c, open(sys.argv[1], "w"))
+PY
+cp tests/assets/tokenizer/tokenizer.model "$WORK/heads8/"
+train "$WORK/h.log" "${CK[@]}" --model.flavor from_hf --model.hf_assets_path "$WORK/heads8" \
+  --checkpoint.initial_load_path "$WORK/k/checkpoint/step-20" --checkpoint.initial_load_model_only --job.dump_folder "$WORK/h"
+[[ $RC -ne 0 ]] && grep -q "step-20/.metadata: head_dim = 16 but this model has 32 (the checkpoint holds another model" \
+  "$WORK/h.log" || { cat "$WORK/h.log"; fail "another model's checkpoint"; }
+sed -i 's/"step": 20/"step": 29/' "$WORK/k/checkpoint/step-20/.metadata"
+train "$WORK/h.log" "${CK[@]}" --checkpoint.initial_load_path "$WORK/k/checkpoint/step-20" --job.dump_folder "$WORK/h2"
+[[ $RC -ne 0 ]] && grep -q "its manifest_crc32 does not match its text" "$WORK/h.log" || { cat "$WORK/h.log"; fail "changed manifest"; }
 echo "PASS"

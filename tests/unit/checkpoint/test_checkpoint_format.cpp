@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "checkpoint/checkpoint_format.h"
 
@@ -89,6 +91,24 @@ TEST(CheckpointFormat, IncompleteFolderIsNotACheckpoint) {
     FAIL();
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("is incomplete: it has no .metadata"), std::string::npos);
+  }
+}
+
+TEST(CheckpointFormat, AChangedDigitInTheManifestIsCaught) {
+  const std::string dir = two_rank_checkpoint(torch::arange(24, torch::kFloat32).view({6, 4}));
+  const auto path = fs::path(dir) / ".metadata";
+  std::stringstream text;
+  text << std::ifstream(path).rdbuf();
+  std::string s = text.str();
+  const auto at = s.find("\"step\": 3");
+  ASSERT_NE(at, std::string::npos) << s;
+  s.replace(at, 9, "\"step\": 9");  // as a flipped bit on disk would
+  std::ofstream(path) << s;
+  try {
+    read_manifest(dir);
+    FAIL() << "a changed manifest was read";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("its manifest_crc32 does not match its text"), std::string::npos) << e.what();
   }
 }
 
