@@ -48,6 +48,7 @@ trap 'kill -INT "${pids[@]}" 2>/dev/null || true' INT
 trap 'stop_all' TERM
 
 status=0
+killer=""
 live=("${pids[@]}")
 while ((${#live[@]} > 0)); do
   set +e
@@ -55,16 +56,19 @@ while ((${#live[@]} > 0)); do
   wait -n -p done_pid "${live[@]}"
   code=$?
   set -e
-  [[ -n "$done_pid" ]] || continue  # interrupted by a signal: wait again
+  [[ -n "${done_pid:-}" ]] || continue  # interrupted by a signal: wait again
   next=()
   for p in "${live[@]}"; do [[ $p == "$done_pid" ]] || next+=("$p"); done
   live=("${next[@]+"${next[@]}"}")
-  if ((code != 0 && status == 0)); then
+  if ((code == 130)); then
+    ((status != 0)) || status=130  # interrupted: the ranks agree on the step to stop after and exit together
+  elif ((code != 0 && (status == 0 || status == 130))); then
     status=$code
     echo "error: rank ${rank_of[$done_pid]} (pid $done_pid) exited with code $code; stopping the other ranks" >&2
     stop_all
-    (sleep 10 && kill -KILL "${pids[@]}" 2>/dev/null) &
+    (sleep 10 && kill -KILL "${pids[@]}") >/dev/null 2>&1 &
+    killer=$!
   fi
 done
-wait 2>/dev/null || true
+[[ -z $killer ]] || kill "$killer" 2>/dev/null || true  # every rank has exited: no need to wait out its timer
 exit "$status"

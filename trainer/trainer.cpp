@@ -628,7 +628,10 @@ bool Trainer::train() {
       tokens_since_log = 0;
     }
     checkpointer_->save(state_.step, state_.step == config_.training.steps);
-    if (stop_requested()) {
+    // Every rank stops after the same step: a signal reaches the ranks at different moments.
+    bool stop = stop_requested();
+    if (comm_) stop = comm_->world_cpu().all_reduce_sum(stop ? 1.0 : 0.0) > 0;
+    if (stop) {
       checkpointer_->wait();
       log_warning("Interrupted: stopping after step " + std::to_string(state_.step));
       return false;
