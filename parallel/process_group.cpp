@@ -116,8 +116,16 @@ std::function<void()> ProcessGroup::start_all_reduce_sum(torch::Tensor t) {
 }
 
 double ProcessGroup::all_reduce_sum(double value) {
+  return all_reduce_scalar(value, ReduceOp::kSum);
+}
+
+double ProcessGroup::all_reduce_max(double value) {
+  return all_reduce_scalar(value, ReduceOp::kMax);
+}
+
+double ProcessGroup::all_reduce_scalar(double value, ReduceOp op) {
   auto t = torch::tensor({value}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
-  all_reduce(t);
+  all_reduce(t, op);
   return t.item<double>();
 }
 

@@ -49,6 +49,7 @@ class ProcessGroup {
   // its bucket all-reduces with backward this way).
   std::function<void()> start_all_reduce_sum(torch::Tensor t);
   double all_reduce_sum(double value);
+  double all_reduce_max(double value);
   void broadcast(std::vector<torch::Tensor>& tensors, int64_t root);  // root: a group rank
   void barrier(std::chrono::milliseconds timeout);  // its own timeout: checkpoint saves wait longer than steps
   // out (size * n) <- every rank's in (n), in rank order.
@@ -70,6 +71,8 @@ class ProcessGroup {
   void recv(torch::Tensor& t, int64_t src, int64_t tag = 0);
 
  private:
+  double all_reduce_scalar(double value, ReduceOp op);
+
   std::string name_;
   std::vector<int64_t> ranks_;
   int64_t rank_ = 0;
