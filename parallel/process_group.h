@@ -4,6 +4,8 @@
 // take one flat tensor on both (NCCL's native forms; on Gloo an all-gather into views and an
 // all-to-all plus a local sum, the same traffic as a ring reduce-scatter, where Gloo's own
 // _reduce_scatter_base is a full all-reduce). A group of one rank does no communication.
+// Each collective is a "c10d::{name}" range in profiler traces (its issue; a started one's wait
+// falls in its caller's range).
 #pragma once
 
 #include <torch/torch.h>

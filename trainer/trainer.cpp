@@ -1,6 +1,7 @@
 #include "trainer/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/record_function.h>
 #include <sched.h>
 
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -23,6 +25,7 @@
 #include "trainer/config_manager.h"
 #include "trainer/device.h"
 #include "trainer/metrics.h"
+#include "trainer/profiler.h"
 
 namespace titan {
 namespace {
@@ -565,9 +568,17 @@ Trainer::StepResult Trainer::train_step() {
       continue;
     }
     parallel_->set_gradient_sync(i + 1 == micro.size());  // the last microbatch's backward syncs
-    auto logits = model_parts_.front()->forward(tokens);  // (B, T / cp, vocab), or (B, T / cp, vocab / tp) under loss parallel
-    auto loss = parallel_->cross_entropy_sum(logits, labels) / global_valid;
-    loss.backward();
+    torch::Tensor loss;
+    {
+      RECORD_USER_SCOPE("forward");
+      // (B, T / cp, vocab), or (B, T / cp, vocab / tp) under loss parallel
+      auto logits = model_parts_.front()->forward(tokens);
+      loss = parallel_->cross_entropy_sum(logits, labels) / global_valid;
+    }
+    {
+      RECORD_USER_SCOPE("backward");
+      loss.backward();
+    }
     loss_total += loss.detach();
   }
   parallel_->finish_gradient_sync();
@@ -682,9 +693,15 @@ bool Trainer::train() {
     log_warning("the checkpoint is at step " + std::to_string(state_.step) + ", not before training.steps " +
                 std::to_string(config_.training.steps) + ": nothing to train or save (raise --training.steps to continue)");
   log_info("Training starts at step " + std::to_string(state_.step + 1));
+  const auto& prof = config_.profiling;
+  std::optional<StepProfiler> profiler;
+  if (prof.enable_profiling)
+    profiler.emplace((fs::path(config_.job.dump_folder) / prof.save_traces_folder).string(), env_.rank,
+                     device_.is_cuda(), prof.profile_freq, prof.profiler_warmup, prof.profiler_active);
   auto last_log = std::chrono::steady_clock::now();
   int64_t tokens_since_log = 0;
   while (state_.step < config_.training.steps) {
+    if (profiler) profiler->begin_step(state_.step + 1);
     const StepResult r = train_step();
     ++state_.step;
     state_.ntokens_seen += r.tokens;
@@ -701,6 +718,7 @@ bool Trainer::train() {
       tokens_since_log = 0;
     }
     checkpointer_->save(state_.step, state_.step == config_.training.steps);
+    if (profiler) profiler->end_step();  // TorchTitan's profiler step spans the checkpoint save too
     if (stop_requested()) {
       checkpointer_->wait();
       log_warning("Interrupted: stopping after step " + std::to_string(state_.step));

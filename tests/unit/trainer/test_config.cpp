@@ -162,7 +162,9 @@ TEST(JobConfig, FeaturesNotBuiltAreRejectedNotIgnored) {
   // Options of a switched-off feature are inert (TorchTitan's debug_model.toml sets some).
   EXPECT_EQ(error_of({"--profiling.save_traces_folder", "x", "--validation.freq", "5"}), "");
   EXPECT_EQ(error_of({"--parallelism.pipeline_parallel_schedule", "Interleaved1F1B"}), "");
-  EXPECT_NE(error_of({"--profiling.enable_profiling"}), "");
+  EXPECT_NE(error_of({"--validation.enable"}), "");
+  EXPECT_EQ(error_of({"--profiling.enable_profiling", "--profiling.profile_freq", "3"}),
+            "profiling.profile_freq 3 must be >= profiling.profiler_warmup + profiling.profiler_active = 4");
 }
 
 TEST(JobConfig, DeprecatedTokenizerPathMapsToAssetsFolder) {
