@@ -1,5 +1,7 @@
 #include "parallel/pipeline_runtime.h"
 
+#include <ATen/record_function.h>
+
 #include <stdexcept>
 #include <string>
 
@@ -67,6 +69,7 @@ torch::Tensor PipelineRuntime::step(const std::vector<torch::Tensor>& inputs,
           f.input = in_flight_.at({a.stage - 1, m}).output.detach().requires_grad_(true);
         }
         if (!f.input.defined()) throw std::logic_error("pipeline: " + a.str() + " runs before its input arrived");
+        RECORD_USER_SCOPE("forward");
         auto out = stage(a.stage).forward(f.input);
         if (a.stage == last) {
           out = loss(out, m);
@@ -83,6 +86,7 @@ torch::Tensor PipelineRuntime::step(const std::vector<torch::Tensor>& inputs,
         break;
       case PipelineOp::kBackward:
       case PipelineOp::kBackwardInput: {
+        RECORD_USER_SCOPE("backward");
         InFlight& f = in_flight_.at(key);
         if (a.stage != last && !f.output_grad.defined()) {  // handed over here by the next stage
           InFlight& next = in_flight_.at({a.stage + 1, m});
@@ -104,6 +108,7 @@ torch::Tensor PipelineRuntime::step(const std::vector<torch::Tensor>& inputs,
         break;
       }
       case PipelineOp::kBackwardWeight: {
+        RECORD_USER_SCOPE("backward");
         InFlight& f = in_flight_.at(key);
         const torch::autograd::variable_list grad = f.output_grad.defined() ? torch::autograd::variable_list{f.output_grad}
                                                                            : torch::autograd::variable_list{};

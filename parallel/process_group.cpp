@@ -1,5 +1,7 @@
 #include "parallel/process_group.h"
 
+#include <ATen/record_function.h>
+
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #if TITAN_CUDA
@@ -99,6 +101,7 @@ void ProcessGroup::set_timeout(std::chrono::milliseconds timeout) {
 
 void ProcessGroup::all_reduce(torch::Tensor& t, ReduceOp op) {
   if (!pg_) return;
+  RECORD_USER_SCOPE("c10d::all_reduce");
   std::vector<torch::Tensor> tensors = {t};
   c10d::AllreduceOptions opts;
   opts.reduceOp = to_c10d(op);
@@ -108,6 +111,7 @@ void ProcessGroup::all_reduce(torch::Tensor& t, ReduceOp op) {
 
 std::function<void()> ProcessGroup::start_all_reduce_sum(torch::Tensor t) {
   if (!pg_) return [] {};
+  RECORD_USER_SCOPE("c10d::all_reduce");
   std::vector<torch::Tensor> tensors = {std::move(t)};
   c10d::AllreduceOptions opts;
   opts.timeout = *timeout_;
@@ -116,13 +120,22 @@ std::function<void()> ProcessGroup::start_all_reduce_sum(torch::Tensor t) {
 }
 
 double ProcessGroup::all_reduce_sum(double value) {
+  return all_reduce_scalar(value, ReduceOp::kSum);
+}
+
+double ProcessGroup::all_reduce_max(double value) {
+  return all_reduce_scalar(value, ReduceOp::kMax);
+}
+
+double ProcessGroup::all_reduce_scalar(double value, ReduceOp op) {
   auto t = torch::tensor({value}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
-  all_reduce(t);
+  all_reduce(t, op);
   return t.item<double>();
 }
 
 void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) {
   if (!pg_) return;
+  RECORD_USER_SCOPE("c10d::broadcast");
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   opts.timeout = *timeout_;
@@ -134,6 +147,7 @@ void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) 
 
 void ProcessGroup::barrier(std::chrono::milliseconds timeout) {
   if (!pg_) return;
+  RECORD_USER_SCOPE("c10d::barrier");
   c10d::BarrierOptions opts;
   opts.timeout = timeout;
   if (nccl_) opts.device_ids = {device_.index()};
@@ -151,6 +165,7 @@ std::function<void()> ProcessGroup::start_all_gather(const torch::Tensor& out, c
     return [] {};
   }
   auto flat_out = out.view({-1}), flat_in = in.view({-1});
+  RECORD_USER_SCOPE("c10d::all_gather");
   c10d::AllgatherOptions opts;
   opts.timeout = *timeout_;
   c10::intrusive_ptr<c10d::Work> work;
@@ -172,6 +187,7 @@ void ProcessGroup::reduce_scatter_sum(torch::Tensor& out, const torch::Tensor& i
     out.copy_(in);
     return;
   }
+  RECORD_USER_SCOPE("c10d::reduce_scatter");
   if (nccl_) {
     auto flat_out = out.view({-1}), flat_in = in.view({-1});
     c10d::ReduceScatterOptions opts;
@@ -208,6 +224,7 @@ std::function<void()> ProcessGroup::start_all_to_all(torch::Tensor& out, const t
     return [] {};
   }
   auto send = in.contiguous();
+  RECORD_USER_SCOPE("c10d::all_to_all");
   c10d::AllToAllOptions opts;
   opts.timeout = *timeout_;
   auto work = pg_->alltoall_base(out, send, out_splits, in_splits, opts);
@@ -219,6 +236,7 @@ std::function<void()> ProcessGroup::start_all_to_all(torch::Tensor& out, const t
 
 std::function<void()> ProcessGroup::start_send(const torch::Tensor& t, int64_t dst, int64_t tag) {
   TORCH_CHECK(pg_ && dst != rank_ && dst >= 0 && dst < size(), "send: ", dst, " is not another rank of ", name_);
+  RECORD_USER_SCOPE("c10d::send");
   std::vector<torch::Tensor> one = {t.contiguous()};
   const std::string what = "send over " + name_ + " to rank " + std::to_string(ranks_[static_cast<size_t>(dst)]);
   auto work = start([&] { return pg_->send(one, static_cast<int>(dst), static_cast<int>(tag)); }, what, *timeout_);
@@ -228,6 +246,7 @@ std::function<void()> ProcessGroup::start_send(const torch::Tensor& t, int64_t d
 void ProcessGroup::recv(torch::Tensor& t, int64_t src, int64_t tag) {
   TORCH_CHECK(pg_ && src != rank_ && src >= 0 && src < size() && t.is_contiguous(), "recv: ", src,
               " is not another rank of ", name_);
+  RECORD_USER_SCOPE("c10d::recv");
   std::vector<torch::Tensor> one = {t};
   const std::string what = "receive over " + name_ + " from rank " + std::to_string(ranks_[static_cast<size_t>(src)]);
   wait_for(start([&] { return pg_->recv(one, static_cast<int>(src), static_cast<int>(tag)); }, what, *timeout_), what,

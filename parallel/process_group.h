@@ -4,6 +4,8 @@
 // take one flat tensor on both (NCCL's native forms; on Gloo an all-gather into views and an
 // all-to-all plus a local sum, the same traffic as a ring reduce-scatter, where Gloo's own
 // _reduce_scatter_base is a full all-reduce). A group of one rank does no communication.
+// Each collective is a "c10d::{name}" range in profiler traces (its issue; a started one's wait
+// falls in its caller's range).
 #pragma once
 
 #include <torch/torch.h>
@@ -49,6 +51,7 @@ class ProcessGroup {
   // its bucket all-reduces with backward this way).
   std::function<void()> start_all_reduce_sum(torch::Tensor t);
   double all_reduce_sum(double value);
+  double all_reduce_max(double value);
   void broadcast(std::vector<torch::Tensor>& tensors, int64_t root);  // root: a group rank
   void barrier(std::chrono::milliseconds timeout);  // its own timeout: checkpoint saves wait longer than steps
   // out (size * n) <- every rank's in (n), in rank order.
@@ -70,6 +73,8 @@ class ProcessGroup {
   void recv(torch::Tensor& t, int64_t src, int64_t tag = 0);
 
  private:
+  double all_reduce_scalar(double value, ReduceOp op);
+
   std::string name_;
   std::vector<int64_t> ranks_;
   int64_t rank_ = 0;

@@ -519,6 +519,15 @@ std::vector<std::string> validate_job_config(JobConfig& config) {
     throw Err("checkpoint.keep_latest_k must be 0 (keep all) or >= 2, got " + std::to_string(config.checkpoint.keep_latest_k));
   if (config.job.dump_folder.empty()) throw Err("job.dump_folder must not be empty");
   positive("checkpoint.hf_max_shard_size_mb", config.checkpoint.hf_max_shard_size_mb);
+  if (const auto& p = config.profiling; p.enable_profiling) {  // torch.profiler.schedule's wait must be >= 0
+    positive("profiling.profiler_active", p.profiler_active);
+    if (p.profiler_warmup < 0)
+      throw Err("profiling.profiler_warmup must be >= 0, got " + std::to_string(p.profiler_warmup));
+    if (p.profile_freq < p.profiler_warmup + p.profiler_active)
+      throw Err("profiling.profile_freq " + std::to_string(p.profile_freq) +
+                " must be >= profiling.profiler_warmup + profiling.profiler_active = " +
+                std::to_string(p.profiler_warmup + p.profiler_active));
+  }
   return warnings;
 }
 

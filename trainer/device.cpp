@@ -38,7 +38,11 @@ DeviceMemory device_memory(const torch::Device& device) {
   DeviceMemory m;
   if (device.is_cuda()) {
     const auto stats = at::accelerator::getDeviceStats(device.index());
-    m.peak_bytes = stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+    const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    m.peak_bytes = stats.reserved_bytes[all].peak;
+    m.active_peak_bytes = stats.active_bytes[all].peak;
+    m.num_alloc_retries = stats.num_alloc_retries;
+    m.num_ooms = stats.num_ooms;
     m.capacity_bytes = static_cast<int64_t>(at::accelerator::getMemoryInfo(device.index()).second);
     return m;
   }

@@ -20,6 +20,9 @@ std::string device_name(const torch::Device& device);  // "NVIDIA H200", or the 
 struct DeviceMemory {
   int64_t peak_bytes = 0;      // CUDA: peak reserved by the caching allocator; CPU: peak RSS
   int64_t capacity_bytes = 0;  // the GPU's memory, or the machine's
+  // The caching allocator's own figures, on CUDA only (TorchTitan logs them to TensorBoard).
+  std::optional<int64_t> active_peak_bytes;
+  int64_t num_alloc_retries = 0, num_ooms = 0;
 };
 DeviceMemory device_memory(const torch::Device& device);
 

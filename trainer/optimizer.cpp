@@ -1,5 +1,7 @@
 #include "trainer/optimizer.h"
 
+#include <ATen/record_function.h>
+
 #include <cmath>
 #include <map>
 
@@ -21,6 +23,7 @@ AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, co
 }
 
 void AdamW::step(double lr) {
+  RECORD_USER_SCOPE("Optimizer.step#AdamW.step");  // torch.optim's range name in profiler traces
   torch::NoGradGuard no_grad;
   // libtorch's fused kernels (one pass over each parameter and its state, CPU and CUDA), one call
   // per device and dtype as torch.optim groups them; they read the step count, bumped here first.

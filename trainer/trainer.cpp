@@ -1,14 +1,17 @@
 #include "trainer/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/record_function.h>
 #include <sched.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -18,10 +21,11 @@
 #include "models/llama3/activation_checkpoint.h"
 #include "models/llama3/parallelize.h"
 #include "models/llama4/model_args.h"
+#include "parallel/logging.h"
 #include "trainer/config_manager.h"
 #include "trainer/device.h"
-#include "parallel/logging.h"
 #include "trainer/metrics.h"
+#include "trainer/profiler.h"
 
 namespace titan {
 namespace {
@@ -104,6 +108,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   const fs::path config_out = fs::path(config_.job.dump_folder) / config_.job.save_config_file.value_or("config.toml");
   if (env_.rank == 0) std::ofstream(config_out) << config_to_toml(config_);
   if (config_.job.print_config && env_.rank == 0) std::printf("%s", config_to_toml(config_).c_str());
+  open_tensorboard();
 
   // Model arguments; the RoPE table spans training.seq_len as in TorchTitan.
   const bool llama4 = config_.model.name == "llama4";
@@ -534,7 +539,9 @@ Trainer::StepResult Trainer::train_step() {
   micro.reserve(static_cast<size_t>(grad_accum_steps_));
   int64_t tokens = 0;
   for (int64_t i = 0; i < grad_accum_steps_; ++i) {
+    const auto start = std::chrono::steady_clock::now();
     micro.push_back(dataloader_->next());
+    data_loading_seconds_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     tokens += micro.back().labels.numel();
   }
   // Normalise by the valid tokens of the whole global batch, counted before any microbatch runs.
@@ -559,20 +566,30 @@ Trainer::StepResult Trainer::train_step() {
       continue;
     }
     parallel_->set_gradient_sync(i + 1 == micro.size());  // the last microbatch's backward syncs
-    auto logits = model_parts_.front()->forward(tokens);  // (B, T / cp, vocab), or (B, T / cp, vocab / tp) under loss parallel
-    auto loss = parallel_->cross_entropy_sum(logits, labels) / global_valid;
-    loss.backward();
+    torch::Tensor loss;
+    {
+      RECORD_USER_SCOPE("forward");
+      // (B, T / cp, vocab), or (B, T / cp, vocab / tp) under loss parallel
+      auto logits = model_parts_.front()->forward(tokens);
+      loss = parallel_->cross_entropy_sum(logits, labels) / global_valid;
+    }
+    {
+      RECORD_USER_SCOPE("backward");
+      loss.backward();
+    }
     loss_total += loss.detach();
   }
   parallel_->finish_gradient_sync();
   const double grad_norm = parallel_->clip_grad_norm_(config_.training.max_norm);
   update_expert_biases();
-  optimizer_->step(lr_scheduler_->lr());
+  const double lr = lr_scheduler_->lr();
+  optimizer_->step(lr);
   lr_scheduler_->step();
   double loss = loss_total.item<double>();
   if (pipeline_) loss = comm_->group("pp").all_reduce_sum(loss);  // computed by the last stage's rank
+  const double local_avg_loss = loss * global_valid / static_cast<double>(std::max<int64_t>(valid, 1));
   if (comm_) loss = comm_->group("loss").all_reduce_sum(loss);  // the global mean over valid tokens
-  return {loss, grad_norm, tokens};
+  return {loss, local_avg_loss, grad_norm, lr, tokens};
 }
 
 void Trainer::update_expert_biases() {
@@ -591,15 +608,98 @@ void Trainer::update_expert_biases() {
   }
 }
 
+void Trainer::open_tensorboard() {
+  const auto& metrics = config_.metrics;
+  if (!metrics.enable_tensorboard) return;
+  // Every rank names the same folder: rank 0's clock (ranks may straddle a minute).
+  auto now = static_cast<double>(std::time(nullptr));
+  if (comm_ && metrics.save_for_all_ranks) now = comm_->world_cpu().all_reduce_sum(env_.rank == 0 ? now : 0.0);
+  // TorchTitan's metrics rank: the first of the last pipeline stage (rank 0 for ZBVZeroBubble).
+  const bool last_stage = dims_.pp > 1 && config_.parallelism.pipeline_parallel_schedule != "ZBVZeroBubble";
+  const int64_t metrics_rank = last_stage ? env_.world_size / dims_.pp * (dims_.pp - 1) : 0;
+  if (!metrics.save_for_all_ranks && env_.rank != metrics_rank) return;
+  const auto seconds = static_cast<std::time_t>(now);
+  std::tm local{};
+  localtime_r(&seconds, &local);
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M", &local);
+  fs::path folder = fs::path(config_.job.dump_folder) / metrics.save_tb_folder / stamp;
+  if (metrics.save_for_all_ranks) folder /= "rank_" + std::to_string(env_.rank);
+  tensorboard_ = std::make_unique<TensorBoardWriter>(folder.string());
+  log_info("TensorBoard logging enabled. Logs will be saved at " + folder.string());
+}
+
+void Trainer::log_metrics(const StepResult& r, int64_t tokens_since_log, double seconds) {
+  StepMetrics m;
+  m.step = state_.step;
+  m.loss = r.loss;
+  m.grad_norm = r.grad_norm;
+  // Per device, as TorchTitan: the cp/tp/pp ranks of one batch share its tokens.
+  m.tps = static_cast<double>(tokens_since_log) / std::max(seconds, 1e-9) /
+          static_cast<double>(dims_.cp * dims_.tp * dims_.pp);
+  m.tflops = flops_per_token_ * m.tps / 1e12;
+  m.mfu_percent = peak_flops_ > 0 ? 100.0 * flops_per_token_ * m.tps / peak_flops_ : 0.0;
+  const DeviceMemory memory = device_memory(device_);
+  m.memory_gib = static_cast<double>(memory.peak_bytes) / (1024.0 * 1024.0 * 1024.0);
+  m.memory_percent = 100.0 * static_cast<double>(memory.peak_bytes) / static_cast<double>(memory.capacity_bytes);
+  log_info(format_step_line(m, config_.metrics.disable_color_printing));
+  if (config_.metrics.enable_tensorboard) log_tensorboard(r, m, memory, seconds);
+  data_loading_seconds_.clear();
+}
+
+void Trainer::log_tensorboard(const StepResult& r, const StepMetrics& m, const DeviceMemory& memory, double seconds) {
+  // Every rank takes part in these reductions; only the writing ranks hold a writer.
+  double max_loss = r.local_avg_loss, tokens_seen = static_cast<double>(state_.ntokens_seen);
+  if (comm_) {
+    max_loss = comm_->group("loss").all_reduce_max(max_loss);
+    // Each batch once (TorchTitan sums over dp x cp, counting every batch cp times).
+    tokens_seen = comm_->group("dp").all_reduce_sum(tokens_seen);
+  }
+  if (!tensorboard_) return;
+  const auto& loading = data_loading_seconds_;
+  double loading_total = 0;
+  for (double s : loading) loading_total += s;
+  const double gib = 1024.0 * 1024.0 * 1024.0, capacity = static_cast<double>(memory.capacity_bytes);
+  // TorchTitan's names (components/metrics.py); "memory" of the log line is max_reserved.
+  std::vector<std::pair<std::string, double>> scalars = {
+      {"loss_metrics/global_avg_loss", r.loss},
+      {"loss_metrics/global_max_loss", max_loss},
+      {"grad_norm", r.grad_norm},
+      {"throughput(tps)", m.tps},
+      {"tflops", m.tflops},
+      {"mfu(%)", m.mfu_percent},
+      {"time_metrics/end_to_end(s)", seconds / static_cast<double>(config_.metrics.log_freq)},
+      {"time_metrics/data_loading(s)", loading_total / static_cast<double>(std::max<size_t>(loading.size(), 1))},
+      {"time_metrics/data_loading(%)", 100.0 * loading_total / std::max(seconds, 1e-9)},
+      {"memory/max_reserved(GiB)", m.memory_gib},
+      {"memory/max_reserved(%)", m.memory_percent},
+  };
+  if (memory.active_peak_bytes) {  // the CPU has no caching allocator to report these
+    scalars.push_back({"memory/max_active(GiB)", static_cast<double>(*memory.active_peak_bytes) / gib});
+    scalars.push_back({"memory/max_active(%)", 100.0 * static_cast<double>(*memory.active_peak_bytes) / capacity});
+    scalars.push_back({"memory/num_alloc_retries", static_cast<double>(memory.num_alloc_retries)});
+    scalars.push_back({"memory/num_ooms", static_cast<double>(memory.num_ooms)});
+  }
+  scalars.push_back({"n_tokens_seen", tokens_seen});
+  scalars.push_back({"lr", r.lr});
+  tensorboard_->add_scalars(state_.step, scalars);
+}
+
 bool Trainer::train() {
   checkpointer_->load();
   if (state_.step >= config_.training.steps)
     log_warning("the checkpoint is at step " + std::to_string(state_.step) + ", not before training.steps " +
                 std::to_string(config_.training.steps) + ": nothing to train or save (raise --training.steps to continue)");
   log_info("Training starts at step " + std::to_string(state_.step + 1));
+  const auto& prof = config_.profiling;
+  std::optional<StepProfiler> profiler;
+  if (prof.enable_profiling)
+    profiler.emplace((fs::path(config_.job.dump_folder) / prof.save_traces_folder).string(), env_.rank,
+                     device_.is_cuda(), prof.profile_freq, prof.profiler_warmup, prof.profiler_active);
   auto last_log = std::chrono::steady_clock::now();
   int64_t tokens_since_log = 0;
   while (state_.step < config_.training.steps) {
+    if (profiler) profiler->begin_step(state_.step + 1);
     const StepResult r = train_step();
     ++state_.step;
     state_.ntokens_seen += r.tokens;
@@ -609,25 +709,14 @@ bool Trainer::train() {
     if (comm_ && state_.step == 1) comm_->set_timeout(std::chrono::seconds(config_.comm.train_timeout_seconds));
     if (state_.step == 1) log_state_memory();
 
-    if (state_.step == 1 || state_.step % config_.metrics.log_freq == 0) {
+    if (should_log(state_.step)) {
       const auto now = std::chrono::steady_clock::now();
-      const double seconds = std::chrono::duration<double>(now - last_log).count();
-      StepMetrics m;
-      m.step = state_.step;
-      m.loss = r.loss;
-      m.grad_norm = r.grad_norm;
-      // Per device, as TorchTitan: the cp/tp/pp ranks of one batch share its tokens.
-      m.tps = static_cast<double>(tokens_since_log) / std::max(seconds, 1e-9) / static_cast<double>(dims_.cp * dims_.tp * dims_.pp);
-      m.tflops = flops_per_token_ * m.tps / 1e12;
-      m.mfu_percent = peak_flops_ > 0 ? 100.0 * flops_per_token_ * m.tps / peak_flops_ : 0.0;
-      const DeviceMemory memory = device_memory(device_);
-      m.memory_gib = static_cast<double>(memory.peak_bytes) / (1024.0 * 1024.0 * 1024.0);
-      m.memory_percent = 100.0 * static_cast<double>(memory.peak_bytes) / static_cast<double>(memory.capacity_bytes);
-      log_info(format_step_line(m, config_.metrics.disable_color_printing));
+      log_metrics(r, tokens_since_log, std::chrono::duration<double>(now - last_log).count());
       last_log = now;
       tokens_since_log = 0;
     }
     checkpointer_->save(state_.step, state_.step == config_.training.steps);
+    if (profiler) profiler->end_step();  // TorchTitan's profiler step spans the checkpoint save too
     // Every rank stops after the same step: a signal reaches the ranks at different moments.
     bool stop = stop_requested();
     if (comm_) stop = comm_->world_cpu().all_reduce_sum(stop ? 1.0 : 0.0) > 0;

@@ -16,9 +16,12 @@
 #include "parallel/pipeline_runtime.h"
 #include "parallel/pipeline_schedule.h"
 #include "trainer/dataloader.h"
+#include "trainer/device.h"
 #include "trainer/job_config.h"
 #include "trainer/lr_scheduler.h"
+#include "trainer/metrics.h"
 #include "trainer/optimizer.h"
+#include "trainer/tensorboard_writer.h"
 #include "trainer/tokenizer.h"
 
 namespace titan {
@@ -44,11 +47,19 @@ class Trainer {
 
  private:
   struct StepResult {
-    double loss;       // global mean loss per valid token
-    double grad_norm;  // pre-clip
-    int64_t tokens;    // input tokens of this step on this rank
+    double loss;            // global mean loss per valid token
+    double local_avg_loss;  // this rank's batch: its loss over its own valid tokens
+    double grad_norm;       // pre-clip
+    double lr;              // the learning rate this step used
+    int64_t tokens;         // input tokens of this step on this rank
   };
   StepResult train_step();
+  bool should_log(int64_t step) const { return step == 1 || step % config_.metrics.log_freq == 0; }
+  // The step line, and TensorBoard's scalars where enabled; `seconds` since the last logged step.
+  void log_metrics(const StepResult& r, int64_t tokens_since_log, double seconds);
+  void log_tensorboard(const StepResult& r, const StepMetrics& m, const DeviceMemory& memory, double seconds);
+  // metrics.enable_tensorboard: the writer of this rank, if it writes (TorchTitan's folder layout).
+  void open_tensorboard();
   // Llama 4: each MoE layer's balancing bias moves before the optimizer step (TorchTitan's pre-step
   // hook), from the tokens its experts received across the loss group.
   void update_expert_biases();
@@ -85,6 +96,8 @@ class Trainer {
   double peak_flops_ = 0;
   double flops_per_token_ = 0;
   std::unique_ptr<std::ofstream> metrics_file_;  // TITAN_TEST_METRICS_FILE: full-precision metrics
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
+  std::vector<double> data_loading_seconds_;  // each batch fetched since the last logged step
 };
 
 }  // namespace titan

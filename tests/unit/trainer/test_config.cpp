@@ -156,13 +156,15 @@ TEST(JobConfig, FeaturesNotBuiltAreRejectedNotIgnored) {
   EXPECT_EQ(error_of({"--training.gc_freq", "10"}), "training.gc_freq = 10: not supported yet by titan.cpp (leave it at its default 50)");
   EXPECT_EQ(error_of({"--checkpoint.no-enable_ft_dataloader_checkpoints"}),
             "checkpoint.enable_ft_dataloader_checkpoints = false: not supported yet by titan.cpp (leave it at its default true)");
-  EXPECT_EQ(error_of({"--metrics.enable_tensorboard"}),
-            "metrics.enable_tensorboard = true: not supported yet by titan.cpp (leave it at its default false)");
+  EXPECT_EQ(error_of({"--metrics.enable_wandb"}),
+            "metrics.enable_wandb = true: not supported yet by titan.cpp (leave it at its default false)");
   EXPECT_EQ(error_of({"--compile.enable", "--compile.no-enable"}), "");  // the default itself is fine
   // Options of a switched-off feature are inert (TorchTitan's debug_model.toml sets some).
   EXPECT_EQ(error_of({"--profiling.save_traces_folder", "x", "--validation.freq", "5"}), "");
   EXPECT_EQ(error_of({"--parallelism.pipeline_parallel_schedule", "Interleaved1F1B"}), "");
-  EXPECT_NE(error_of({"--profiling.enable_profiling"}), "");
+  EXPECT_NE(error_of({"--validation.enable"}), "");
+  EXPECT_EQ(error_of({"--profiling.enable_profiling", "--profiling.profile_freq", "3"}),
+            "profiling.profile_freq 3 must be >= profiling.profiler_warmup + profiling.profiler_active = 4");
 }
 
 TEST(JobConfig, DeprecatedTokenizerPathMapsToAssetsFolder) {
