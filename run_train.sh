@@ -18,6 +18,11 @@ export LOG_RANK="${LOG_RANK:-0}"
 # here (bench/train_bench.sh); libgomp reads it at load time, so it is set before the trainer starts.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
+# TorchTitan's dry runs (COMM_MODE=fake_backend|local_tensor) simulate ranks: not built here.
+if [[ -n "${COMM_MODE:-}" && "${COMM_MODE}" != "default" ]]; then
+  echo "error: COMM_MODE=$COMM_MODE (TorchTitan's dry run without real ranks) is not supported yet by titan.cpp; unset it" >&2
+  exit 2
+fi
 "$ROOT/scripts/setup.sh"
 "$ROOT/scripts/build.sh" titan_train titan_sentencepiece titan_checkpoint_tool
 BIN="${TITAN_BUILD_DIR:-$ROOT/build}/titan_train"

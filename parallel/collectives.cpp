@@ -26,7 +26,11 @@ Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chro
   const std::string agent_store = env_or("TORCHELASTIC_USE_AGENT_STORE", "");
   const bool agent_serves = agent_store == "True" || agent_store == "true" || agent_store == "1";
   c10d::TCPStoreOptions opts;
-  opts.port = static_cast<uint16_t>(std::stoi(port_text));
+  char* end = nullptr;
+  const long port = std::strtol(port_text.c_str(), &end, 10);
+  if (*end != '\0' || port < 1 || port > 65535)
+    throw std::runtime_error("MASTER_PORT='" + port_text + "' is not a port number (1-65535)");
+  opts.port = static_cast<uint16_t>(port);
   opts.isServer = rank_ == 0 && !agent_serves;
   opts.numWorkers = agent_serves ? std::nullopt : std::optional<size_t>(static_cast<size_t>(env.world_size));
   opts.waitWorkers = !agent_serves;

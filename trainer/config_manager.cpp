@@ -461,9 +461,16 @@ std::vector<std::string> validate_job_config(JobConfig& config) {
       if (f.kind == FieldKind::kStrList) items = f.ref<std::vector<std::string>>(config);
       for (const auto& item : items) {
         if (std::find(f.choices.begin(), f.choices.end(), item) == f.choices.end()) {
-          std::string valid;
-          for (const auto& ch : f.choices) valid += (valid.empty() ? "" : ", ") + ch;
-          throw Err(f.name() + " = '" + item + "' is not valid; valid values: " + valid);
+          std::string valid, hint;
+          auto squeezed = [](std::string v) {
+            v.erase(std::remove(v.begin(), v.end(), '_'), v.end());
+            return v;
+          };
+          for (const auto& ch : f.choices) {
+            valid += (valid.empty() ? "" : ", ") + ch;
+            if (squeezed(ch) == squeezed(item)) hint = " (did you mean '" + ch + "'?)";  // data_loader, as TorchTitan's docs write it
+          }
+          throw Err(f.name() + " = '" + item + "' is not valid; valid values: " + valid + hint);
         }
       }
     }
@@ -499,6 +506,8 @@ std::vector<std::string> validate_job_config(JobConfig& config) {
   positive("training.steps", config.training.steps);
   positive("metrics.log_freq", config.metrics.log_freq);
   positive("checkpoint.interval", config.checkpoint.interval);
+  positive("comm.init_timeout_seconds", config.comm.init_timeout_seconds);  // 0 would wait forever on a lost rank
+  positive("comm.train_timeout_seconds", config.comm.train_timeout_seconds);
   positive("parallelism.pipeline_parallel_microbatch_size", config.parallelism.pipeline_parallel_microbatch_size);
   if (config.training.global_batch_size != -1) positive("training.global_batch_size", config.training.global_batch_size);
   if (config.lr_scheduler.total_steps) positive("lr_scheduler.total_steps", *config.lr_scheduler.total_steps);

@@ -37,6 +37,26 @@ expect_error "training.dataset 'c4' is not a bundled dataset" --training.dataset
 expect_error "compile.enable = true: not supported yet" --compile.enable
 expect_error "so data_parallel_shard_degree = -1 cannot take the leftover ranks" --parallelism.tensor_parallel_degree 2
 expect_error "checkpoint.keep_latest_k must be 0 (keep all) or >= 2, got 1" --checkpoint.keep_latest_k 1
+expect_error "comm.train_timeout_seconds must be positive, got 0" --comm.train_timeout_seconds 0
+expect_error "comm.init_timeout_seconds must be positive, got -5" --comm.init_timeout_seconds -5
+expect_error "checkpoint.exclude_from_loading = 'data_loader' is not valid; valid values: model, optimizer, lr_scheduler, dataloader, train_state (did you mean 'dataloader'?)" \
+  --checkpoint.enable --checkpoint.exclude_from_loading data_loader
+# A TorchTitan DCP folder is named as one.
+mkdir -p "$WORK/dcp/step-10" && printf '\x80\x04pickle' >"$WORK/dcp/step-10/.metadata" && : >"$WORK/dcp/step-10/__0_0.distcp"
+expect_error "is a PyTorch Distributed Checkpoint (TorchTitan's DCP format), which titan.cpp cannot read yet" \
+  --checkpoint.enable --checkpoint.initial_load_path "$WORK/dcp/step-10" --checkpoint.initial_load_model_only
+# Launcher environment: a port that is not a number, TorchTitan's dry-run modes.
+set +e
+MASTER_PORT=http NGPU=2 ./run_train.sh --training.steps 1 --job.dump_folder "$WORK/port" >"$WORK/port.log" 2>&1; rc=$?
+COMM_MODE=fake_backend ./run_train.sh --training.steps 1 >"$WORK/comm.log" 2>&1; comm_rc=$?
+set -e
+[[ $rc -ne 0 ]] && grep -q "MASTER_PORT='http' is not a port number (1-65535)" "$WORK/port.log" || { cat "$WORK/port.log"; fail "MASTER_PORT=http"; }
+[[ $comm_rc -ne 0 ]] && grep -q "COMM_MODE=fake_backend (TorchTitan's dry run without real ranks) is not supported yet" "$WORK/comm.log" ||
+  { cat "$WORK/comm.log"; fail "COMM_MODE"; }
+# Text with NUL bytes is text: it trains.
+printf 'A first document with a NUL\0byte in it, and enough words to fill a few tokens.\n\nA second one.\n' >"$WORK/nul.txt"
+train "$WORK/nul.log" "${SMALL[@]}" --training.steps 1 --training.dataset_path "$WORK/nul.txt" --job.dump_folder "$WORK/nul"
+[[ $RC -eq 0 ]] || { cat "$WORK/nul.log"; fail "text with a NUL byte"; }
 # A tokenizer larger than the flavor's vocabulary.
 mkdir -p "$WORK/tok"
 spm_train --input=tests/assets/janeausten/janeausten.txt --model_prefix="$WORK/tok/tokenizer" --vocab_size=3000 \
