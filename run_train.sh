@@ -19,7 +19,7 @@ export LOG_RANK="${LOG_RANK:-0}"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
 "$ROOT/scripts/setup.sh"
-"$ROOT/scripts/build.sh" titan_train titan_sentencepiece titan_checkpoint_tool
+"$ROOT/scripts/build.sh" titan_train titan_sentencepiece titan_checkpoint_tool titan_tokenize
 BIN="${TITAN_BUILD_DIR:-$ROOT/build}/titan_train"
 
 if [[ "$NGPU" == "1" && "$NNODES" == "1" ]]; then

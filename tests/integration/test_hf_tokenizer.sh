@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# A Hugging Face tokenizer.json folder (made by the real `tokenizers` package) trains the debug
+# model; titan_tokenize's .npy holds the package's ids (TorchTitan's BOS/EOS rule) and trains too;
+# a folder with both tokenizer files says which one it uses; a bad tokenizer.json stops the run
+# before training with one line naming the file and field.
+source "$(dirname "$0")/lib.sh"
+
+"$TITAN_PYTHON" tests/reference/hf_tokenizer_reference.py tests/assets/janeausten/janeausten.txt "$WORK/ref" >/dev/null
+ASSETS="$WORK/ref/llama3"
+
+train "$WORK/run.log" "${SMALL[@]}" --training.steps 10 --optimizer.lr 1e-3 --model.hf_assets_path "$ASSETS" \
+  --job.dump_folder "$WORK/out"
+[[ $RC -eq 0 ]] || { cat "$WORK/run.log"; fail "training on tokenizer.json exited $RC"; }
+grep -q "Tokenizer $ASSETS/tokenizer.json: 1908 pieces, BOS 1900, EOS 1901" "$WORK/run.log" || fail "tokenizer line missing"
+losses "$WORK/run.log" >"$WORK/losses"
+[[ $(wc -l <"$WORK/losses") -eq 10 ]] || fail "expected 10 logged steps"
+awk 'NR == 1 {a = $2} END {exit !($2 < a - 1.0)}' "$WORK/losses" || fail "loss did not fall: $(tr '\n' ' ' <"$WORK/losses")"
+
+# titan_tokenize on a text file (one document per line) and a JSON-lines file, against the package.
+printf '%s\n' "It is a truth universally acknowledged, that a single man" "café 東京 🙂 1234567 <|end_of_text|> x" \
+  "  spaces   and	tabs  " >"$WORK/docs.txt"
+printf '%s\n' '{"text": "First JSON document.\nWith a second line."}' '{"text": "Second: naïve 42"}' >"$WORK/docs.jsonl"
+./build/titan_tokenize --hf_assets_path "$ASSETS" "$WORK/docs.txt" "$WORK/docs.jsonl" -o "$WORK/tokens.npy" 2>"$WORK/tok.log" ||
+  { cat "$WORK/tok.log"; fail "titan_tokenize exited $?"; }
+grep -q "titan_tokenize: 5 documents" "$WORK/tok.log" || { cat "$WORK/tok.log"; fail "no progress line"; }
+"$TITAN_PYTHON" - "$ASSETS" "$WORK" <<'PY' || fail "titan_tokenize's ids differ from the tokenizers package's"
+import json, sys
+import numpy as np
+from tokenizers import Tokenizer
+assets, work = sys.argv[1:]
+tok = Tokenizer.from_file(assets + "/tokenizer.json")
+bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|end_of_text|>")
+docs = open(work + "/docs.txt", encoding="utf-8").read().splitlines()
+docs += [json.loads(line)["text"] for line in open(work + "/docs.jsonl", encoding="utf-8")]
+# TorchTitan: the package's encode (its template adds BOS), then EOS, which the template does not add.
+expected = [i for d in docs for i in tok.encode(d).ids + [eos]]
+got = np.load(work + "/tokens.npy")
+assert got.dtype == np.uint16 and got.ndim == 1, got.dtype
+assert got.tolist() == expected, (got.tolist()[:40], expected[:40])
+assert got[0] == bos
+print(f"{len(expected)} ids equal")
+PY
+train "$WORK/npy.log" "${SMALL[@]}" --training.steps 2 --training.dataset_path "$WORK/tokens.npy" --job.dump_folder "$WORK/npy"
+[[ $RC -eq 0 ]] || { cat "$WORK/npy.log"; fail "training on titan_tokenize's .npy exited $RC"; }
+
+# Both tokenizer files: tokenizer.json is used, and the log says so.
+cp tests/assets/tokenizer/tokenizer.model "$ASSETS/"
+train "$WORK/both.log" "${SMALL[@]}" --training.steps 1 --model.hf_assets_path "$ASSETS" --job.dump_folder "$WORK/both"
+[[ $RC -eq 0 ]] || { cat "$WORK/both.log"; fail "training with both tokenizer files exited $RC"; }
+grep -q "holds tokenizer.json and tokenizer.model: using tokenizer.json" "$WORK/both.log" || fail "choice not logged"
+
+# A model type other than BPE: one line naming the file and field, and no training.
+mkdir -p "$WORK/bad"
+cp "$ASSETS/tokenizer_config.json" "$WORK/bad/"
+sed 's/"type":"BPE"/"type":"Unigram"/; s/"type": "BPE"/"type": "Unigram"/' "$ASSETS/tokenizer.json" >"$WORK/bad/tokenizer.json"
+train "$WORK/bad.log" "${SMALL[@]}" --training.steps 1 --model.hf_assets_path "$WORK/bad" --job.dump_folder "$WORK/badrun"
+[[ $RC -ne 0 ]] || fail "a Unigram tokenizer.json trained"
+grep -q "$WORK/bad/tokenizer.json: model.type 'Unigram' is not supported (valid: BPE)" "$WORK/bad.log" || { cat "$WORK/bad.log"; fail "no clear error"; }
+! grep -q "step:" "$WORK/bad.log" || fail "training started despite the bad tokenizer"
+./build/titan_tokenize --hf_assets_path "$ASSETS" "$WORK/missing.txt" -o "$WORK/x.npy" 2>"$WORK/err.log" && fail "missing input accepted"
+grep -q "^titan_tokenize: error: dataset path '$WORK/missing.txt' does not exist$" "$WORK/err.log" || { cat "$WORK/err.log"; fail "no clear error"; }
+[[ ! -e "$WORK/x.npy" && ! -e "$WORK/x.npy.partial" ]] || fail "a failed titan_tokenize left a file"
+echo "PASS"
