@@ -3,7 +3,7 @@
 
 Two byte-level BPE tokenizers are trained on the bundled corpus:
   llama3     Llama 3's pre-tokenizer (its Split regex, Isolated, then ByteLevel without regex),
-             ignore_merges, Llama 3's special tokens appended after the BPE vocabulary, and a
+             ignore_merges (with whole words in the vocabulary that no merge makes), Llama 3's special tokens appended after the BPE vocabulary, and a
              post-processor Sequence[ByteLevel, TemplateProcessing] that adds <|begin_of_text|>.
   bytelevel  plain ByteLevel (GPT-2 regex, add_prefix_space), merges always applied, no
              post-processor; tokenizer_config.json names BOS/EOS tokens absent from tokenizer.json,
@@ -29,6 +29,7 @@ LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>"] + [f"<|reserved_speci
 TEXTS = [
     "",
     "Hello world",
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune",
     " leading space and trailing space ",
     "café naïve résumé Ångström façade",
     "東京は日本の首都です。中文测试，한국어 텍스트",
@@ -43,6 +44,7 @@ TEXTS = [
     "\n",
     "   ",
     "x\n\n\ny",
+    "long runs " + "ab" * 3000 + " " * 4000 + "\t" * 3000 + "end" + "9" * 1000,
 ]
 
 
@@ -57,6 +59,16 @@ def train(corpus, pre_tokenizer, ignore_merges, vocab_size):
     return tok
 
 
+def with_whole_words(tok, words):
+    """Vocabulary entries no merge makes, as Llama 3 has: only ignore_merges emits them."""
+    spec = json.loads(tok.to_str())
+    vocab = spec["model"]["vocab"]
+    for word in words:
+        assert word not in vocab and len(tok.encode(word.replace("Ġ", " ")).ids) > 1, word
+        vocab[word] = len(vocab)
+    return Tokenizer.from_str(json.dumps(spec))
+
+
 def llama3(corpus):
     pre = pre_tokenizers.Sequence(
         [
@@ -65,6 +77,7 @@ def llama3(corpus):
         ]
     )
     tok = train(corpus, pre, ignore_merges=True, vocab_size=1900)
+    tok = with_whole_words(tok, ["Ġacknowledged", "Ġuniversally", "Ġpossession"])
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in LLAMA3_SPECIALS])
     bos = tok.token_to_id("<|begin_of_text|>")
     tok.post_processor = processors.Sequence(
