@@ -43,6 +43,16 @@ PY
 train "$WORK/npy.log" "${SMALL[@]}" --training.steps 2 --training.dataset_path "$WORK/tokens.npy" --job.dump_folder "$WORK/npy"
 [[ $RC -eq 0 ]] || { cat "$WORK/npy.log"; fail "training on titan_tokenize's .npy exited $RC"; }
 
+# A tokenizer.model folder: the ids of spm_encode (package sentencepiece), with BOS and EOS per line.
+SPM=tests/assets/tokenizer
+./build/titan_tokenize --hf_assets_path "$SPM" "$WORK/docs.txt" -o "$WORK/spm.npy" 2>"$WORK/spm.log" ||
+  { cat "$WORK/spm.log"; fail "titan_tokenize on tokenizer.model exited $?"; }
+bos=$(($(grep -n -P '^<s>\t' "$SPM/tokenizer.vocab" | cut -d: -f1) - 1))
+eos=$(($(grep -n -P '^</s>\t' "$SPM/tokenizer.vocab" | cut -d: -f1) - 1))
+spm_encode --model "$SPM/tokenizer.model" --output_format=id <"$WORK/docs.txt" | sed "s/^/$bos /; s/\$/ $eos/" | tr ' ' '\n' >"$WORK/spm.expected"
+"$TITAN_PYTHON" -c "import numpy as np, sys; print('\n'.join(map(str, np.load(sys.argv[1]).tolist())))" "$WORK/spm.npy" >"$WORK/spm.got"
+[[ $(wc -l <"$WORK/spm.got") -gt 10 ]] && diff -q "$WORK/spm.expected" "$WORK/spm.got" >/dev/null || fail "titan_tokenize's sentencepiece ids differ from spm_encode's"
+
 # Both tokenizer files: tokenizer.json is used, and the log says so.
 cp tests/assets/tokenizer/tokenizer.model "$ASSETS/"
 train "$WORK/both.log" "${SMALL[@]}" --training.steps 1 --model.hf_assets_path "$ASSETS" --job.dump_folder "$WORK/both"
