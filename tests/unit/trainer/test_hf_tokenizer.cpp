@@ -20,18 +20,25 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using titan::testing::source_path;
 
-// The reference folders (llama3/, bytelevel/), made once per test run.
-const fs::path& reference_dir() {
-  static const fs::path dir = [] {
-    const fs::path out = fs::temp_directory_path() / ("titan_hf_tokenizer_" + std::to_string(getpid()));
+// The reference folders (llama3/, bytelevel/), made once per test process and removed at its end.
+struct ReferenceDir {
+  fs::path path = fs::temp_directory_path() / ("titan_hf_tokenizer_" + std::to_string(getpid()));
+  ReferenceDir() {
     const char* env = std::getenv("TITAN_PYTHON");
     const std::string python = env ? env : source_path(".venv/bin/python");
     const std::string cmd = python + " " + source_path("tests/reference/hf_tokenizer_reference.py") + " " +
-                            source_path("tests/assets/janeausten/janeausten.txt") + " " + out.string() + " >/dev/null";
+                            source_path("tests/assets/janeausten/janeausten.txt") + " " + path.string() + " >/dev/null";
     if (std::system(cmd.c_str()) != 0) throw std::runtime_error("the reference generator failed: " + cmd);
-    return out;
-  }();
-  return dir;
+  }
+  ~ReferenceDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+const fs::path& reference_dir() {
+  static const ReferenceDir dir;
+  return dir.path;
 }
 
 json expected(const std::string& name) {
