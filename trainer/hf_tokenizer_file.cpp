@@ -191,7 +191,17 @@ bool read_pre_tokenizer(const json& p, const std::string& where, const Fields& f
   return true;
 }
 
-// added_tokens of tokenizer.json.
+// The id the package gives a token it adds: the vocabulary's, else the next after the model's and
+// the added ones.
+int64_t added_token_id(const std::string& content, const json& vocab, const std::vector<HfAddedToken>& added) {
+  if (auto it = vocab.find(content); it != vocab.end()) return it->get<int64_t>();
+  int64_t id = static_cast<int64_t>(vocab.size());
+  for (const auto& a : added) id = std::max(id, a.id + 1);
+  return id;
+}
+
+// added_tokens of tokenizer.json, whose ids must be the ones the package gives them when it loads
+// the file (it ignores the written ones).
 std::vector<HfAddedToken> read_added_tokens(const json& root, const Fields& f) {
   std::vector<HfAddedToken> added;
   if (!root.contains("added_tokens") || root["added_tokens"].is_null()) return added;
@@ -202,7 +212,12 @@ std::vector<HfAddedToken> read_added_tokens(const json& root, const Fields& f) {
     const std::string content = f.get(t, "content", where).get<std::string>();
     for (const char* opt : {"single_word", "lstrip", "rstrip"})
       if (f.flag(t, opt, false, where)) f.unsupported(where + opt, "true for '" + content + "'", "false");
-    added.push_back({content, f.get(t, "id", where).get<int64_t>(), f.flag(t, "normalized", true, where)});
+    const int64_t id = f.get(t, "id", where).get<int64_t>();
+    const int64_t expected = added_token_id(content, root["model"]["vocab"], added);
+    if (id != expected)
+      throw Err(f.file + ": " + where + "id of '" + content + "' is " + std::to_string(id) + ", but the tokenizers " +
+                "package gives it " + std::to_string(expected) + " (added tokens follow the vocabulary, in order)");
+    added.push_back({content, id, f.flag(t, "normalized", true, where)});
   }
   return added;
 }
@@ -227,15 +242,8 @@ void read_config_tokens(const std::string& assets_path, const json& vocab, HfTok
     throw Err(config_path + ": field '" + key + "' is neither a string nor {\"content\": string}");
   };
   auto add_special = [&](const std::string& content, bool normalized) {
-    if (find_added(content) != added.end()) return;
-    int64_t id = -1;
-    if (auto it = vocab.find(content); it != vocab.end()) {
-      id = it->get<int64_t>();
-    } else {  // a new id after the model's and the added ones, as the package assigns it
-      id = static_cast<int64_t>(vocab.size());
-      for (const auto& a : added) id = std::max(id, a.id + 1);
-    }
-    added.push_back({content, id, normalized});
+    if (find_added(content) == added.end())
+      added.push_back({content, added_token_id(content, vocab, added), normalized});
   };
   std::string names[2];
   for (const char* key : {"bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"}) {

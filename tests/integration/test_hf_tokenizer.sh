@@ -20,26 +20,44 @@ awk 'NR == 1 {a = $2} END {exit !($2 < a - 1.0)}' "$WORK/losses" || fail "loss d
 printf '%s\n' "It is a truth universally acknowledged, that a single man" "café 東京 🙂 1234567 <|end_of_text|> x" \
   "  spaces   and	tabs  " >"$WORK/docs.txt"
 printf '%s\n' '{"text": "First JSON document.\nWith a second line."}' '{"text": "Second: naïve 42"}' >"$WORK/docs.jsonl"
-./build/titan_tokenize --hf_assets_path "$ASSETS" "$WORK/docs.txt" "$WORK/docs.jsonl" -o "$WORK/tokens.npy" 2>"$WORK/tok.log" ||
-  { cat "$WORK/tok.log"; fail "titan_tokenize exited $?"; }
-grep -q "titan_tokenize: 5 documents" "$WORK/tok.log" || { cat "$WORK/tok.log"; fail "no progress line"; }
-"$TITAN_PYTHON" - "$ASSETS" "$WORK" <<'PY' || fail "titan_tokenize's ids differ from the tokenizers package's"
+# same_as_package ASSETS NPY DTYPE: NPY holds the package's ids of the documents, as DTYPE.
+same_as_package() {
+  "$TITAN_PYTHON" - "$1" "$WORK" "$2" "$3" <<'PY' || fail "titan_tokenize's ids ($2) differ from the tokenizers package's"
 import json, sys
 import numpy as np
 from tokenizers import Tokenizer
-assets, work = sys.argv[1:]
+assets, work, npy, dtype = sys.argv[1:]
 tok = Tokenizer.from_file(assets + "/tokenizer.json")
 bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|end_of_text|>")
 docs = open(work + "/docs.txt", encoding="utf-8").read().splitlines()
 docs += [json.loads(line)["text"] for line in open(work + "/docs.jsonl", encoding="utf-8")]
 # TorchTitan: the package's encode (its template adds BOS), then EOS, which the template does not add.
 expected = [i for d in docs for i in tok.encode(d).ids + [eos]]
-got = np.load(work + "/tokens.npy")
-assert got.dtype == np.uint16 and got.ndim == 1, got.dtype
+got = np.load(npy)
+assert got.dtype == np.dtype(dtype) and got.ndim == 1, got.dtype
 assert got.tolist() == expected, (got.tolist()[:40], expected[:40])
 assert got[0] == bos
 print(f"{len(expected)} ids equal")
 PY
+}
+./build/titan_tokenize --hf_assets_path "$ASSETS" "$WORK/docs.txt" "$WORK/docs.jsonl" -o "$WORK/tokens.npy" 2>"$WORK/tok.log" ||
+  { cat "$WORK/tok.log"; fail "titan_tokenize exited $?"; }
+grep -q "titan_tokenize: 5 documents" "$WORK/tok.log" || { cat "$WORK/tok.log"; fail "no progress line"; }
+same_as_package "$ASSETS" "$WORK/tokens.npy" uint16
+
+# A vocabulary past uint16 (Llama 3's is 128,256): 68,100 more added tokens give uint32 ids.
+mkdir -p "$WORK/big" && cp "$ASSETS/tokenizer_config.json" "$WORK/big/"
+"$TITAN_PYTHON" -c "
+import sys
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(sys.argv[1] + '/tokenizer.json')
+tok.add_tokens([f'<|extra_{i}|>' for i in range(68100)])
+tok.save(sys.argv[2] + '/tokenizer.json')" "$ASSETS" "$WORK/big"
+sed -i 's/x$/x <|extra_67000|><|reserved_special_token_5|>/' "$WORK/docs.txt"
+./build/titan_tokenize --hf_assets_path "$WORK/big" "$WORK/docs.txt" "$WORK/docs.jsonl" -o "$WORK/big.npy" 2>"$WORK/big.log" ||
+  { cat "$WORK/big.log"; fail "titan_tokenize with a large vocabulary exited $?"; }
+grep -q "uint32, .* vocabulary 70011" "$WORK/big.log" || { cat "$WORK/big.log"; fail "not uint32"; }
+same_as_package "$WORK/big" "$WORK/big.npy" uint32
 train "$WORK/npy.log" "${SMALL[@]}" --training.steps 2 --training.dataset_path "$WORK/tokens.npy" --job.dump_folder "$WORK/npy"
 [[ $RC -eq 0 ]] || { cat "$WORK/npy.log"; fail "training on titan_tokenize's .npy exited $RC"; }
 

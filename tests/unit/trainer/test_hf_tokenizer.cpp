@@ -160,6 +160,9 @@ TEST(HfTokenizer, BadFilesAreOneLineErrorsNamingFileAndField) {
                         j["post_processor"] = {{"type", "RobertaProcessing"}};
                       }),
                "post_processor.type 'RobertaProcessing' is not supported");
+  expect_error(edited("added", tj, [](json& j) { j["added_tokens"][2]["id"] = 70000; }),
+               "tokenizer.json: added_tokens[2].id of '<|reserved_special_token_0|>' is 70000, but the tokenizers "
+               "package gives it 1905");
   expect_error(edited("eos", tc, [](json& j) { j.erase("eos_token"); }),
                "bad_eos/tokenizer_config.json: field 'eos_token' is missing");
   const std::string no_config = edited("config", tj, [](json&) {});
