@@ -24,7 +24,7 @@ if [[ -n "${COMM_MODE:-}" && "${COMM_MODE}" != "default" ]]; then
   exit 2
 fi
 "$ROOT/scripts/setup.sh"
-"$ROOT/scripts/build.sh" titan_train titan_sentencepiece titan_checkpoint_tool
+"$ROOT/scripts/build.sh" titan_train titan_sentencepiece titan_checkpoint_tool titan_tokenize
 BIN="${TITAN_BUILD_DIR:-$ROOT/build}/titan_train"
 
 if [[ "$NGPU" == "1" && "$NNODES" == "1" ]]; then

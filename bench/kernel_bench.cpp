@@ -176,9 +176,9 @@ void bf16_gemm() {
 }
 
 void data(const std::string& tokenizer_dir, const std::string& text, int rounds) {
-  titan::Tokenizer tokenizer(tokenizer_dir);
-  auto stream = std::make_unique<titan::TokenStream>(titan::open_document_source(text, &tokenizer), 257);
-  titan::DataLoader loader(std::move(stream), 8, 256, 0, 1, tokenizer.vocab_size());
+  auto tokenizer = titan::load_tokenizer(tokenizer_dir);
+  auto stream = std::make_unique<titan::TokenStream>(titan::open_document_source(text, tokenizer.get()), 257);
+  titan::DataLoader loader(std::move(stream), 8, 256, 0, 1, tokenizer->vocab_size());
   const double ms = best_ms([&] { for (int i = 0; i < 10; ++i) loader.next(); }, rounds) / 10;
   std::printf("data: one debug-model batch (8 x 256 tokens, tokenized from %s): %.2f ms\n", text.c_str(), ms);
 }

@@ -15,7 +15,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DEBS=(libtomlplusplus-dev libtomlplusplus3 nlohmann-json3-dev zlib1g-dev libsentencepiece-dev libsentencepiece0
-      libtcmalloc-minimal4)
+      libtcmalloc-minimal4 libpcre2-dev libpcre2-8-0)
 
 if [[ "${1:-}" == "prepare" ]]; then
   ./scripts/setup.sh  # corpus, tokenizer, gloo headers (their .debs are kept in .deps/gloo/debs)

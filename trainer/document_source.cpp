@@ -86,17 +86,21 @@ class TextSource : public DocumentSource {
 
   bool next(std::vector<int64_t>* tokens) override {
     std::string text;
+    if (!next_text(&text)) return false;
+    if (tokens) *tokens = encode_document(*tokenizer_, text);
+    return true;
+  }
+
+  bool next_text(std::string* text) override {
     while (true) {
       if (!reader_) {
         if (file_index_ >= files_.size()) return false;
         open_file(files_[file_index_]);
       }
-      if (read_document(text)) break;
+      if (read_document(*text)) return true;
       reader_.reset();
       ++file_index_;
     }
-    if (tokens) *tokens = tokenizer_->encode(text, /*bos=*/true, /*eos=*/true);
-    return true;
   }
 
   void rewind() override {
@@ -256,6 +260,14 @@ class NpySource : public DocumentSource {
 };
 
 }  // namespace
+
+bool DocumentSource::next_text(std::string*) {
+  throw Err("'" + describe() + "' holds token ids, not text");
+}
+
+std::vector<int64_t> encode_document(const Tokenizer& tokenizer, const std::string& text) {
+  return tokenizer.encode(text, /*bos=*/true, /*eos=*/true);
+}
 
 bool is_pretokenized_path(const std::string& path) { return is_npy_name(path); }
 

@@ -16,6 +16,8 @@ class DocumentSource {
   virtual ~DocumentSource() = default;
   // The next document's tokens into *tokens (nullptr: skip it without tokenizing). False at the end.
   virtual bool next(std::vector<int64_t>* tokens) = 0;
+  // The next document's text, untokenized (text sources only). False at the end.
+  virtual bool next_text(std::string* text);
   // Back to the first document.
   virtual void rewind() = 0;
   // Names the data for messages.
@@ -23,6 +25,9 @@ class DocumentSource {
   // True when the source needs no tokenizer (pre-tokenized data).
   virtual bool pretokenized() const { return false; }
 };
+
+// A document's tokens as training reads them: BOS, the text's ids, EOS.
+std::vector<int64_t> encode_document(const Tokenizer& tokenizer, const std::string& text);
 
 // `path` is a file or a folder of such files (read in name order). `tokenizer` may be null only
 // for .npy data. Throws std::invalid_argument naming the path when it cannot be read.

@@ -1,8 +1,10 @@
-// sentencepiece tokenizer read from {model.hf_assets_path}/tokenizer.model; BOS/EOS per document.
-// libsentencepiece is reached through trainer/sentencepiece_shim.cpp, loaded at run time.
+// The tokenizer interface and its choice from a model.hf_assets_path folder: tokenizer.json
+// (Hugging Face byte-level BPE, trainer/hf_tokenizer.h) or tokenizer.model (sentencepiece,
+// trainer/sentencepiece_tokenizer.h).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -10,24 +12,22 @@ namespace titan {
 
 class Tokenizer {
  public:
-  // `assets_path`: a folder holding tokenizer.model. Throws std::invalid_argument naming the path.
-  explicit Tokenizer(const std::string& assets_path);
-  ~Tokenizer();
-  Tokenizer(const Tokenizer&) = delete;
-  Tokenizer& operator=(const Tokenizer&) = delete;
-
-  // Token ids of `text`, with BOS first and EOS last when asked.
-  std::vector<int64_t> encode(const std::string& text, bool bos, bool eos) const;
-  std::string decode(const std::vector<int64_t>& ids) const;
-  int64_t vocab_size() const { return vocab_size_; }
-  int64_t bos_id() const { return bos_id_; }
-  int64_t eos_id() const { return eos_id_; }
-  const std::string& path() const { return path_; }
-
- private:
-  void* handle_ = nullptr;
-  std::string path_;
-  int64_t vocab_size_ = 0, bos_id_ = -1, eos_id_ = -1;
+  virtual ~Tokenizer() = default;
+  // Token ids of `text`, with BOS first and EOS last when asked. Safe to call from several threads.
+  virtual std::vector<int64_t> encode(const std::string& text, bool bos, bool eos) const = 0;
+  // The text (bytes) of `ids`, special tokens included.
+  virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
+  // Every id is below this.
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t bos_id() const = 0;
+  virtual int64_t eos_id() const = 0;
+  // The file it was read from.
+  virtual const std::string& path() const = 0;
 };
+
+// The tokenizer of `assets_path`: tokenizer.json when present (as TorchTitan), else tokenizer.model.
+// `note`, when given, says which file was chosen when both are there. Throws std::invalid_argument
+// naming the folder or file when neither can be read.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& assets_path, std::string* note = nullptr);
 
 }  // namespace titan

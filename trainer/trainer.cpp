@@ -149,7 +149,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   // Tokenizer and data. Pre-tokenized data needs no tokenizer.
   const std::string data_path = dataset_path();
   if (!is_pretokenized_path(data_path)) {
-    tokenizer_ = std::make_unique<Tokenizer>(config_.model.hf_assets_path);
+    tokenizer_ = load_tokenizer(config_.model.hf_assets_path, &tokenizer_note_);
     if (tokenizer_->vocab_size() > model_args_.vocab_size)
       throw Err("tokenizer " + tokenizer_->path() + " has " + std::to_string(tokenizer_->vocab_size()) +
                 " pieces, more than model.flavor " + config_.model.flavor + "'s vocab_size " +
@@ -360,6 +360,7 @@ void Trainer::log_startup() {
   log_info("Rank " + std::to_string(env_.rank) + " of " + std::to_string(env_.world_size) + ", " + dims_.describe() +
            ", device " + device_.str() + " (" + device_name(device_) + "), " + std::to_string(torch::get_num_threads()) +
            " intra-op threads");
+  if (!tokenizer_note_.empty()) log_info(tokenizer_note_);
   if (tokenizer_)
     log_info("Tokenizer " + tokenizer_->path() + ": " + std::to_string(tokenizer_->vocab_size()) + " pieces, BOS " +
              std::to_string(tokenizer_->bos_id()) + ", EOS " + std::to_string(tokenizer_->eos_id()));

@@ -78,6 +78,7 @@ class Trainer {
   torch::Device device_{torch::kCPU};
   torch::ScalarType dtype_ = torch::kFloat32;
   std::unique_ptr<Tokenizer> tokenizer_;
+  std::string tokenizer_note_;  // which tokenizer file was chosen, when the folder has two
   llama3::ModelArgs model_args_;
   std::vector<llama3::Transformer> model_parts_;  // the whole model, or this rank's pipeline stages
   int64_t num_params_ = 0;                        // of the whole model

@@ -10,7 +10,7 @@
 
 #include "tests/unit/reference_fixture.h"
 #include "trainer/dataloader.h"
-#include "trainer/tokenizer.h"
+#include "trainer/sentencepiece_tokenizer.h"
 
 namespace titan {
 namespace {
@@ -78,7 +78,7 @@ TEST(TokenStream, CutsSeqLenPlusOneWindowsAndCarriesTheRest) {
 }
 
 TEST(TokenStream, RestoredCursorContinuesTheSameStream) {
-  Tokenizer tok(source_path(kTokenizerDir));
+  SentencePieceTokenizer tok(source_path(kTokenizerDir));
   const std::string corpus = source_path("tests/assets/janeausten/janeausten.txt");
   TokenStream a(open_document_source(corpus, &tok), 65);
   for (int i = 0; i < 5; ++i) window(a);
@@ -119,7 +119,7 @@ TEST(DataLoader, TokenOutsideVocabularyIsAnError) {
 TEST(DocumentSource, BadInputsAreClearErrors) {
   auto expect_error = [](const std::string& path, const std::string& needle) {
     try {
-      Tokenizer tok(source_path(kTokenizerDir));
+      SentencePieceTokenizer tok(source_path(kTokenizerDir));
       TokenStream s(open_document_source(path, &tok), 4);
       for (int i = 0; i < 100; ++i) s.next(nullptr);
       FAIL() << path;
@@ -148,7 +148,7 @@ TEST(DocumentSource, BadInputsAreClearErrors) {
 }
 
 TEST(DocumentSource, TextJsonlAndGzipDocumentsGetBosAndEos) {
-  Tokenizer tok(source_path(kTokenizerDir));
+  SentencePieceTokenizer tok(source_path(kTokenizerDir));
   const std::vector<std::string> docs = {"It is a truth universally acknowledged.", "Emma Woodhouse, handsome, clever."};
   auto expected = [&](const std::string& d) { return tok.encode(d, true, true); };
   auto read_all = [](DocumentSource& s) {
@@ -176,7 +176,7 @@ TEST(DocumentSource, TextJsonlAndGzipDocumentsGetBosAndEos) {
 }
 
 TEST(Tokenizer, MatchesSpmEncodeAndAddsBosEos) {
-  Tokenizer tok(source_path(kTokenizerDir));
+  SentencePieceTokenizer tok(source_path(kTokenizerDir));
   const std::string text = "It is a truth universally acknowledged, that a single man";
   auto reference = spm_encode(text);
   ASSERT_FALSE(reference.empty()) << "spm_encode (package sentencepiece) did not run";
@@ -189,8 +189,8 @@ TEST(Tokenizer, MatchesSpmEncodeAndAddsBosEos) {
 }
 
 TEST(Tokenizer, MissingFolderOrModelIsAnError) {
-  EXPECT_THROW(Tokenizer("/nonexistent"), std::invalid_argument);
-  EXPECT_THROW(Tokenizer(fs::temp_directory_path().string()), std::invalid_argument);
+  EXPECT_THROW(load_tokenizer("/nonexistent"), std::invalid_argument);
+  EXPECT_THROW(load_tokenizer(fs::temp_directory_path().string()), std::invalid_argument);
 }
 
 }  // namespace
