@@ -30,7 +30,7 @@ expect_error "training.local_batch_size must be positive, got -1" --training.loc
 expect_error "training.seq_len 200000 exceeds the debugmodel model's maximum sequence length 131072" --training.seq_len 200000
 expect_error "model.flavor '7B' is not a llama3 flavor; valid flavors: debugmodel, 8B, 70B, 405B, from_hf" --model.flavor 7B
 expect_error "model.hf_assets_path '/nonexistent' is not a folder" --model.hf_assets_path /nonexistent
-expect_error "holds no tokenizer.model" --model.hf_assets_path "$WORK"
+expect_error "holds neither tokenizer.json (Hugging Face BPE) nor tokenizer.model" --model.hf_assets_path "$WORK"
 expect_error "dataset path '/nonexistent/data.jsonl' does not exist" --training.dataset_path /nonexistent/data.jsonl
 expect_error "is empty (no documents)" --training.dataset_path "$WORK/empty.txt" "${SMALL[@]}"
 expect_error "training.dataset 'c4' is not a bundled dataset" --training.dataset c4
