@@ -147,7 +147,7 @@ TEST(JobConfig, ValuesAreValidated) {
             "lr_scheduler.decay_type = 'step' is not valid; valid values: linear, sqrt, cosine");
   EXPECT_EQ(error_of({"--checkpoint.exclude_from_loading", "data_loader"}),
             "checkpoint.exclude_from_loading = 'data_loader' is not valid; valid values: model, optimizer, lr_scheduler, "
-            "dataloader, train_state");
+            "dataloader, train_state (did you mean 'dataloader'?)");
 }
 
 TEST(JobConfig, FeaturesNotBuiltAreRejectedNotIgnored) {
