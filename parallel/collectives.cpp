@@ -4,6 +4,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "parallel/logging.h"
+#include "parallel/rank_exit.h"
 
 #include <cstdlib>
 #include <stdexcept>
@@ -42,6 +43,7 @@ Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chro
       store_ = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + env_or("TORCHELASTIC_RESTART_COUNT", "0"), store_);
     std::vector<int64_t> all(static_cast<size_t>(env.world_size));
     for (int64_t r = 0; r < env.world_size; ++r) all[static_cast<size_t>(r)] = r;
+    set_rank_exit_store(store_, rank_, env.world_size);
     groups_["world"] = std::make_shared<ProcessGroup>("world", all, rank_, store_, timeout_, device);
     groups_["world_cpu"] = device.is_cpu() ? groups_["world"]
                                            : std::make_shared<ProcessGroup>("world_cpu", all, rank_, store_, timeout_);

@@ -1,3 +1,4 @@
+#include "parallel/rank_exit.h"
 #include "parallel/process_group.h"
 
 #include <ATen/record_function.h>
@@ -40,11 +41,13 @@ c10::intrusive_ptr<c10d::Backend> make_backend(const c10::intrusive_ptr<c10d::St
 [[noreturn]] void end_on_failure(const std::exception& e, const std::string& what, std::chrono::milliseconds timeout) {
   const std::string msg = first_line(e.what());
   // Gloo 2025 says "Application timeout caused pair closure", older ones "Timed out"; c10d "timed out".
-  if (msg.find("timed out") != std::string::npos || msg.find("Timed out") != std::string::npos ||
-      msg.find("timeout") != std::string::npos)
+  const bool timed_out = msg.find("timed out") != std::string::npos || msg.find("Timed out") != std::string::npos ||
+                         msg.find("timeout") != std::string::npos;
+  const std::string note = timed_out ? "" : rank_exit_note();  // a closed connection: did a rank say why it left?
+  if (timed_out)
     log_error(what + " timed out after " + std::to_string(timeout.count() / 1000) + " s (a rank died or hangs)");
   else
-    log_error(what + " failed: " + msg);
+    log_error(what + " failed: " + (note.empty() ? msg : note));
   std::fflush(nullptr);
   std::_Exit(1);
 }

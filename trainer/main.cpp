@@ -12,6 +12,7 @@
 #include "trainer/config_manager.h"
 #include "parallel/logging.h"
 #include "parallel/parallel_dims.h"
+#include "parallel/rank_exit.h"
 #include "trainer/trainer.h"
 
 namespace {
@@ -61,8 +62,10 @@ int main(int argc, char** argv) {
     return trainer.train() ? 0 : 130;
   } catch (const c10::Error& e) {
     titan::log_error(titan::first_line(e.what_without_backtrace()));
+    titan::announce_rank_exit(titan::first_line(e.what_without_backtrace()));
   } catch (const std::exception& e) {
     titan::log_error(titan::first_line(e.what()));
+    titan::announce_rank_exit(titan::first_line(e.what()));
   }
   return 1;
 }

@@ -22,6 +22,7 @@
 #include "models/llama3/parallelize.h"
 #include "models/llama4/model_args.h"
 #include "parallel/logging.h"
+#include "parallel/rank_exit.h"
 #include "trainer/config_manager.h"
 #include "trainer/device.h"
 #include "trainer/metrics.h"
@@ -703,6 +704,7 @@ bool Trainer::train() {
     if (profiler) profiler->begin_step(state_.step + 1);
     const StepResult r = train_step();
     ++state_.step;
+    set_rank_exit_step(state_.step);
     state_.ntokens_seen += r.tokens;
     tokens_since_log += r.tokens;
     if (metrics_file_) *metrics_file_ << state_.step << " " << fmt("%.9g", r.loss) << " " << fmt("%.9g", r.grad_norm) << std::endl;

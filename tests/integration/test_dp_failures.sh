@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Failures under data parallelism end the job with a clear error inside the timeout: a rank that
-# never arrives, a rank that hangs mid-training, and a rank killed mid-run (after which the newest
-# complete checkpoint still loads).
+# never arrives, a rank that fails at start-up (named on the other ranks), a rank that hangs
+# mid-training, and a rank killed mid-run (after which the newest complete checkpoint still loads).
 source "$(dirname "$0")/lib.sh"
 FSDP2=("${SMALL[@]}" --training.seq_len 64 --training.local_batch_size 2 --training.mixed_precision_param float32)
 
@@ -14,6 +14,17 @@ RANK=0 LOCAL_RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$p \
 grep -q "rendezvous at 127.0.0.1:$p failed within comm.init_timeout_seconds=3 (rank 0 of 2)" "$WORK/alone.log" ||
   { cat "$WORK/alone.log"; fail "no rendezvous error"; }
 (( SECONDS - start < 60 )) || fail "rendezvous failure took $((SECONDS - start)) s"
+
+# Rank 1 fails at start-up (its data is missing): rank 0 names it and its error, not a closed connection.
+p=$(free_port)
+RANK=0 LOCAL_RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$p \
+  train "$WORK/startup0.log" "${FSDP2[@]}" --training.steps 2 --job.dump_folder "$WORK/startup0" &
+RANK=1 LOCAL_RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$p \
+  "${TITAN_BUILD_DIR:-$ROOT/build}/titan_train" --job.config_file "${CONFIG_FILE:-./configs/debug_model.toml}" "${FSDP2[@]}" \
+  --training.steps 2 --training.dataset_path "$WORK/missing.txt" --job.dump_folder "$WORK/startup1" >"$WORK/startup1.log" 2>&1 || true
+wait
+grep -q "failed: rank 1 exited during start-up: dataset path '$WORK/missing.txt' does not exist" "$WORK/startup0.log" ||
+  { cat "$WORK/startup0.log"; fail "rank 0 does not name the rank that left"; }
 
 # Rank 1 stops (SIGSTOP) after step 3: rank 0's next collective times out after train_timeout_seconds.
 export LOG_RANK=0,1
