@@ -6,8 +6,11 @@
 #include "parallel/logging.h"
 #include "parallel/rank_exit.h"
 
+#include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <stdexcept>
+#include <thread>
 
 namespace titan {
 namespace {
@@ -15,6 +18,26 @@ namespace {
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
   return v && *v ? v : fallback;
+}
+
+// c10d's client connects and then validates, each under the full timeout (a 10 s timeout took
+// 22 s): our own deadline bounds the whole rendezvous. Past it the connecting thread cannot be
+// stopped, so the process ends here, as after a failed collective.
+c10::intrusive_ptr<c10d::Store> connect_store(const std::string& addr, const c10d::TCPStoreOptions& opts,
+                                              const std::string& failure) {
+  auto result = std::make_shared<std::promise<c10::intrusive_ptr<c10d::Store>>>();
+  auto ready = result->get_future();
+  std::thread([result, addr, opts] {
+    try {
+      result->set_value(c10::make_intrusive<c10d::TCPStore>(addr, opts));
+    } catch (...) {
+      result->set_exception(std::current_exception());
+    }
+  }).detach();
+  if (ready.wait_for(opts.timeout) == std::future_status::ready) return ready.get();
+  log_error(failure + ": not every rank arrived in time");
+  std::fflush(nullptr);
+  std::_Exit(1);
 }
 
 }  // namespace
@@ -36,8 +59,11 @@ Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chro
   opts.numWorkers = agent_serves ? std::nullopt : std::optional<size_t>(static_cast<size_t>(env.world_size));
   opts.waitWorkers = !agent_serves;
   opts.timeout = timeout;
+  const std::string failure = "rendezvous at " + addr + ":" + port_text + " failed within comm.init_timeout_seconds=" +
+                              std::to_string(timeout.count()) + " (rank " + std::to_string(rank_) + " of " +
+                              std::to_string(env.world_size) + ")";
   try {
-    store_ = c10::make_intrusive<c10d::TCPStore>(addr, opts);
+    store_ = connect_store(addr, opts, failure);
     // torchrun restarts every worker after a failure; each attempt meets under fresh keys.
     if (agent_serves)
       store_ = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + env_or("TORCHELASTIC_RESTART_COUNT", "0"), store_);
@@ -67,9 +93,7 @@ Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chro
       groups_[name] = same ? same : std::make_shared<ProcessGroup>(name, ranks, rank_, store_, timeout_, device);
     }
   } catch (const std::exception& e) {
-    throw std::runtime_error("rendezvous at " + addr + ":" + port_text + " failed within comm.init_timeout_seconds=" +
-                             std::to_string(timeout.count()) + " (rank " + std::to_string(rank_) + " of " +
-                             std::to_string(env.world_size) + "): " + first_line(e.what()));
+    throw std::runtime_error(failure + ": " + first_line(e.what()));
   }
 }
 
