@@ -139,4 +139,38 @@ torch::Tensor PipelineRuntime::step(const std::vector<torch::Tensor>& inputs,
   return loss_sum;
 }
 
+torch::Tensor PipelineRuntime::evaluate(const std::vector<torch::Tensor>& inputs,
+                                        const std::function<torch::Tensor(const torch::Tensor&, int64_t)>& loss,
+                                        const std::vector<int64_t>& activation_shape) {
+  torch::NoGradGuard no_grad;
+  const int64_t last = num_stages() - 1, me = pp_->rank();
+  auto rank_of = [this](int64_t s) { return stage_ranks_.at(static_cast<size_t>(s)); };
+  auto loss_sum = torch::zeros({}, activation_options_.dtype(torch::kFloat32));
+  std::vector<std::function<void()>> sends;  // every rank walks (microbatch, stage) in the same order: no send blocks
+  for (int64_t m = 0; m < static_cast<int64_t>(inputs.size()); ++m) {
+    torch::Tensor x;  // the output of stage s - 1 when it ran here
+    for (int64_t s = 0; s <= last; ++s) {
+      if (rank_of(s) != me) {
+        x = torch::Tensor();
+        continue;
+      }
+      if (s == 0) {
+        x = inputs[static_cast<size_t>(m)];
+      } else if (!x.defined()) {
+        x = torch::empty(activation_shape, activation_options_);
+        pp_->recv(x, rank_of(s - 1), tag(s - 1, m, false));
+      }
+      RECORD_USER_SCOPE("forward");
+      x = stage(s).forward(x);
+      if (s == last) {
+        loss_sum += loss(x, m);
+      } else if (rank_of(s + 1) != me) {
+        sends.push_back(pp_->start_send(x.contiguous(), rank_of(s + 1), tag(s, m, false)));
+      }
+    }
+  }
+  for (auto& wait : sends) wait();
+  return loss_sum;
+}
+
 }  // namespace titan

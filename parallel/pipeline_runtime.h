@@ -40,6 +40,13 @@ class PipelineRuntime {
   torch::Tensor step(const std::vector<torch::Tensor>& inputs,
                      const std::function<torch::Tensor(const torch::Tensor&, int64_t)>& loss);
 
+  // Forward only, for evaluation (no gradients): microbatch by microbatch, each through the stages
+  // in order, activations of `activation_shape` sent on to the next stage's rank. Returns the sum of
+  // loss(output, m) where this rank holds the last stage, else 0.
+  torch::Tensor evaluate(const std::vector<torch::Tensor>& inputs,
+                         const std::function<torch::Tensor(const torch::Tensor&, int64_t)>& loss,
+                         const std::vector<int64_t>& activation_shape);
+
   int64_t num_stages() const { return static_cast<int64_t>(stage_ranks_.size()); }
   const std::vector<PipelineAction>& actions() const { return actions_; }
 

@@ -528,6 +528,13 @@ std::vector<std::string> validate_job_config(JobConfig& config) {
     throw Err("checkpoint.keep_latest_k must be 0 (keep all) or >= 2, got " + std::to_string(config.checkpoint.keep_latest_k));
   if (config.job.dump_folder.empty()) throw Err("job.dump_folder must not be empty");
   positive("checkpoint.hf_max_shard_size_mb", config.checkpoint.hf_max_shard_size_mb);
+  if (config.validation.steps <= 0 && config.validation.steps != -1)  // TorchTitan's __post_init__
+    throw Err("validation.steps must be positive or -1 (the whole dataset), got " + std::to_string(config.validation.steps));
+  if (const auto& v = config.validation; v.enable) {
+    positive("validation.local_batch_size", v.local_batch_size);
+    positive("validation.seq_len", v.seq_len);
+    positive("validation.freq", v.freq);
+  }
   if (const auto& p = config.profiling; p.enable_profiling) {  // torch.profiler.schedule's wait must be >= 0
     positive("profiling.profiler_active", p.profiler_active);
     if (p.profiler_warmup < 0)

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,9 +24,11 @@ struct DataCursor {
 
 class TokenStream {
  public:
-  TokenStream(std::unique_ptr<DocumentSource> source, int64_t window);
-  // The next window of `window` tokens into *out (nullptr: consume it unseen).
-  void next(std::vector<int64_t>* out);
+  // `infinite`: loop over the documents again at their end (training), else stop there (validation).
+  TokenStream(std::unique_ptr<DocumentSource> source, int64_t window, bool infinite = true);
+  // The next window of `window` tokens into *out (nullptr: consume it unseen). False at the end of
+  // finite data (the tokens left over make no whole window).
+  bool next(std::vector<int64_t>* out);
   const DataCursor& cursor() const { return cursor_; }
   void restore(const DataCursor& cursor);  // replays the source up to the cursor's document
   const DocumentSource& source() const { return *source_; }
@@ -33,6 +36,7 @@ class TokenStream {
  private:
   std::unique_ptr<DocumentSource> source_;
   int64_t window_;
+  bool infinite_;
   DataCursor cursor_;
   std::vector<int64_t> doc_;
 };
@@ -43,12 +47,13 @@ struct Batch {
 };
 
 // Each call to next() consumes dp_degree * local_batch windows of the global stream and returns
-// this rank's local_batch of them.
+// this rank's local_batch of them; nothing at the end of finite data (a last incomplete global batch
+// is left out, so every rank runs the same batches).
 class DataLoader {
  public:
   DataLoader(std::unique_ptr<TokenStream> stream, int64_t local_batch, int64_t seq_len, int64_t dp_rank,
              int64_t dp_degree, int64_t vocab_size);
-  Batch next();
+  std::optional<Batch> next();
   TokenStream& stream() { return *stream_; }
 
  private:

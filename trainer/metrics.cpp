@@ -63,4 +63,14 @@ std::string format_step_line(const StepMetrics& m, bool disable_color_printing) 
   return buf;
 }
 
+std::string format_validation_line(int64_t step, double loss, double memory_gib, double memory_percent, double tps,
+                                   bool disable_color_printing) {
+  const Colors c = colors(disable_color_printing);
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), "%svalidate step: %2lld  %sloss: %7.4f  %smemory: %5.2fGiB(%.2f%%)  %stps: %s%s",
+                c.yellow.c_str(), static_cast<long long>(step), c.green.c_str(), loss, c.turquoise.c_str(), memory_gib,
+                memory_percent, c.blue.c_str(), with_commas(static_cast<int64_t>(std::llround(tps))).c_str(), c.reset.c_str());
+  return buf;
+}
+
 }  // namespace titan

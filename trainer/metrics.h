@@ -25,6 +25,10 @@ struct StepMetrics {
 // "step:  1  loss:  7.62345  grad_norm:  1.2345  memory:  0.42GiB(1.31%)  tps: 12,345  tflops: 0.12  mfu: 4.56%"
 std::string format_step_line(const StepMetrics& m, bool disable_color_printing);
 
+// "validate step:  2  loss:  7.6234  memory:  0.42GiB(1.31%)  tps: 12,345" (TorchTitan's log_validation)
+std::string format_validation_line(int64_t step, double loss, double memory_gib, double memory_percent, double tps,
+                                   bool disable_color_printing);
+
 // 12345678 -> "12,345,678"
 std::string with_commas(int64_t v);
 

@@ -63,25 +63,26 @@ std::string fmt(const char* format, double v) {
   return buf;
 }
 
+// The data of `section` ("training" or "validation"): its dataset_path, else the bundled dataset it names.
+std::string dataset_path(const std::string& section, const std::string& dataset, const std::optional<std::string>& path) {
+  if (path) return *path;
+  auto it = dataset_registry().find(dataset);
+  if (it == dataset_registry().end()) {
+    std::string valid;
+    for (const auto& [name, file] : dataset_registry()) valid += (valid.empty() ? "" : ", ") + name;
+    throw Err(section + ".dataset '" + dataset + "' is not a bundled dataset (bundled: " + valid + "); set " + section +
+              ".dataset_path to use your own data");
+  }
+  if (!fs::exists(it->second))
+    throw Err("bundled dataset '" + it->first + "' is missing at " + it->second + ": run ./scripts/setup.sh (or ./run_train.sh)");
+  return it->second;
+}
+
 }  // namespace
 
 std::atomic<bool>& Trainer::stop_requested() {
   static std::atomic<bool> flag{false};
   return flag;
-}
-
-std::string Trainer::dataset_path() const {
-  if (config_.training.dataset_path) return *config_.training.dataset_path;
-  auto it = dataset_registry().find(config_.training.dataset);
-  if (it == dataset_registry().end()) {
-    std::string valid;
-    for (const auto& [name, path] : dataset_registry()) valid += (valid.empty() ? "" : ", ") + name;
-    throw Err("training.dataset '" + config_.training.dataset + "' is not a bundled dataset (bundled: " + valid +
-              "); set training.dataset_path to use your own data");
-  }
-  if (!fs::exists(it->second))
-    throw Err("bundled dataset '" + it->first + "' is missing at " + it->second + ": run ./scripts/setup.sh (or ./run_train.sh)");
-  return it->second;
 }
 
 Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
@@ -148,8 +149,11 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   model_args_.max_seq_len = config_.training.seq_len;
 
   // Tokenizer and data. Pre-tokenized data needs no tokenizer.
-  const std::string data_path = dataset_path();
-  if (!is_pretokenized_path(data_path)) {
+  const std::string data_path = dataset_path("training", config_.training.dataset, config_.training.dataset_path);
+  const auto& validation = config_.validation;
+  const std::string validation_path =
+      validation.enable ? dataset_path("validation", validation.dataset, validation.dataset_path) : data_path;
+  if (!is_pretokenized_path(data_path) || !is_pretokenized_path(validation_path)) {
     tokenizer_ = load_tokenizer(config_.model.hf_assets_path, &tokenizer_note_);
     if (tokenizer_->vocab_size() > model_args_.vocab_size)
       throw Err("tokenizer " + tokenizer_->path() + " has " + std::to_string(tokenizer_->vocab_size()) +
@@ -166,6 +170,20 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   auto stream = std::make_unique<TokenStream>(open_document_source(data_path, tokenizer_.get()), config_.training.seq_len + 1);
   dataloader_ = std::make_unique<DataLoader>(std::move(stream), local_batch, config_.training.seq_len, dp_rank, dp,
                                              model_args_.vocab_size);
+  std::unique_ptr<DataLoader> validation_loader;
+  if (validation.enable) {
+    check_validation_shape();
+    std::unique_ptr<DocumentSource> source;
+    try {
+      source = open_document_source(validation_path, tokenizer_.get());
+    } catch (const Err& e) {
+      throw Err(std::string(validation.dataset_path ? "validation.dataset_path" : "validation.dataset") + ": " + e.what());
+    }
+    // Finite only for steps -1, as TorchTitan's (whose infinite validation data loops).
+    validation_loader = std::make_unique<DataLoader>(
+        std::make_unique<TokenStream>(std::move(source), validation.seq_len + 1, validation.steps != -1),
+        validation.local_batch_size, validation.seq_len, dp_rank, dp, model_args_.vocab_size);
+  }
 
   // Model: made on the meta device (nothing allocated), as the whole model or this rank's pipeline
   // stages; each rank then makes only its pieces, each parameter initialised as TorchTitan does
@@ -243,6 +261,10 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
                                                   torch::TensorOptions().dtype(compute_dtype).device(device_));
   }
 
+  if (validation_loader)
+    validator_ = std::make_unique<Validator>(validation, std::move(validation_loader),
+                                             [this](const Batch& b) { return validation_loss_sum(b); }, comm_.get(), dims_.pp > 1);
+
   optimizer_ = std::make_unique<AdamW>(parallel_->parameters(), config_.optimizer);
   lr_scheduler_ = std::make_unique<LRScheduler>(config_.lr_scheduler, config_.training.steps, config_.optimizer.lr);
   for (const auto& w : lr_scheduler_->warnings()) log_warning(w);
@@ -287,6 +309,8 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   // Tests compare runs to 1e-5, finer than the log line prints: every step's loss and grad_norm.
   if (const char* path = std::getenv("TITAN_TEST_METRICS_FILE"); path && *path && env_.rank == 0)
     metrics_file_ = std::make_unique<std::ofstream>(path, std::ios::app);
+  if (const char* path = std::getenv("TITAN_TEST_VALIDATION_FILE"); path && *path && env_.rank == 0)
+    validation_file_ = std::make_unique<std::ofstream>(path, std::ios::app);
   log_startup();
 }
 
@@ -366,6 +390,10 @@ void Trainer::log_startup() {
     log_info("Tokenizer " + tokenizer_->path() + ": " + std::to_string(tokenizer_->vocab_size()) + " pieces, BOS " +
              std::to_string(tokenizer_->bos_id()) + ", EOS " + std::to_string(tokenizer_->eos_id()));
   log_info("Dataset " + config_.training.dataset + " from " + dataloader_->stream().source().describe());
+  if (validator_)
+    log_info("Validation every " + std::to_string(config_.validation.freq) + " steps (and at step 1): " +
+             (config_.validation.steps == -1 ? std::string("all") : std::to_string(config_.validation.steps)) + " batches of " +
+             validator_->loader().stream().source().describe());
   log_info("Model " + config_.model.name + " " + config_.model.flavor + " size: " + with_commas(num_params_) +
            " total parameters");
   // Matmuls run in the FSDP param dtype under FSDP, else in training.dtype.
@@ -542,7 +570,7 @@ Trainer::StepResult Trainer::train_step() {
   int64_t tokens = 0;
   for (int64_t i = 0; i < grad_accum_steps_; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    micro.push_back(dataloader_->next());
+    micro.push_back(*dataloader_->next());  // training data loops: never at an end
     data_loading_seconds_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     tokens += micro.back().labels.numel();
   }
@@ -592,6 +620,66 @@ Trainer::StepResult Trainer::train_step() {
   const double local_avg_loss = loss * global_valid / static_cast<double>(std::max<int64_t>(valid, 1));
   if (comm_) loss = comm_->group("loss").all_reduce_sum(loss);  // the global mean over valid tokens
   return {loss, local_avg_loss, grad_norm, lr, tokens};
+}
+
+void Trainer::check_validation_shape() const {
+  const auto& v = config_.validation;
+  const std::string seq_len = std::to_string(v.seq_len), training_seq_len = std::to_string(config_.training.seq_len);
+  if (v.seq_len > config_.training.seq_len)
+    throw Err("validation.seq_len " + seq_len + " exceeds training.seq_len " + training_seq_len +
+              ", the length the model's RoPE table spans");
+  if (dims_.cp > 1 && v.seq_len != config_.training.seq_len)
+    throw Err("validation.seq_len " + seq_len + " differs from training.seq_len " + training_seq_len +
+              " under context parallelism: not supported yet (the sequence split is set up for training.seq_len)");
+  if (const int64_t divisor = dims_.tp * 2 * dims_.cp; dims_.tp > 1 && v.seq_len % divisor != 0)
+    throw Err("validation.seq_len " + seq_len + " must be divisible by the product of TP degree (" + std::to_string(dims_.tp) +
+              ") and 2 * CP degree (" + std::to_string(dims_.cp) + ").");
+  const int64_t mb_size = config_.parallelism.pipeline_parallel_microbatch_size;
+  if (dims_.pp > 1 && v.local_batch_size % mb_size != 0)
+    throw Err("validation.local_batch_size " + std::to_string(v.local_batch_size) +
+              " must be divisible by parallelism.pipeline_parallel_microbatch_size " + std::to_string(mb_size));
+}
+
+torch::Tensor Trainer::validation_loss_sum(const Batch& b) {
+  const auto tokens = parallel_->shard_sequence(b.input).to(device_);  // (B, T / cp)
+  const auto labels = parallel_->shard_sequence(b.labels).to(device_);
+  if (!pipeline_) return parallel_->cross_entropy_sum(model_parts_.front()->forward(tokens), labels);
+  const int64_t mb_size = config_.parallelism.pipeline_parallel_microbatch_size, microbatches = tokens.size(0) / mb_size;
+  const auto inputs = tokens.tensor_split(microbatches);
+  const auto mb_labels = labels.tensor_split(microbatches);
+  const std::vector<int64_t> shape = {mb_size, tokens.size(1) / dims_.tp, model_args_.dim};  // hidden states between stages
+  return pipeline_->evaluate(
+      inputs,
+      [&](const torch::Tensor& logits, int64_t m) {
+        return parallel_->cross_entropy_sum(logits, mb_labels[static_cast<size_t>(m)]);
+      },
+      shape);
+}
+
+void Trainer::validate(double seconds_since_log, int64_t tokens_since_log) {
+  const auto start = std::chrono::steady_clock::now();
+  const Validator::Result r = validator_->validate();
+  const double seconds = seconds_since_log + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // TorchTitan's: the tokens and time since the last log line, per device of a batch.
+  const double tps = static_cast<double>(tokens_since_log + r.tokens) / std::max(seconds, 1e-9) /
+                     static_cast<double>(dims_.cp * dims_.tp * dims_.pp);
+  const DeviceMemory memory = device_memory(device_);
+  const double gib = 1024.0 * 1024.0 * 1024.0, capacity = static_cast<double>(memory.capacity_bytes);
+  const double reserved_gib = static_cast<double>(memory.peak_bytes) / gib;
+  const double reserved_percent = 100.0 * static_cast<double>(memory.peak_bytes) / capacity;
+  log_info(format_validation_line(state_.step, r.loss, reserved_gib, reserved_percent, tps,
+                                  config_.metrics.disable_color_printing));
+  if (validation_file_) *validation_file_ << state_.step << " " << fmt("%.9g", r.loss) << std::endl;
+  if (!tensorboard_) return;
+  std::vector<std::pair<std::string, double>> scalars = {{"validation_metrics/loss", r.loss},
+                                                         {"validation_metrics/throughput(tps)", tps}};
+  if (memory.active_peak_bytes) {
+    scalars.push_back({"validation_metrics/memory/max_active(GiB)", static_cast<double>(*memory.active_peak_bytes) / gib});
+    scalars.push_back({"validation_metrics/memory/max_active(%)", 100.0 * static_cast<double>(*memory.active_peak_bytes) / capacity});
+  }
+  scalars.push_back({"validation_metrics/memory/max_reserved(GiB)", reserved_gib});
+  scalars.push_back({"validation_metrics/memory/max_reserved(%)", reserved_percent});
+  tensorboard_->add_scalars(state_.step, scalars);
 }
 
 void Trainer::update_expert_biases() {
@@ -719,6 +807,12 @@ bool Trainer::train() {
       tokens_since_log = 0;
     }
     checkpointer_->save(state_.step, state_.step == config_.training.steps);
+    if (validator_ && validator_->should_validate(state_.step)) {  // after the save, as TorchTitan
+      const auto now = std::chrono::steady_clock::now();
+      validate(std::chrono::duration<double>(now - last_log).count(), tokens_since_log);
+      last_log = std::chrono::steady_clock::now();  // TorchTitan's log_validation restarts the throughput window
+      tokens_since_log = 0;
+    }
     if (profiler) profiler->end_step();  // TorchTitan's profiler step spans the checkpoint save too
     // Every rank stops after the same step: a signal reaches the ranks at different moments.
     bool stop = stop_requested();

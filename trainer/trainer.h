@@ -23,6 +23,7 @@
 #include "trainer/optimizer.h"
 #include "trainer/tensorboard_writer.h"
 #include "trainer/tokenizer.h"
+#include "trainer/validator.h"
 
 namespace titan {
 
@@ -63,12 +64,17 @@ class Trainer {
   // Llama 4: each MoE layer's balancing bias moves before the optimizer step (TorchTitan's pre-step
   // hook), from the tokens its experts received across the loss group.
   void update_expert_biases();
+  // [validation]: its sequence length and batch fit the layout (one-line errors naming the keys).
+  void check_validation_shape() const;
+  // This rank's summed validation loss of a batch, forward only through the layout's model.
+  torch::Tensor validation_loss_sum(const Batch& b);
+  // Runs the validator after step state_.step and logs its line (and TensorBoard's scalars).
+  void validate(double seconds_since_log, int64_t tokens_since_log);
   // Under pipeline parallelism: the stages, their modules and ranks, and this rank's order of
   // actions (into pipeline_order_); returns the stages this rank runs.
   std::vector<int64_t> plan_pipeline(std::vector<std::vector<std::string>>& stage_modules);
   void log_startup();
   void log_state_memory();
-  std::string dataset_path() const;
   checkpoint::Parts checkpoint_parts();
 
   JobConfig config_;
@@ -90,6 +96,7 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<LRScheduler> lr_scheduler_;
   std::unique_ptr<DataLoader> dataloader_;
+  std::unique_ptr<Validator> validator_;  // set when validation.enable
   std::unique_ptr<checkpoint::CheckpointManager> checkpointer_;
   TrainState state_;
   int64_t grad_accum_steps_ = 1;
@@ -97,6 +104,7 @@ class Trainer {
   double peak_flops_ = 0;
   double flops_per_token_ = 0;
   std::unique_ptr<std::ofstream> metrics_file_;  // TITAN_TEST_METRICS_FILE: full-precision metrics
+  std::unique_ptr<std::ofstream> validation_file_;  // TITAN_TEST_VALIDATION_FILE: full-precision validation losses
   std::unique_ptr<TensorBoardWriter> tensorboard_;
   std::vector<double> data_loading_seconds_;  // each batch fetched since the last logged step
 };

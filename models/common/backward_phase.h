@@ -1,4 +1,4 @@
-// What the backward now running is doing, for layers that run their own nested forward and
+// What the pass now running is doing, for layers that run their own nested forward and
 // backward (activation checkpointing) or keep statistics of their forwards. One training thread
 // per process: globals, each set for a scope by a PhaseScope.
 #pragma once
@@ -18,6 +18,13 @@ inline std::atomic<bool>& input_gradient_only() {
 // The forward running recomputes one already run (activation checkpointing's backward): MoE
 // token counts skip it, so each token counts once.
 inline std::atomic<bool>& recomputing() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+
+// The forward running evaluates the model (validation): MoE token counts skip it, as they steer
+// training's expert balancing only.
+inline std::atomic<bool>& evaluating() {
   static std::atomic<bool> flag{false};
   return flag;
 }

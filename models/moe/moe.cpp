@@ -62,7 +62,7 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x) {
   const auto tokens = x.reshape({N, D});
   auto [top_scores, chosen] = router(tokens, expert_bias);  // (N, k) fp32, (N, k) int64
   const auto counts = torch::bincount(chosen.view({-1}), {}, args_.num_experts);  // (E,) int64
-  if (!recomputing()) {
+  if (!recomputing() && !evaluating()) {
     torch::NoGradGuard no_grad;
     tokens_per_expert.add_(counts.to(tokens_per_expert.device(), torch::kFloat32));
   }

@@ -97,12 +97,26 @@ TEST(DataLoader, RanksSplitTheGlobalStream) {
   DataLoader one(std::make_unique<TokenStream>(open_document_source(path, nullptr), 5), 4, 4, 0, 1, 1000);
   DataLoader r0(std::make_unique<TokenStream>(open_document_source(path, nullptr), 5), 2, 4, 0, 2, 1000);
   DataLoader r1(std::make_unique<TokenStream>(open_document_source(path, nullptr), 5), 2, 4, 1, 2, 1000);
-  Batch all = one.next(), b0 = r0.next(), b1 = r1.next();
+  Batch all = *one.next(), b0 = *r0.next(), b1 = *r1.next();
   EXPECT_TRUE(torch::equal(torch::cat({b0.input, b1.input}), all.input));
   EXPECT_TRUE(torch::equal(torch::cat({b0.labels, b1.labels}), all.labels));
   EXPECT_EQ(all.input[1][0].item<int64_t>(), 5);
   EXPECT_EQ(all.labels[1][0].item<int64_t>(), 6);  // labels are the inputs shifted by one
   EXPECT_EQ(all.input.sizes(), (std::vector<int64_t>{4, 4}));
+}
+
+TEST(DataLoader, FiniteDataEndsWithoutItsIncompleteLastGlobalBatch) {
+  // 100 tokens make 20 windows of 5: 2 global batches of 2 ranks x 4, then 4 windows left over.
+  auto path = write_npy("iota_finite.npy", "<i8", iota_tokens(100));
+  for (int64_t rank : {0, 1}) {
+    DataLoader dl(std::make_unique<TokenStream>(open_document_source(path, nullptr), 5, /*infinite=*/false), 4, 4, rank, 2,
+                  1000);
+    ASSERT_TRUE(dl.next().has_value());
+    auto second = dl.next();
+    ASSERT_TRUE(second.has_value());
+    EXPECT_EQ(second->input[0][0].item<int64_t>(), 5 * (8 + 4 * rank));
+    EXPECT_FALSE(dl.next().has_value());
+  }
 }
 
 TEST(DataLoader, TokenOutsideVocabularyIsAnError) {
