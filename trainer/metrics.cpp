@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "models/common/matmul.h"
 #include "parallel/logging.h"
 
@@ -61,6 +63,15 @@ std::string format_step_line(const StepMetrics& m, bool disable_color_printing) 
                 with_commas(static_cast<int64_t>(std::llround(m.tps))).c_str(), c.cyan.c_str(), m.tflops,
                 c.green.c_str(), m.mfu_percent, c.reset.c_str());
   return buf;
+}
+
+std::string format_json_line(const StepMetrics& m) {
+  // Keys in the log line's order; a non-finite value is written as null.
+  const nlohmann::ordered_json line = {{"step", m.step},     {"loss", m.loss},     {"grad_norm", m.grad_norm},
+                                       {"lr", m.lr},         {"tps", m.tps},       {"tflops", m.tflops},
+                                       {"mfu", m.mfu_percent}, {"memory_gib", m.memory_gib},
+                                       {"memory_pct", m.memory_percent}};
+  return line.dump();
 }
 
 }  // namespace titan
