@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <stdexcept>
 #include <thread>
 
@@ -90,6 +92,19 @@ std::map<std::string, TensorEntry> entries_from_json(const nlohmann::json& tenso
 }
 
 bool is_complete(const std::string& dir) { return fs::exists(fs::path(dir) / kManifestName); }
+
+std::vector<std::pair<int64_t, fs::path>> step_folders(const std::string& folder) {
+  std::vector<std::pair<int64_t, fs::path>> out;
+  if (!fs::is_directory(folder)) return out;
+  static const std::regex pattern("step-(\\d+)");
+  for (const auto& entry : fs::directory_iterator(folder)) {
+    std::smatch m;
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory() && std::regex_match(name, m, pattern)) out.emplace_back(std::stoll(m[1]), entry.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
 
 std::map<std::string, TensorEntry> write_shard(const std::string& dir, const std::vector<ShardedTensor>& tensors,
                                                int64_t rank) {

@@ -7,8 +7,10 @@
 
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace titan::checkpoint {
@@ -68,6 +70,9 @@ void write_checkpoint(const std::string& dir, const std::vector<ShardedTensor>& 
 
 // True when dir holds a manifest (the checkpoint is complete).
 bool is_complete(const std::string& dir);
+
+// step-N folders under `folder`, complete or not, ascending by N.
+std::vector<std::pair<int64_t, std::filesystem::path>> step_folders(const std::string& folder);
 
 // Removes a step folder with `marker` (the file that makes it look complete: the manifest, or an
 // HF export's index) first and fsynced, so a kill midway leaves an incomplete folder, never one

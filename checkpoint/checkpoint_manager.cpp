@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <regex>
 #include <set>
 #include <stdexcept>
 
@@ -37,20 +36,6 @@ std::string join(const std::vector<std::string>& items) {
   std::string out;
   for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
   return out.empty() ? "nothing" : out;
-}
-
-// step-N folders under `folder`, complete or not, ascending by N.
-std::vector<std::pair<int64_t, fs::path>> step_folders(const std::string& folder) {
-  std::vector<std::pair<int64_t, fs::path>> out;
-  if (!fs::is_directory(folder)) return out;
-  static const std::regex pattern("step-(\\d+)");
-  for (const auto& entry : fs::directory_iterator(folder)) {
-    std::smatch m;
-    const std::string name = entry.path().filename().string();
-    if (entry.is_directory() && std::regex_match(name, m, pattern)) out.emplace_back(std::stoll(m[1]), entry.path());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
 }
 
 }  // namespace

@@ -72,18 +72,19 @@ ldd "$BUILD/titan_train" | grep -E "libtorch_cuda|libnccl" || fail "titan_train 
 BIN="$BUILD/titan_train"
 export OMP_WAIT_POLICY=passive CUBLAS_WORKSPACE_CONFIG=:4096:8  # the second: cuBLAS under debug.deterministic
 
-# Every step's loss, at full precision, from TITAN_TEST_METRICS_FILE ("step loss grad_norm").
-run() {  # run NAME ARGS...: trains, keeps the log, prints nothing
-  local name=$1; shift
-  TITAN_TEST_METRICS_FILE="$WORK/$name.metrics" "$BIN" --job.config_file configs/debug_model.toml \
-    --metrics.disable_color_printing --debug.seed 42 "$@" >"$OUT/$name.log" 2>&1 || { tail -20 "$OUT/$name.log"; fail "$name run"; }
+# Every step's loss, at full precision, from the dump folder's metrics.jsonl (appended across resumes).
+run() {  # run NAME FOLDER ARGS...: trains into FOLDER, keeps the log and NAME.metrics ("step loss grad_norm"), prints nothing
+  local name=$1 folder=$2; shift 2
+  "$BIN" --job.config_file configs/debug_model.toml --metrics.disable_color_printing --metrics.log_freq 1 \
+    --debug.seed 42 --job.dump_folder "$folder" "$@" >"$OUT/$name.log" 2>&1 || { tail -20 "$OUT/$name.log"; fail "$name run"; }
+  "$TITAN_PYTHON" scripts/metrics_columns.py "$folder/metrics.jsonl" >"$WORK/$name.metrics"
 }
 loss_at() { awk -v s="$2" '$1 == s {print $2}' "$WORK/$1.metrics" | tail -1; }
 
 say "1. debug model: 1 step on the CPU, 20 steps on CUDA"
-CUDA_VISIBLE_DEVICES= run cpu --training.steps 1 --job.dump_folder "$WORK/cpu"
+CUDA_VISIBLE_DEVICES= run cpu "$WORK/cpu" --training.steps 1
 grep -q "device cpu" "$OUT/cpu.log" || fail "CUDA_VISIBLE_DEVICES= did not train on the CPU"
-run cuda --training.steps 20 --job.dump_folder "$WORK/cuda" --checkpoint.enable --checkpoint.interval 10 --debug.deterministic
+run cuda "$WORK/cuda" --training.steps 20 --checkpoint.enable --checkpoint.interval 10 --debug.deterministic
 grep -q "device cuda:0" "$OUT/cuda.log" || fail "the CUDA run did not train on cuda:0"
 grep -E "step: +(1|10|20) " "$OUT/cuda.log"
 cpu1=$(loss_at cpu 1) cuda1=$(loss_at cuda 1) cuda20=$(loss_at cuda 20)
@@ -92,7 +93,7 @@ awk -v a="$cuda1" -v b="$cuda20" 'BEGIN {exit !(b < a)}' || fail "loss did not f
 say "   step-1 loss CPU $cpu1, CUDA $cuda1; step 20 $cuda20"
 
 say "2. resume from step-10 on CUDA"
-run resumed --training.steps 20 --job.dump_folder "$WORK/cuda" --checkpoint.enable --checkpoint.interval 10 \
+run resumed "$WORK/cuda" --training.steps 20 --checkpoint.enable --checkpoint.interval 10 \
   --checkpoint.load_step 10 --debug.deterministic
 for s in $(seq 11 20); do
   a=$(loss_at cuda "$s") b=$(loss_at resumed "$s")
@@ -110,9 +111,9 @@ cat >"$WORK/llama1b/config.json" <<'JSON'
                   "original_max_position_embeddings": 8192}}
 JSON
 "$TITAN_PYTHON" -c "import numpy as np; np.save('$WORK/tokens.npy', np.random.default_rng(0).integers(0, 128256, 4_000_000).astype(np.int32))"
-run llama1b --model.flavor from_hf --model.hf_assets_path "$WORK/llama1b" --training.dataset_path "$WORK/tokens.npy" \
+run llama1b "$WORK/llama1b_out" --model.flavor from_hf --model.hf_assets_path "$WORK/llama1b" --training.dataset_path "$WORK/tokens.npy" \
   --training.dtype bfloat16 --training.seq_len 2048 --training.local_batch_size 4 --training.steps 10 \
-  --activation_checkpoint.mode none --job.dump_folder "$WORK/llama1b_out" --lr_scheduler.warmup_steps 2
+  --activation_checkpoint.mode none --lr_scheduler.warmup_steps 2
 grep -E "Peak FLOPS|size:|step: " "$OUT/llama1b.log"
 say "   steps 2-10: $(sed -nE 's/.*step: +([0-9]+) .*tps: ([0-9,]+).*mfu: ([0-9.]+)%.*/\1 \2 \3/p' "$OUT/llama1b.log" |
   awk '$1 > 1 {gsub(",", "", $2); t += $2; m += $3; n++} END {if (n) printf "mean %.0f tokens/s, mean MFU %.2f%%", t / n, m / n}')"

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <toml++/toml.h>
 
+#include "parallel/nearest_name.h"
 #include "trainer/config_field.h"
 
 namespace titan {
@@ -24,21 +25,6 @@ using Err = std::invalid_argument;
 std::string normalize_name(std::string name) {  // `-` and `_` are interchangeable in names
   std::replace(name.begin(), name.end(), '-', '_');
   return name;
-}
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
 }
 
 const ConfigField* find_field(const std::string& name) {

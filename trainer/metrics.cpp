@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "models/common/matmul.h"
 #include "parallel/logging.h"
 
@@ -71,6 +73,15 @@ std::string format_validation_line(int64_t step, double loss, double memory_gib,
                 c.yellow.c_str(), static_cast<long long>(step), c.green.c_str(), loss, c.turquoise.c_str(), memory_gib,
                 memory_percent, c.blue.c_str(), with_commas(static_cast<int64_t>(std::llround(tps))).c_str(), c.reset.c_str());
   return buf;
+}
+
+std::string format_json_line(const StepMetrics& m) {
+  // Keys in the log line's order; a non-finite value is written as null.
+  const nlohmann::ordered_json line = {{"step", m.step},     {"loss", m.loss},     {"grad_norm", m.grad_norm},
+                                       {"lr", m.lr},         {"tps", m.tps},       {"tflops", m.tflops},
+                                       {"mfu", m.mfu_percent}, {"memory_gib", m.memory_gib},
+                                       {"memory_pct", m.memory_percent}};
+  return line.dump();
 }
 
 }  // namespace titan

@@ -18,7 +18,7 @@ double measure_peak_flops(torch::ScalarType dtype, const torch::Device& device);
 
 struct StepMetrics {
   int64_t step;
-  double loss, grad_norm, tps, tflops, mfu_percent;
+  double loss, grad_norm, lr, tps, tflops, mfu_percent;
   double memory_gib, memory_percent;
 };
 
@@ -28,6 +28,10 @@ std::string format_step_line(const StepMetrics& m, bool disable_color_printing);
 // "validate step:  2  loss:  7.6234  memory:  0.42GiB(1.31%)  tps: 12,345" (TorchTitan's log_validation)
 std::string format_validation_line(int64_t step, double loss, double memory_gib, double memory_percent, double tps,
                                    bool disable_color_printing);
+
+// {"step":1,"loss":7.623451232910156,"grad_norm":...,"lr":...,"tps":...,"tflops":...,"mfu":...,"memory_gib":...,
+// "memory_pct":...}: a line of metrics.jsonl, every number exact (mfu and memory_pct in percent).
+std::string format_json_line(const StepMetrics& m);
 
 // 12345678 -> "12,345,678"
 std::string with_commas(int64_t v);

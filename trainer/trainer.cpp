@@ -111,6 +111,9 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   if (env_.rank == 0) std::ofstream(config_out) << config_to_toml(config_);
   if (config_.job.print_config && env_.rank == 0) std::printf("%s", config_to_toml(config_).c_str());
   open_tensorboard();
+  // Appended across resumes: one file holds a run's whole curve, at full precision.
+  if (env_.rank == metrics_rank())
+    metrics_file_ = std::make_unique<std::ofstream>(fs::path(config_.job.dump_folder) / "metrics.jsonl", std::ios::app);
 
   // Model arguments; the RoPE table spans training.seq_len as in TorchTitan.
   const bool llama4 = config_.model.name == "llama4";
@@ -306,9 +309,6 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
              ") holds only the model, which no run can resume from; --checkpoint.no-last_save_model_only keeps it whole");
 
   flops_per_token_ = flops_per_token(model_args_, num_params_, config_.training.seq_len);
-  // Tests compare runs to 1e-5, finer than the log line prints: every step's loss and grad_norm.
-  if (const char* path = std::getenv("TITAN_TEST_METRICS_FILE"); path && *path && env_.rank == 0)
-    metrics_file_ = std::make_unique<std::ofstream>(path, std::ios::app);
   if (const char* path = std::getenv("TITAN_TEST_VALIDATION_FILE"); path && *path && env_.rank == 0)
     validation_file_ = std::make_unique<std::ofstream>(path, std::ios::app);
   log_startup();
@@ -698,16 +698,19 @@ void Trainer::update_expert_biases() {
   }
 }
 
+int64_t Trainer::metrics_rank() const {
+  // TorchTitan's metrics rank: the first of the last pipeline stage (rank 0 for ZBVZeroBubble).
+  const bool last_stage = dims_.pp > 1 && config_.parallelism.pipeline_parallel_schedule != "ZBVZeroBubble";
+  return last_stage ? env_.world_size / dims_.pp * (dims_.pp - 1) : 0;
+}
+
 void Trainer::open_tensorboard() {
   const auto& metrics = config_.metrics;
   if (!metrics.enable_tensorboard) return;
   // Every rank names the same folder: rank 0's clock (ranks may straddle a minute).
   auto now = static_cast<double>(std::time(nullptr));
   if (comm_ && metrics.save_for_all_ranks) now = comm_->world_cpu().all_reduce_sum(env_.rank == 0 ? now : 0.0);
-  // TorchTitan's metrics rank: the first of the last pipeline stage (rank 0 for ZBVZeroBubble).
-  const bool last_stage = dims_.pp > 1 && config_.parallelism.pipeline_parallel_schedule != "ZBVZeroBubble";
-  const int64_t metrics_rank = last_stage ? env_.world_size / dims_.pp * (dims_.pp - 1) : 0;
-  if (!metrics.save_for_all_ranks && env_.rank != metrics_rank) return;
+  if (!metrics.save_for_all_ranks && env_.rank != metrics_rank()) return;
   const auto seconds = static_cast<std::time_t>(now);
   std::tm local{};
   localtime_r(&seconds, &local);
@@ -724,6 +727,7 @@ void Trainer::log_metrics(const StepResult& r, int64_t tokens_since_log, double 
   m.step = state_.step;
   m.loss = r.loss;
   m.grad_norm = r.grad_norm;
+  m.lr = r.lr;
   // Per device, as TorchTitan: the cp/tp/pp ranks of one batch share its tokens.
   m.tps = static_cast<double>(tokens_since_log) / std::max(seconds, 1e-9) /
           static_cast<double>(dims_.cp * dims_.tp * dims_.pp);
@@ -733,6 +737,7 @@ void Trainer::log_metrics(const StepResult& r, int64_t tokens_since_log, double 
   m.memory_gib = static_cast<double>(memory.peak_bytes) / (1024.0 * 1024.0 * 1024.0);
   m.memory_percent = 100.0 * static_cast<double>(memory.peak_bytes) / static_cast<double>(memory.capacity_bytes);
   log_info(format_step_line(m, config_.metrics.disable_color_printing));
+  if (metrics_file_) *metrics_file_ << format_json_line(m) << std::endl;  // flushed: a killed run keeps its lines
   if (config_.metrics.enable_tensorboard) log_tensorboard(r, m, memory, seconds);
   data_loading_seconds_.clear();
 }
@@ -795,7 +800,6 @@ bool Trainer::train() {
     set_rank_exit_step(state_.step);
     state_.ntokens_seen += r.tokens;
     tokens_since_log += r.tokens;
-    if (metrics_file_) *metrics_file_ << state_.step << " " << fmt("%.9g", r.loss) << " " << fmt("%.9g", r.grad_norm) << std::endl;
     if (!std::isfinite(r.loss)) log_warning("step " + std::to_string(state_.step) + ": loss is not finite");
     if (comm_ && state_.step == 1) comm_->set_timeout(std::chrono::seconds(config_.comm.train_timeout_seconds));
     if (state_.step == 1) log_state_memory();

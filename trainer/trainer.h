@@ -59,6 +59,8 @@ class Trainer {
   // The step line, and TensorBoard's scalars where enabled; `seconds` since the last logged step.
   void log_metrics(const StepResult& r, int64_t tokens_since_log, double seconds);
   void log_tensorboard(const StepResult& r, const StepMetrics& m, const DeviceMemory& memory, double seconds);
+  // The rank that writes the metrics: TorchTitan's, the first of the last pipeline stage.
+  int64_t metrics_rank() const;
   // metrics.enable_tensorboard: the writer of this rank, if it writes (TorchTitan's folder layout).
   void open_tensorboard();
   // Llama 4: each MoE layer's balancing bias moves before the optimizer step (TorchTitan's pre-step
@@ -103,7 +105,7 @@ class Trainer {
   int64_t global_batch_size_ = 0;
   double peak_flops_ = 0;
   double flops_per_token_ = 0;
-  std::unique_ptr<std::ofstream> metrics_file_;  // TITAN_TEST_METRICS_FILE: full-precision metrics
+  std::unique_ptr<std::ofstream> metrics_file_;  // {dump_folder}/metrics.jsonl on the metrics rank
   std::unique_ptr<std::ofstream> validation_file_;  // TITAN_TEST_VALIDATION_FILE: full-precision validation losses
   std::unique_ptr<TensorBoardWriter> tensorboard_;
   std::vector<double> data_loading_seconds_;  // each batch fetched since the last logged step

@@ -38,8 +38,12 @@ train() {
   set -e
 }
 
+# metrics FOLDER: "step loss grad_norm" of each step FOLDER/metrics.jsonl logged, at full precision
+# (finer than the log line: runs are compared to 1e-5).
+metrics() { "$TITAN_PYTHON" "$ROOT/scripts/metrics_columns.py" "$1/metrics.jsonl"; }
+
 # Layout comparisons (test_fsdp.sh, test_tp.sh): every run starts from one seed checkpoint
-# ($WORK/seed, made by make_seed) on the arguments in LAYOUT_ARGS; full-precision metrics go to
+# ($WORK/seed, made by make_seed) on the arguments in LAYOUT_ARGS; its metrics go to
 # $WORK/NAME.metrics.
 make_seed() {
   train "$WORK/seed.log" --checkpoint.enable --checkpoint.create_seed_checkpoint --debug.seed 42 --job.dump_folder "$WORK/seed"
@@ -57,9 +61,9 @@ near() {
 layout_run() {
   local name="$1" ngpu="$2" steps="$3"; shift 3
   mkdir -p "$WORK/$name/checkpoint" && cp -r "$WORK/seed/checkpoint/step-0" "$WORK/$name/checkpoint/"
-  TITAN_TEST_METRICS_FILE="$WORK/$name.metrics" NGPU=$ngpu train "$WORK/$name.log" "${LAYOUT_ARGS[@]}" \
-    --training.steps "$steps" --job.dump_folder "$WORK/$name" "$@"
+  NGPU=$ngpu train "$WORK/$name.log" "${LAYOUT_ARGS[@]}" --training.steps "$steps" --job.dump_folder "$WORK/$name" "$@"
   [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "$name exited $RC"; }
+  metrics "$WORK/$name" >"$WORK/$name.metrics"
 }
 
 # layout_resume FROM NAME NGPU STEPS REFERENCE ARGS...: FROM's step-5 checkpoint resumed in another
@@ -67,9 +71,9 @@ layout_run() {
 layout_resume() {
   local from="$1" name="$2" ngpu="$3" steps="$4" reference="$5"; shift 5
   mkdir -p "$WORK/$name/checkpoint" && cp -r "$WORK/$from/checkpoint/step-5" "$WORK/$name/checkpoint/"
-  TITAN_TEST_METRICS_FILE="$WORK/$name.metrics" NGPU=$ngpu train "$WORK/$name.log" "${LAYOUT_ARGS[@]}" \
-    --training.steps "$steps" --job.dump_folder "$WORK/$name" "$@"
+  NGPU=$ngpu train "$WORK/$name.log" "${LAYOUT_ARGS[@]}" --training.steps "$steps" --job.dump_folder "$WORK/$name" "$@"
   [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "$name exited $RC"; }
+  metrics "$WORK/$name" >"$WORK/$name.metrics"
   grep -q "Training starts at step 6" "$WORK/$name.log" || fail "$name did not resume at step 6"
   near "$WORK/$reference.metrics" "$WORK/$name.metrics" 6 || fail "$name (from $from's checkpoint) diverged"
 }

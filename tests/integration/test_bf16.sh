@@ -3,11 +3,12 @@
 # and gradient reduction) tracks fp32 within 2% at every one of 50 steps on the bundled corpus,
 # and both learn.
 source "$(dirname "$0")/lib.sh"
-ARGS=("${SMALL[@]}" --training.seq_len 64 --training.local_batch_size 2 --training.steps 50 --metrics.log_freq 10)
+ARGS=("${SMALL[@]}" --training.seq_len 64 --training.local_batch_size 2 --training.steps 50)
 for mp in float32 bfloat16; do
-  TITAN_TEST_METRICS_FILE="$WORK/$mp.metrics" NGPU=2 train "$WORK/$mp.log" "${ARGS[@]}" \
+  NGPU=2 train "$WORK/$mp.log" "${ARGS[@]}" \
     --training.mixed_precision_param "$mp" --job.dump_folder "$WORK/$mp"
   [[ $RC -eq 0 ]] || { cat "$WORK/$mp.log"; fail "$mp run exited $RC"; }
+  metrics "$WORK/$mp" >"$WORK/$mp.metrics"
 done
 grep -q "param dtype bfloat16, reduce dtype float32" "$WORK/bfloat16.log" || fail "bf16 run is not mixed precision"
 paste "$WORK/float32.metrics" "$WORK/bfloat16.metrics" |

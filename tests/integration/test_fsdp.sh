@@ -27,13 +27,14 @@ layout_run ddp_accum 2 5 $(degrees 2 1) --training.local_batch_size 2 --activati
 mkdir -p "$WORK/nodes/checkpoint" && cp -r "$WORK/seed/checkpoint/step-0" "$WORK/nodes/checkpoint/"
 port=$(free_port)
 for node in 0 1; do
-  TITAN_TEST_METRICS_FILE="$WORK/nodes.metrics" NNODES=2 NODE_RANK=$node NGPU=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+  NNODES=2 NODE_RANK=$node NGPU=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
     ./run_train.sh "${LAYOUT_ARGS[@]}" $(degrees 1 4) --training.local_batch_size 2 --training.steps 5 \
     --job.dump_folder "$WORK/nodes" >"$WORK/node$node.log" 2>&1 &
   pids[$node]=$!
 done
 wait "${pids[0]}" || { cat "$WORK/node0.log"; fail "node 0 failed"; }
 wait "${pids[1]}" || { cat "$WORK/node1.log"; fail "node 1 failed"; }
+metrics "$WORK/nodes" >"$WORK/nodes.metrics"
 for name in one ddp2 fsdp2 hsdp accum ddp_accum nodes; do
   near "$WORK/fsdp4.metrics" "$WORK/$name.metrics" || fail "$name differs from FSDP4 in the first 5 steps"
 done
@@ -60,10 +61,11 @@ for ngpu in 1 2; do
     { cat "$WORK/hf_save$ngpu.log"; fail "HF export with NGPU=$ngpu"; }
 done
 hf_load() {  # hf_load NAME NGPU EXPORT
-  TITAN_TEST_METRICS_FILE="$WORK/$1.metrics" NGPU=$2 train "$WORK/$1.log" "${HF[@]}" --training.local_batch_size $((8 / $2)) \
+  NGPU=$2 train "$WORK/$1.log" "${HF[@]}" --training.local_batch_size $((8 / $2)) \
     --training.steps 1 --checkpoint.enable --checkpoint.initial_load_path "$3" --checkpoint.initial_load_in_hf \
     --job.dump_folder "$WORK/$1"
   [[ $RC -eq 0 ]] || { cat "$WORK/$1.log"; fail "HF load $1"; }
+  metrics "$WORK/$1" >"$WORK/$1.metrics"
 }
 hf_load fsdp_export_whole 1 "$WORK/hf_save2/checkpoint/step-2"
 hf_load fsdp_export_sharded 2 "$WORK/hf_save2/checkpoint/step-2"

@@ -126,4 +126,41 @@ train "$WORK/mismatch.log" --checkpoint.enable --checkpoint.initial_load_in_hf -
   --job.dump_folder "$WORK/mm"
 [[ $RC -ne 0 ]] && grep -q "config.json: hidden_size = 64 but this model has 256 (model.flavor differs" "$WORK/mismatch.log" ||
   { cat "$WORK/mismatch.log"; fail "flavor mismatch"; }
+
+# The tool takes TorchTitan's flags (scripts/checkpoint_conversion: input_dir output_dir,
+# --model_name, --model_flavor, --export_dtype, --hf_assets_path), checks the model against the
+# checkpoint's own description, and names every wrong argument or input in one line.
+tool_fails() {  # tool_fails EXPECTED ARGS...: the tool exits non-zero with one line holding EXPECTED
+  local expected="$1" out rc; shift
+  set +e; out=$("$TOOL" "$@" 2>&1); rc=$?; set -e
+  [[ $rc -ne 0 && $out == *"$expected"* && $(wc -l <<<"$out") -eq 1 ]] || fail "titan_checkpoint $*: $out"
+}
+twin10="$WORK/twin/checkpoint/step-10"
+"$TOOL" to-hf "$twin10" "$WORK/tt" --model_name llama3 --model_flavor debugmodel --export_dtype bfloat16 \
+  --hf_assets_path tests/assets/tokenizer >/dev/null || fail "to-hf with TorchTitan's flags"
+[[ -f $WORK/tt/tokenizer.model && -f $WORK/tt/config.json ]] || fail "to-hf --hf_assets_path did not copy the tokenizer"
+tool_fails "$twin10: head_dim = 16 but this model has 128 (--model_flavor 8B differs; trained as llama3 debugmodel)" \
+  to-hf "$twin10" "$WORK/tt8" --model_flavor 8B
+tool_fails "--model_flavor '9B' is not a llama3 flavor; valid: debugmodel, 8B, 70B, 405B" to-hf "$twin10" "$WORK/tt8" --model_flavor 9B
+tool_fails "--model_name llama4 but $twin10 holds a llama3 model" to-hf "$twin10" "$WORK/tt8" --model_name llama4
+tool_fails "to-hf: unknown flag --model_flavour (did you mean --model_flavor?" to-hf "$twin10" "$WORK/tt8" --model_flavour 8B
+tool_fails "to-hf takes STEP_DIR OUT_DIR (got 1 positional argument)" to-hf "$twin10"
+tool_fails "config.json: hidden_size = 64 but this model has 256 (--model_flavor debugmodel differs)" \
+  from-hf "$WORK/hf_scaled" "$WORK/scaled_native" --model_flavor debugmodel
+# A non-empty output is refused without --force, and replaced whole with it; the input never.
+touch "$WORK/tt/stale"
+tool_fails "the output $WORK/tt exists and is not empty; pass --force to replace it" to-hf "$twin10" "$WORK/tt"
+"$TOOL" to-hf "$twin10" "$WORK/tt" --force >/dev/null || fail "to-hf --force"
+[[ ! -e $WORK/tt/stale && -f $WORK/tt/model.safetensors.index.json ]] || fail "to-hf --force did not replace the folder"
+[[ -z "$(ls -A "$WORK" | grep -E '\.(tmp|old)-')" ]] || fail "to-hf --force left its temporary folders"
+tool_fails "the output $WORK/native/step-0 exists and is not empty; pass --force" from-hf "$WORK/hf_sharded" "$WORK/native/step-0"
+"$TOOL" from-hf "$WORK/hf_sharded" "$WORK/native/step-0" --force --model_name llama3 >/dev/null || fail "from-hf --force"
+tool_fails "the output $WORK/twin/checkpoint is or holds the input $twin10" to-hf "$twin10" "$WORK/twin/checkpoint" --force
+# Inputs told apart: a missing folder, an HF export, an interrupted save, a folder of steps.
+tool_fails "no such folder: $WORK/nowhere" to-hf "$WORK/nowhere" "$WORK/tt9"
+tool_fails "$WORK/tt is a Hugging Face export (use from-hf" to-hf "$WORK/tt" "$WORK/tt9"
+mkdir -p "$WORK/cut" && cp -r "$twin10" "$WORK/cut/step-10" && cp -r "$twin10" "$WORK/cut/step-12" && rm "$WORK/cut/step-12/.metadata"
+tool_fails "$WORK/cut/step-12 is an interrupted save (no .metadata; the newest complete step is $WORK/cut/step-10)" inspect "$WORK/cut/step-12"
+tool_fails "$WORK/cut holds step folders, not a checkpoint: name one, e.g. $WORK/cut/step-10" to-torch "$WORK/cut" "$WORK/x.pt"
+tool_fails "$twin10 is a titan.cpp checkpoint, not a Hugging Face folder (use to-hf)" from-hf "$twin10" "$WORK/x"
 echo "PASS"

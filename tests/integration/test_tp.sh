@@ -33,9 +33,10 @@ done
 for spec in "fresh_one 1 --training.local_batch_size 8" "fresh_fsdp2_tp2 4 $(degrees 1 2) $(tp 2) --training.local_batch_size 4"; do
   read -r name ngpu rest <<<"$spec"
   # shellcheck disable=SC2086
-  TITAN_TEST_METRICS_FILE="$WORK/$name.metrics" NGPU=$ngpu train "$WORK/$name.log" "${SMALL[@]}" --training.seq_len 64 \
+  NGPU=$ngpu train "$WORK/$name.log" "${SMALL[@]}" --training.seq_len 64 \
     --training.global_batch_size 8 --training.mixed_precision_param float32 --training.steps 3 --job.dump_folder "$WORK/$name" $rest
   [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "$name exited $RC"; }
+  metrics "$WORK/$name" >"$WORK/$name.metrics"
 done
 near "$WORK/fresh_one.metrics" "$WORK/fresh_fsdp2_tp2.metrics" || fail "FSDP2 x TP2 without a seed checkpoint differs from one rank"
 

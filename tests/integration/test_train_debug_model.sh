@@ -21,4 +21,21 @@ grep -q "Training completed" "$WORK/run.log" || fail "no completion line"
 grep -q '^steps = 30$' "$WORK/out/config.toml" || fail "effective config not written to the dump folder"
 grep -q '^lr = 0.001$' "$WORK/out/config.toml" || fail "CLI override missing from the effective config"
 grep -q '^decay_ratio = 0.8$' "$WORK/out/config.toml" || fail "TOML value missing from the effective config"
+# metrics.jsonl: every logged step, the log line's loss and grad_norm to its printed digits, every
+# field a number; a second run in the folder appends (its steps 1-2 after the first run's 1-30).
+train "$WORK/more.log" "${SMALL[@]}" --training.steps 2 --optimizer.lr 1e-3 --job.dump_folder "$WORK/out"
+[[ $RC -eq 0 ]] || { cat "$WORK/more.log"; fail "second run exited $RC"; }
+sed -nE 's/.*step: *([0-9]+) +loss: +([0-9.]+) +grad_norm: +([0-9.]+).*/\1 \2 \3/p' "$WORK/run.log" "$WORK/more.log" >"$WORK/logged"
+"$TITAN_PYTHON" - "$WORK/out/metrics.jsonl" "$WORK/logged" <<'PY' || fail "metrics.jsonl does not match the log lines"
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+logged = [line.split() for line in open(sys.argv[2])]
+assert [r["step"] for r in rows] == list(range(1, 31)) + [1, 2], [r["step"] for r in rows]
+assert len(logged) == len(rows), (len(logged), len(rows))
+for r, (step, loss, grad_norm) in zip(rows, logged):
+    assert list(r) == ["step", "loss", "grad_norm", "lr", "tps", "tflops", "mfu", "memory_gib", "memory_pct"], list(r)
+    assert all(isinstance(v, (int, float)) for v in r.values()), r
+    assert r["step"] == int(step) and f"{r['loss']:.5f}" == loss and f"{r['grad_norm']:.4f}" == grad_norm, (r, loss, grad_norm)
+print(f"metrics.jsonl: {len(rows)} lines, step 30 lr {rows[29]['lr']:.3g}")
+PY
 echo "PASS"

@@ -12,9 +12,10 @@ VAL=(--validation.enable --validation.dataset janeausten --validation.seq_len 64
 # run NAME NGPU ARGS...: full-precision training metrics in $WORK/NAME.metrics, validation losses in $WORK/NAME.val.
 run() {
   local name="$1" ngpu="$2"; shift 2
-  TITAN_TEST_METRICS_FILE="$WORK/$name.metrics" TITAN_TEST_VALIDATION_FILE="$WORK/$name.val" NGPU=$ngpu \
+  TITAN_TEST_VALIDATION_FILE="$WORK/$name.val" NGPU=$ngpu \
     train "$WORK/$name.log" "${RUN[@]}" --job.dump_folder "$WORK/$name" "$@"
   [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "$name exited $RC"; }
+  metrics "$WORK/$name" >"$WORK/$name.metrics"
 }
 # same_validation A B: both validated at the same steps, each loss within 1e-5 relative.
 same_validation() {
