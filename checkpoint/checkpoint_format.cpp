@@ -181,18 +181,25 @@ void write_checkpoint(const std::string& dir, const std::vector<ShardedTensor>& 
 
 Manifest read_manifest(const std::string& dir) {
   const fs::path path = fs::path(dir) / kManifestName;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec))
-    if (entry.path().extension() == ".distcp")
-      throw Err("checkpoint " + dir + " is a PyTorch Distributed Checkpoint (TorchTitan's DCP format), which titan.cpp cannot " +
-                "read yet: export it with TorchTitan's scripts/checkpoint_conversion/convert_to_hf.py and load that with " +
-                "--checkpoint.initial_load_in_hf");
+  // A DCP folder has no .metadata of ours, or a pickled one: looked for only when reading fails.
+  auto reject_dcp = [&] {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(dir, ec))
+      if (entry.path().extension() == ".distcp")
+        throw Err("checkpoint " + dir + " is a PyTorch Distributed Checkpoint (TorchTitan's DCP format), which titan.cpp " +
+                  "cannot read yet: export it with TorchTitan's scripts/checkpoint_conversion/convert_to_hf.py and load " +
+                  "that with --checkpoint.initial_load_in_hf");
+  };
   std::ifstream in(path);
-  if (!in) throw Err("checkpoint " + dir + " is incomplete: it has no " + kManifestName + " (a save was interrupted)");
+  if (!in) {
+    reject_dcp();
+    throw Err("checkpoint " + dir + " is incomplete: it has no " + kManifestName + " (a save was interrupted)");
+  }
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
+    reject_dcp();
     throw Err(path.string() + ": not valid JSON (" + e.what() + ")");
   }
   try {

@@ -135,18 +135,17 @@ std::optional<std::string> to_hf_key(const std::string& native_key, const llama3
 
 std::vector<std::pair<std::string, torch::Tensor>> from_hf(const std::string& hf_key, const torch::Tensor& w,
                                                            const llama3::ModelArgs& args) {
+  // Views where a layout changes: the caller copies them into its targets.
   const auto keys = to_native_keys(hf_key, args);
+  if (keys.empty()) return {};
   if (keys.size() == 2) {  // gate_up_proj (E, dim, 2 hidden) -> w1, w3 (E, hidden, dim)
     auto halves = w.chunk(2, -1);
-    return {{keys[0], halves[0].transpose(-1, -2).contiguous()}, {keys[1], halves[1].transpose(-1, -2).contiguous()}};
+    return {{keys[0], halves[0].transpose(-1, -2)}, {keys[1], halves[1].transpose(-1, -2)}};
   }
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& key : keys) {
-    if (ends_with(key, "moe.experts.w2")) out.emplace_back(key, w.transpose(-1, -2).contiguous());  // (E, dim, hidden)
-    else if (auto heads = permute_heads(key, args)) out.emplace_back(key, permute_from_hf(w, *heads));
-    else out.emplace_back(key, w);
-  }
-  return out;
+  const auto& key = keys[0];
+  if (ends_with(key, "moe.experts.w2")) return {{key, w.transpose(-1, -2)}};  // (E, dim, hidden)
+  if (auto heads = permute_heads(key, args)) return {{key, permute_from_hf(w, *heads)}};
+  return {{key, w}};
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> to_hf(const std::vector<std::pair<std::string, torch::Tensor>>& native,
@@ -161,9 +160,9 @@ std::vector<std::pair<std::string, torch::Tensor>> to_hf(const std::vector<std::
     if (args.moe && ends_with(key, "moe.experts.w1")) {
       auto w3 = w3_of.find(key.substr(0, key.size() - 2));
       if (w3 == w3_of.end()) throw Err("'" + key + "' has no matching moe.experts.w3 to fuse into " + *hf_key);
-      out.emplace_back(*hf_key, torch::cat({w.transpose(-1, -2), w3->second.transpose(-1, -2)}, -1).contiguous());
+      out.emplace_back(*hf_key, torch::cat({w.transpose(-1, -2), w3->second.transpose(-1, -2)}, -1));
     } else if (ends_with(key, "moe.experts.w2")) {
-      out.emplace_back(*hf_key, w.transpose(-1, -2).contiguous());  // (E, hidden, dim)
+      out.emplace_back(*hf_key, w.transpose(-1, -2));  // (E, hidden, dim)
     } else if (auto heads = permute_heads(key, args)) {
       out.emplace_back(*hf_key, permute_to_hf(w, *heads));
     } else {

@@ -91,14 +91,11 @@ void load_hf_model(const std::string& dir, std::vector<checkpoint::ShardedTensor
       } catch (const std::exception& e) {
         throw Err(file + ": " + e.what());
       }
-      if (natives.empty()) continue;
+      if (natives.empty() || (natives[0] == "output.weight" && args.tie_word_embeddings)) continue;  // a tied model's copy
       for (const auto& native : natives)
-        if (!by_key.count(native) && !(native == "output.weight" && args.tie_word_embeddings))  // a tied model's copy
-          throw Err(file + ": '" + info.name + "' has no place in this model (" + native + ")");
+        if (!by_key.count(native)) throw Err(file + ": '" + info.name + "' has no place in this model (" + native + ")");
       for (const auto& [native, w] : from_hf(info.name, safetensors::read_tensor(file, header, info), args)) {
-        auto it = by_key.find(native);
-        if (it == by_key.end()) continue;
-        auto& target = *it->second;
+        auto& target = *by_key.at(native);
         const auto global = target.global_shape.empty() ? target.local.sizes().vec() : target.global_shape;
         if (w.sizes().vec() != global)
           throw Err(file + ": '" + info.name + "' has shape " + c10::str(c10::IntArrayRef(info.shape)) + ", which gives " +

@@ -268,7 +268,8 @@ void from_hf(const std::string& hf_dir, const std::string& out, const Args& a) {
   require_hf_folder(hf_dir);
   const std::string config_path = (fs::path(hf_dir) / "config.json").string();
   const auto args = titan::hf::model_args_from_config(config_path);
-  check_model(a, titan::hf::config_from_model_args(args, torch::kFloat32), config_path, "");
+  const auto hf_config = titan::hf::config_from_model_args(args, torch::kFloat32);
+  check_model(a, hf_config, config_path, "");
   const fs::path target = prepare_output(hf_dir, out, a.has("--force"));
   // The model knows its parameter names and shapes; the load fills its uninitialised weights.
   titan::llama3::ModelArgs shape_args = args;
@@ -281,7 +282,7 @@ void from_hf(const std::string& hf_dir, const std::string& out, const Args& a) {
   titan::checkpoint::Manifest m;
   m.step = 0;
   m.model_only = true;
-  m.info = {{"converted_from", hf_dir}, {"hf_config", titan::hf::config_from_model_args(args, torch::kFloat32)}};
+  m.info = {{"converted_from", hf_dir}, {"hf_config", hf_config}};
   titan::checkpoint::write_checkpoint(target.string(), targets, m);
   replace_output(target, out);
   std::printf("wrote %zu tensors to %s (step 0, model only)\n", targets.size(), out.c_str());

@@ -12,25 +12,25 @@ HfTokenizer::HfTokenizer(const std::string& assets_path) : file_(read_hf_tokeniz
     for (auto& list : pass)
       std::stable_sort(list.begin(), list.end(),
                        [](auto* a, auto* b) { return a->content.size() > b->content.size(); });
-  const auto empty = encode_with_template("");
-  adds_bos_ = std::find(empty.begin(), empty.end(), file_.bos_id) != empty.end();
-  adds_eos_ = std::find(empty.begin(), empty.end(), file_.eos_id) != empty.end();
+  // What the post-processor's template adds around every text.
+  auto in_template = [&](int64_t id) {
+    const auto& before = file_.template_before;
+    const auto& after = file_.template_after;
+    return std::find(before.begin(), before.end(), id) != before.end() ||
+           std::find(after.begin(), after.end(), id) != after.end();
+  };
+  adds_bos_ = in_template(file_.bos_id);
+  adds_eos_ = in_template(file_.eos_id);
 }
 
 std::vector<int64_t> HfTokenizer::encode(const std::string& text, bool bos, bool eos) const {
   std::vector<int64_t> ids;
   ids.reserve(text.size() / 3 + 4);
   if (bos && !adds_bos_) ids.push_back(file_.bos_id);
-  auto body = encode_with_template(text);
-  ids.insert(ids.end(), body.begin(), body.end());
-  if (eos && !adds_eos_) ids.push_back(file_.eos_id);
-  return ids;
-}
-
-std::vector<int64_t> HfTokenizer::encode_with_template(std::string_view text) const {
-  std::vector<int64_t> ids(file_.template_before);
+  ids.insert(ids.end(), file_.template_before.begin(), file_.template_before.end());
   split_added(text, 0, &ids);
   ids.insert(ids.end(), file_.template_after.begin(), file_.template_after.end());
+  if (eos && !adds_eos_) ids.push_back(file_.eos_id);
   return ids;
 }
 

@@ -28,7 +28,6 @@ class HfTokenizer : public Tokenizer {
   const std::string& path() const override { return file_.path; }
 
  private:
-  std::vector<int64_t> encode_with_template(std::string_view text) const;
   void split_added(std::string_view text, size_t pass, std::vector<int64_t>* out) const;
   void pre_tokenize(size_t step, std::string_view piece, std::vector<int64_t>* out) const;
 

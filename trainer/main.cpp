@@ -41,6 +41,7 @@ void stop_with_launcher() {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  std::string error;
   try {
     if (titan::wants_help(args)) {
       std::printf("%s", titan::config_help_text().c_str());
@@ -61,11 +62,11 @@ int main(int argc, char** argv) {
     }
     return trainer.train() ? 0 : 130;
   } catch (const c10::Error& e) {
-    titan::log_error(titan::first_line(e.what_without_backtrace()));
-    titan::announce_rank_exit(titan::first_line(e.what_without_backtrace()));
+    error = titan::first_line(e.what_without_backtrace());
   } catch (const std::exception& e) {
-    titan::log_error(titan::first_line(e.what()));
-    titan::announce_rank_exit(titan::first_line(e.what()));
+    error = titan::first_line(e.what());
   }
+  titan::log_error(error);
+  titan::announce_rank_exit(error);
   return 1;
 }

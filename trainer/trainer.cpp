@@ -22,6 +22,7 @@
 #include "models/llama3/parallelize.h"
 #include "models/llama4/model_args.h"
 #include "parallel/logging.h"
+#include "parallel/pipeline_schedule.h"
 #include "parallel/rank_exit.h"
 #include "trainer/config_manager.h"
 #include "trainer/device.h"
@@ -699,8 +700,9 @@ void Trainer::update_expert_biases() {
 }
 
 int64_t Trainer::metrics_rank() const {
-  // TorchTitan's metrics rank: the first of the last pipeline stage (rank 0 for ZBVZeroBubble).
-  const bool last_stage = dims_.pp > 1 && config_.parallelism.pipeline_parallel_schedule != "ZBVZeroBubble";
+  // TorchTitan's metrics rank: the first of the last pipeline stage (pp rank 0 under V schedules).
+  const bool last_stage =
+      dims_.pp > 1 && pipeline_schedule_kind(config_.parallelism.pipeline_parallel_schedule).style != StageStyle::kV;
   return last_stage ? env_.world_size / dims_.pp * (dims_.pp - 1) : 0;
 }
 
