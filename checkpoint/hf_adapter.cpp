@@ -1,9 +1,10 @@
 #include "checkpoint/hf_adapter.h"
 
-#include <fstream>
 #include <map>
 #include <regex>
 #include <stdexcept>
+
+#include "checkpoint/json_fields.h"
 
 namespace titan::hf {
 namespace {
@@ -59,39 +60,28 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Err("cannot read " + path);
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Err(path + ": not valid JSON (" + e.what() + ")");
-  }
-}
-
 // Llama 4's MoE fields; the options our model does not have must be off (their names are HF's).
-void read_llama4_fields(const nlohmann::json& c, const std::string& path, llama3::ModelArgs& a) {
+void read_llama4_fields(const JsonFields& c, const std::string& path, llama3::ModelArgs& a) {
   a.moe = MoEArgs{};
-  a.moe->num_experts = c.at("num_local_experts").get<int64_t>();
-  a.moe->top_k = c.value("num_experts_per_tok", int64_t{1});
+  a.moe->num_experts = c.need_as<int64_t>("num_local_experts");
+  a.moe->top_k = c.get<int64_t>("num_experts_per_tok", 1);
   a.moe_intermediate_size = a.intermediate_size;  // the experts' and the shared expert's
-  a.intermediate_size = c.at("intermediate_size_mlp").get<int64_t>();
-  a.interleave_moe_layer_step = c.value("interleave_moe_layer_step", int64_t{1});
+  a.intermediate_size = c.need_as<int64_t>("intermediate_size_mlp");
+  a.interleave_moe_layer_step = c.get<int64_t>("interleave_moe_layer_step", 1);
   auto refuse = [&](const std::string& what) {
     throw Err(path + ": " + what + " is not supported (TorchTitan's llama4 flavors without iRoPE have it off)");
   };
-  if (c.value("use_qk_norm", true)) refuse("use_qk_norm true (QK norm)");
-  if (c.value("attention_bias", false)) refuse("attention_bias true");
-  if (c.contains("attention_chunk_size") && !c["attention_chunk_size"].is_null()) refuse("attention_chunk_size (chunked attention)");
-  if (c.contains("no_rope_layers") && !c["no_rope_layers"].is_null())
-    for (const auto& v : c["no_rope_layers"])
-      if (v.get<int64_t>() == 0) refuse("a 0 in no_rope_layers (NoPE layers)");
-  if (!c.contains("no_rope_layers") || c["no_rope_layers"].is_null())
+  if (c.get<bool>("use_qk_norm", true)) refuse("use_qk_norm true (QK norm)");
+  if (c.get<bool>("attention_bias", false)) refuse("attention_bias true");
+  if (c.has("attention_chunk_size")) refuse("attention_chunk_size (chunked attention)");
+  if (!c.has("no_rope_layers"))
     refuse("no no_rope_layers (transformers then makes every no_rope_layer_interval-th layer NoPE)");
-  if (c.contains("moe_layers") && !c["moe_layers"].is_null()) {
+  for (int64_t v : c.need_as<std::vector<int64_t>>("no_rope_layers"))
+    if (v == 0) refuse("a 0 in no_rope_layers (NoPE layers)");
+  if (c.has("moe_layers")) {
     std::vector<int64_t> expected;
     for (int64_t l = a.interleave_moe_layer_step - 1; l < a.n_layers; l += a.interleave_moe_layer_step) expected.push_back(l);
-    if (c["moe_layers"].get<std::vector<int64_t>>() != expected)
+    if (c.need_as<std::vector<int64_t>>("moe_layers") != expected)
       refuse("moe_layers other than every interleave_moe_layer_step-th layer");
   }
 }
@@ -190,58 +180,55 @@ std::optional<int64_t> permute_heads(const std::string& native_key, const llama3
 }
 
 llama3::ModelArgs model_args_from_config(const std::string& config_path) {
-  return model_args_from_json(read_json(config_path), config_path);
+  return model_args_from_json(read_json_file(config_path), config_path);
 }
 
 llama3::ModelArgs model_args_from_json(const nlohmann::json& config, const std::string& config_path) {
   // Llama4ForConditionalGeneration nests the text model's config.
-  const nlohmann::json& c = config.value("model_type", "") == "llama4" && config.contains("text_config") ? config["text_config"] : config;
-  auto need = [&](const char* key) -> const nlohmann::json& {
-    if (!c.contains(key) || c[key].is_null()) throw Err(config_path + ": missing '" + key + "'");
-    return c[key];
-  };
+  const JsonFields top(config, config_path);
+  const JsonFields c = top.get<std::string>("model_type", "") == "llama4" && top.has("text_config")
+                             ? top.nested("text_config")
+                             : top;
   try {
     llama3::ModelArgs a;
-    a.dim = need("hidden_size").get<int64_t>();
-    a.n_layers = need("num_hidden_layers").get<int64_t>();
-    a.n_heads = need("num_attention_heads").get<int64_t>();
-    a.n_kv_heads = c.value("num_key_value_heads", a.n_heads);
-    a.intermediate_size = need("intermediate_size").get<int64_t>();
-    a.vocab_size = need("vocab_size").get<int64_t>();
-    a.rope_theta = c.value("rope_theta", 10000.0);
-    a.norm_eps = c.value("rms_norm_eps", 1e-6);
-    a.tie_word_embeddings = c.value("tie_word_embeddings", false);
-    a.max_seq_len = c.value("max_position_embeddings", int64_t{131072});
-    if (c.contains("head_dim") && !c["head_dim"].is_null() && c["head_dim"].get<int64_t>() != a.dim / a.n_heads)
-      throw Err(config_path + ": head_dim " + std::to_string(c["head_dim"].get<int64_t>()) +
+    a.dim = c.need_as<int64_t>("hidden_size");
+    a.n_layers = c.need_as<int64_t>("num_hidden_layers");
+    a.n_heads = c.need_as<int64_t>("num_attention_heads");
+    a.n_kv_heads = c.get<int64_t>("num_key_value_heads", a.n_heads);
+    a.intermediate_size = c.need_as<int64_t>("intermediate_size");
+    a.vocab_size = c.need_as<int64_t>("vocab_size");
+    a.rope_theta = c.get<double>("rope_theta", 10000.0);
+    a.norm_eps = c.get<double>("rms_norm_eps", 1e-6);
+    a.tie_word_embeddings = c.get<bool>("tie_word_embeddings", false);
+    a.max_seq_len = c.get<int64_t>("max_position_embeddings", 131072);
+    if (c.has("head_dim") && c.need_as<int64_t>("head_dim") != a.dim / a.n_heads)
+      throw Err(config_path + ": head_dim " + std::to_string(c.need_as<int64_t>("head_dim")) +
                 " != hidden_size / num_attention_heads is not supported");
     a.rope_scaling = std::nullopt;
     // transformers 5 writes rope_parameters (theta inside, "default" = unscaled); 4.x rope_scaling.
-    const bool v5 = c.contains("rope_parameters") && !c["rope_parameters"].is_null();
+    const bool v5 = c.has("rope_parameters");
     const std::string rope_key = v5 ? "rope_parameters" : "rope_scaling";
-    const nlohmann::json rope = c.contains(rope_key) ? c[rope_key] : nlohmann::json();
-    if (!rope.is_null()) {
-      a.rope_theta = rope.value("rope_theta", a.rope_theta);
-      const std::string type = rope.value("rope_type", rope.value("type", ""));
+    if (c.has(rope_key)) {
+      const JsonFields rope = c.nested(rope_key);
+      a.rope_theta = rope.get<double>("rope_theta", a.rope_theta);
+      const std::string type = rope.get<std::string>("rope_type", rope.get<std::string>("type", ""));
       if (type == "llama3") {
         llama3::RopeScaling s;
-        s.factor = rope.at("factor").get<double>();
-        s.low_freq_factor = rope.at("low_freq_factor").get<double>();
-        s.high_freq_factor = rope.at("high_freq_factor").get<double>();
-        s.original_max_position_embeddings = rope.at("original_max_position_embeddings").get<int64_t>();
+        s.factor = rope.need_as<double>("factor");
+        s.low_freq_factor = rope.need_as<double>("low_freq_factor");
+        s.high_freq_factor = rope.need_as<double>("high_freq_factor");
+        s.original_max_position_embeddings = rope.need_as<int64_t>("original_max_position_embeddings");
         a.rope_scaling = s;
       } else if (!(v5 && type == "default")) {
         throw Err(config_path + ": " + rope_key + " type '" + type + "' is not supported (valid: llama3" +
                   (v5 ? ", default)" : ")"));
       }
     }
-    const std::string type = c.value("model_type", "llama");
+    const std::string type = c.get<std::string>("model_type", "llama");
     if (type == "llama4_text") read_llama4_fields(c, config_path, a);
     else if (type != "llama") throw Err(config_path + ": model_type '" + type + "' is not supported (valid: llama, llama4_text, llama4)");
     a.validate();
     return a;
-  } catch (const nlohmann::json::exception& e) {
-    throw Err(config_path + ": " + e.what());
   } catch (const std::invalid_argument& e) {
     throw Err(config_path + ": " + e.what());
   }
@@ -311,7 +298,7 @@ void check_config_matches(const nlohmann::json& config, const std::string& where
 }
 
 void check_config_matches(const std::string& config_path, const llama3::ModelArgs& args) {
-  check_config_matches(read_json(config_path), config_path, args,
+  check_config_matches(read_json_file(config_path), config_path, args,
                        "model.flavor differs; use --model.flavor from_hf to build the model from config.json");
 }
 

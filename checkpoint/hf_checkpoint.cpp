@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "checkpoint/hf_adapter.h"
+#include "checkpoint/json_fields.h"
 #include "checkpoint/safetensors.h"
 #include "parallel/logging.h"
 
@@ -21,16 +22,10 @@ std::vector<std::string> weight_files(const std::string& dir) {
   std::vector<std::string> files;
   const fs::path index = fs::path(dir) / kIndexName;
   if (fs::exists(index)) {
-    std::ifstream in(index);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw Err(index.string() + ": not valid JSON (" + e.what() + ")");
-    }
-    if (!j.contains("weight_map") || !j["weight_map"].is_object()) throw Err(index.string() + ": no weight_map");
+    const auto j = titan::read_json_file(index.string());
+    const auto weight_map = titan::JsonFields(j, index.string()).nested("weight_map");
     std::set<std::string> unique;
-    for (const auto& [key, file] : j["weight_map"].items()) unique.insert(file.get<std::string>());
+    for (const auto& item : j["weight_map"].items()) unique.insert(weight_map.need_as<std::string>(item.key()));
     for (const auto& f : unique) files.push_back((fs::path(dir) / f).string());
   } else if (fs::is_directory(dir)) {  // what transformers reads without an index: model.safetensors
     for (const auto& e : fs::directory_iterator(dir))

@@ -1,6 +1,7 @@
 // titan_checkpoint: offline tools for native checkpoints.
 //   titan_checkpoint inspect STEP_DIR            keys, shapes, dtypes, chunks, step and state
-//   titan_checkpoint to-torch STEP_DIR OUT.pt    one file Python's torch.load opens as {key: tensor}
+//   titan_checkpoint to-torch STEP_DIR OUT.pt [--force]
+//                                                one file Python's torch.load opens as {key: tensor}
 //   titan_checkpoint from-hf HF_DIR STEP_DIR [--model_name N] [--model_flavor F] [--force]
 //                                                an HF Llama folder -> a native step-0 (model only)
 //   titan_checkpoint to-hf STEP_DIR OUT_DIR [--export_dtype float32|bfloat16|float16] [--hf_assets_path DIR]
@@ -49,7 +50,7 @@ struct Command {
 const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> all = {
       {"inspect", {{"STEP_DIR"}, {}, {}}},
-      {"to-torch", {{"STEP_DIR", "OUT.pt"}, {}, {}}},
+      {"to-torch", {{"STEP_DIR", "OUT.pt"}, {"--force"}, {}}},
       {"from-hf", {{"HF_DIR", "STEP_DIR"}, {"--model_name", "--model_flavor", "--force"}, {}}},
       {"to-hf",
        {{"STEP_DIR", "OUT_DIR"},
@@ -234,8 +235,9 @@ void inspect(const std::string& dir) {
   std::printf("state: %s\n", m.state.dump().c_str());
 }
 
-void to_torch(const std::string& dir, const std::string& out) {
+void to_torch(const std::string& dir, const std::string& out, bool force) {
   require_native_step(dir);
+  const fs::path target = prepare_output(dir, out, force);
   const Manifest m = titan::checkpoint::read_manifest(dir);
   std::vector<titan::checkpoint::ShardedTensor> targets;
   for (const auto& [key, e] : m.tensors) {
@@ -255,12 +257,13 @@ void to_torch(const std::string& dir, const std::string& out) {
   pickler.pushIValue(dict);
   pickler.stop();
   try {
-    caffe2::serialize::PyTorchStreamWriter writer(out);
+    caffe2::serialize::PyTorchStreamWriter writer(target.string());
     torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
     writer.writeEndOfFile();
   } catch (const c10::Error& e) {
     throw std::runtime_error("cannot write " + out + ": " + titan::first_line(e.what_without_backtrace()));
   }
+  replace_output(target, out);
   std::printf("wrote %zu tensors to %s\n", targets.size(), out.c_str());
 }
 
@@ -350,7 +353,7 @@ int main(int argc, char** argv) {
     if (cmd == "inspect")
       inspect(p[0]);
     else if (cmd == "to-torch")
-      to_torch(p[0], p[1]);
+      to_torch(p[0], p[1], a.has("--force"));
     else if (cmd == "from-hf")
       from_hf(p[0], p[1], a);
     else

@@ -2,11 +2,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <unordered_map>
+
+#include "checkpoint/json_fields.h"
 
 namespace titan {
 namespace {
@@ -67,17 +68,6 @@ std::string decoded_bytes(const std::string& token) {
     }
   }
   return bytes;
-}
-
-template <class Json = json>
-Json read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Err("cannot open " + path);
-  try {
-    return Json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Err(path + ": invalid JSON (" + e.what() + ")");
-  }
 }
 
 // Field access that names the file and field in its errors.
@@ -230,7 +220,7 @@ void read_config_tokens(const std::string& assets_path, const json& vocab, HfTok
     throw Err("model.hf_assets_path '" + assets_path +
               "' has tokenizer.json but no tokenizer_config.json (it names "
               "bos_token and eos_token, which every document starts and ends with)");
-  const auto config = read_json<nlohmann::ordered_json>(config_path);  // TorchTitan adds its tokens in file order
+  const auto config = read_json_file<nlohmann::ordered_json>(config_path);  // TorchTitan adds its tokens in file order
   auto& added = file->added;
   auto find_added = [&](const std::string& content) {
     return std::find_if(added.begin(), added.end(), [&](const HfAddedToken& a) { return a.content == content; });
@@ -301,7 +291,7 @@ void read_post_processor(const json& p, const std::string& where, const Fields& 
 HfTokenizerFile read_hf_tokenizer(const std::string& assets_path) {
   HfTokenizerFile file;
   file.path = (fs::path(assets_path) / "tokenizer.json").string();
-  const json root = read_json(file.path);
+  const json root = read_json_file(file.path);
   const Fields f{file.path};
   std::vector<std::pair<std::string, int64_t>> tokens;
   file.model = read_model(root, f, &tokens);

@@ -156,6 +156,21 @@ tool_fails "the output $WORK/tt exists and is not empty; pass --force to replace
 tool_fails "the output $WORK/native/step-0 exists and is not empty; pass --force" from-hf "$WORK/hf_sharded" "$WORK/native/step-0"
 "$TOOL" from-hf "$WORK/hf_sharded" "$WORK/native/step-0" --force --model_name llama3 >/dev/null || fail "from-hf --force"
 tool_fails "the output $WORK/twin/checkpoint is or holds the input $twin10" to-hf "$twin10" "$WORK/twin/checkpoint" --force
+"$TOOL" to-torch "$twin10" "$WORK/w.pt" >/dev/null || fail "to-torch"
+tool_fails "the output $WORK/w.pt exists and is not empty; pass --force to replace it" to-torch "$twin10" "$WORK/w.pt"
+echo stale >"$WORK/w.pt"
+"$TOOL" to-torch "$twin10" "$WORK/w.pt" --force >/dev/null || fail "to-torch --force"
+"$TITAN_PYTHON" -c "import sys, torch; assert len(torch.load(sys.argv[1], weights_only=True)) > 0" "$WORK/w.pt" ||
+  fail "to-torch --force did not replace the file"
+# A config.json field of the wrong type is named, with its value and the type wanted.
+cp -r "$WORK/hf_scaled" "$WORK/hf_typed"
+sed -i 's/"hidden_size": *64/"hidden_size": "64"/' "$WORK/hf_typed/config.json"
+grep -q '"hidden_size": "64"' "$WORK/hf_typed/config.json" || fail "could not make the wrongly typed config.json"
+tool_fails "$WORK/hf_typed/config.json: field 'hidden_size' is \"64\" (a string), expected an integer" \
+  from-hf "$WORK/hf_typed" "$WORK/typed_native"
+train "$WORK/typed.log" --model.flavor from_hf --model.hf_assets_path "$WORK/hf_typed" --job.dump_folder "$WORK/typed"
+[[ $RC -ne 0 ]] && grep -q "^error: $WORK/hf_typed/config.json: field 'hidden_size' is \"64\" (a string), expected an integer$" \
+  "$WORK/typed.log" || { cat "$WORK/typed.log"; fail "wrongly typed config.json field"; }
 # Inputs told apart: a missing folder, an HF export, an interrupted save, a folder of steps.
 tool_fails "no such folder: $WORK/nowhere" to-hf "$WORK/nowhere" "$WORK/tt9"
 tool_fails "$WORK/tt is a Hugging Face export (use from-hf" to-hf "$WORK/tt" "$WORK/tt9"

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "checkpoint/hf_adapter.h"
+#include "models/llama4/model_args.h"
 
 namespace titan::hf {
 namespace {
@@ -91,6 +92,44 @@ TEST(HfAdapter, ConfigRoundTrip) {
   EXPECT_TRUE(d.tie_word_embeddings);
   c.erase("hidden_size");
   EXPECT_THROW(model_args_from_json(c, "config"), std::runtime_error);
+}
+
+std::string config_error(const nlohmann::json& c) {
+  try {
+    model_args_from_json(c, "config.json");
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// A field of the wrong type is named with its value and the type wanted, never a bare type_error.
+TEST(HfAdapter, WrongTypedFieldIsNamed) {
+  const auto good = config_from_model_args(llama3::flavor_args("debugmodel"), torch::kFloat32);
+  auto c = good;
+  c["hidden_size"] = "256";
+  EXPECT_EQ(config_error(c), "config.json: field 'hidden_size' is \"256\" (a string), expected an integer");
+  c = good;
+  c["rms_norm_eps"] = true;
+  EXPECT_EQ(config_error(c), "config.json: field 'rms_norm_eps' is true (true or false), expected a number");
+  c = good;
+  c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", "8"}};
+  EXPECT_EQ(config_error(c), "config.json: field 'rope_scaling.factor' is \"8\" (a string), expected a number");
+  c = good;
+  c["rope_scaling"] = 3;
+  EXPECT_EQ(config_error(c), "config.json: field 'rope_scaling' is an integer, expected an object");
+  c = good;
+  c["num_key_value_heads"] = 2.5;
+  EXPECT_EQ(config_error(c), "config.json: field 'num_key_value_heads' is 2.5 (a number), expected an integer");
+  c = config_from_model_args(llama4::flavor_args("debugmodel"), torch::kFloat32);
+  c["no_rope_layers"] = {1, "1"};
+  EXPECT_EQ(config_error(c), "config.json: field 'no_rope_layers' is [1,\"1\"] (a list), expected a list of integers");
+  c = good;
+  c["model_type"] = 7;
+  EXPECT_EQ(config_error(c), "config.json: field 'model_type' is 7 (an integer), expected a string");
+  c.erase("model_type");
+  c.erase("vocab_size");
+  EXPECT_EQ(config_error(c), "config.json: field 'vocab_size' is missing");
 }
 
 }  // namespace
