@@ -1,7 +1,13 @@
-"""Prints "step loss grad_norm" for each line of a run's metrics.jsonl, at full precision."""
+"""Prints "step loss grad_norm" for each training line of a run's metrics.jsonl, at full precision;
+with --validation, "step validation_loss" for each validation line instead."""
 import json
 import sys
 
-for line in open(sys.argv[1]):
+validation = "--validation" in sys.argv[1:]
+path = [a for a in sys.argv[1:] if a != "--validation"][0]
+for line in open(path):
     m = json.loads(line)
-    print(m["step"], repr(m["loss"]), repr(m["grad_norm"]))
+    if validation and "validation_loss" in m:
+        print(m["step"], repr(m["validation_loss"]))
+    elif not validation and "loss" in m:
+        print(m["step"], repr(m["loss"]), repr(m["grad_norm"]))

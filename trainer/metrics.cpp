@@ -84,4 +84,13 @@ std::string format_json_line(const StepMetrics& m) {
   return line.dump();
 }
 
+std::string format_validation_json_line(int64_t step, double loss, double tps, double memory_gib, double memory_percent) {
+  const nlohmann::ordered_json line = {{"step", step},
+                                       {"validation_loss", loss},
+                                       {"validation_tps", tps},
+                                       {"validation_memory_gib", memory_gib},
+                                       {"validation_memory_pct", memory_percent}};
+  return line.dump();
+}
+
 }  // namespace titan

@@ -33,6 +33,10 @@ std::string format_validation_line(int64_t step, double loss, double memory_gib,
 // "memory_pct":...}: a line of metrics.jsonl, every number exact (mfu and memory_pct in percent).
 std::string format_json_line(const StepMetrics& m);
 
+// {"step":2,"validation_loss":7.623451232910156,"validation_tps":...,"validation_memory_gib":...,
+// "validation_memory_pct":...}: a validation's line of metrics.jsonl, its keys apart from training's.
+std::string format_validation_json_line(int64_t step, double loss, double tps, double memory_gib, double memory_percent);
+
 // 12345678 -> "12,345,678"
 std::string with_commas(int64_t v);
 

@@ -310,8 +310,6 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
              ") holds only the model, which no run can resume from; --checkpoint.no-last_save_model_only keeps it whole");
 
   flops_per_token_ = flops_per_token(model_args_, num_params_, config_.training.seq_len);
-  if (const char* path = std::getenv("TITAN_TEST_VALIDATION_FILE"); path && *path && env_.rank == 0)
-    validation_file_ = std::make_unique<std::ofstream>(path, std::ios::app);
   log_startup();
 }
 
@@ -670,7 +668,8 @@ void Trainer::validate(double seconds_since_log, int64_t tokens_since_log) {
   const double reserved_percent = 100.0 * static_cast<double>(memory.peak_bytes) / capacity;
   log_info(format_validation_line(state_.step, r.loss, reserved_gib, reserved_percent, tps,
                                   config_.metrics.disable_color_printing));
-  if (validation_file_) *validation_file_ << state_.step << " " << fmt("%.9g", r.loss) << std::endl;
+  if (metrics_file_)
+    *metrics_file_ << format_validation_json_line(state_.step, r.loss, tps, reserved_gib, reserved_percent) << std::endl;
   if (!tensorboard_) return;
   std::vector<std::pair<std::string, double>> scalars = {{"validation_metrics/loss", r.loss},
                                                          {"validation_metrics/throughput(tps)", tps}};

@@ -106,7 +106,6 @@ class Trainer {
   double peak_flops_ = 0;
   double flops_per_token_ = 0;
   std::unique_ptr<std::ofstream> metrics_file_;  // {dump_folder}/metrics.jsonl on the metrics rank
-  std::unique_ptr<std::ofstream> validation_file_;  // TITAN_TEST_VALIDATION_FILE: full-precision validation losses
   std::unique_ptr<TensorBoardWriter> tensorboard_;
   std::vector<double> data_loading_seconds_;  // each batch fetched since the last logged step
 };

@@ -41,6 +41,7 @@ train() {
 # metrics FOLDER: "step loss grad_norm" of each step FOLDER/metrics.jsonl logged, at full precision
 # (finer than the log line: runs are compared to 1e-5).
 metrics() { "$TITAN_PYTHON" "$ROOT/scripts/metrics_columns.py" "$1/metrics.jsonl"; }
+validation_losses() { "$TITAN_PYTHON" "$ROOT/scripts/metrics_columns.py" --validation "$1/metrics.jsonl"; }
 
 # Layout comparisons (test_fsdp.sh, test_tp.sh): every run starts from one seed checkpoint
 # ($WORK/seed, made by make_seed) on the arguments in LAYOUT_ARGS; its metrics go to

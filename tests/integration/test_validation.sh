@@ -9,13 +9,14 @@ RUN=("${SMALL[@]}" --training.seq_len 64 --training.global_batch_size 8 --traini
      --metrics.peak_flops 1e12 --training.steps 2)
 VAL=(--validation.enable --validation.dataset janeausten --validation.seq_len 64 --validation.freq 2 --validation.steps 2)
 
-# run NAME NGPU ARGS...: full-precision training metrics in $WORK/NAME.metrics, validation losses in $WORK/NAME.val.
+# run NAME NGPU ARGS...: full-precision training metrics in $WORK/NAME.metrics, validation losses
+# in $WORK/NAME.val (both from metrics.jsonl).
 run() {
   local name="$1" ngpu="$2"; shift 2
-  TITAN_TEST_VALIDATION_FILE="$WORK/$name.val" NGPU=$ngpu \
-    train "$WORK/$name.log" "${RUN[@]}" --job.dump_folder "$WORK/$name" "$@"
+  NGPU=$ngpu train "$WORK/$name.log" "${RUN[@]}" --job.dump_folder "$WORK/$name" "$@"
   [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "$name exited $RC"; }
   metrics "$WORK/$name" >"$WORK/$name.metrics"
+  validation_losses "$WORK/$name" >"$WORK/$name.val"
 }
 # same_validation A B: both validated at the same steps, each loss within 1e-5 relative.
 same_validation() {
@@ -30,6 +31,17 @@ run one 1 --training.local_batch_size 8 "${VAL[@]}" --validation.local_batch_siz
 [[ $(cut -d' ' -f1 "$WORK/one.val" | paste -sd,) == 1,2 ]] || fail "one rank validated at steps $(cat "$WORK/one.val")"
 [[ $(grep -cE "validate step: +[12]  loss: +[0-9]+\.[0-9]{4}  memory: +[0-9.]+GiB\([0-9.]+%\)  tps: [0-9,]+$" "$WORK/one.log") -eq 2 ]] ||
   { grep "validate" "$WORK/one.log"; fail "validate log lines"; }
+# metrics.jsonl: each validation a line of its own keys, after its step's training line, equal to the log line.
+"$TITAN_PYTHON" - "$WORK/one/metrics.jsonl" "$WORK/one.log" <<'PY' || fail "validation lines in metrics.jsonl"
+import json, re, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+assert [(r["step"], "loss" in r) for r in rows] == [(1, True), (1, False), (2, True), (2, False)], rows
+logged = [l for l in open(sys.argv[2]) if "validate step:" in l]
+for r, l in zip([r for r in rows if "validation_loss" in r], logged):
+    assert list(r) == ["step", "validation_loss", "validation_tps", "validation_memory_gib", "validation_memory_pct"], r
+    loss = float(re.search(r"loss: +([0-9.]+)", l).group(1))
+    assert f"{r['validation_loss']:.4f}" == f"{loss:.4f}", (r, l)
+PY
 "$TITAN_PYTHON" - "$(echo "$WORK"/one/tb/*/events.*)" "$WORK/one.val" <<'PY'
 import sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
