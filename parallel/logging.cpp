@@ -56,4 +56,11 @@ Colors colors(bool disable_color_printing) {
   return {"\033[31m", "\033[32m", "\033[33m", "\033[34m", "\033[36m", "\033[96m", "\033[39m"};
 }
 
+std::string seconds_since(std::chrono::steady_clock::time_point begin) {
+  char seconds[32];
+  std::snprintf(seconds, sizeof(seconds), "%.2f",
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count());
+  return seconds;
+}
+
 }  // namespace titan

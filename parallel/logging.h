@@ -1,6 +1,7 @@
 // TorchTitan's log format: "[titan] 2026-01-01 12:00:00,123 - root - INFO - message".
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -13,6 +14,9 @@ void log_error(const std::string& message);
 
 // The first line of an error message: libtorch and c10d errors carry a C++ backtrace after it.
 inline std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
+
+// "1.23": seconds since `begin`, as TorchTitan's "Finished dumping ... in 1.23 seconds" lines print them.
+std::string seconds_since(std::chrono::steady_clock::time_point begin);
 
 // With several ranks, lines get a "[rankN]: " prefix and only the ranks listed in LOG_RANK
 // (comma separated, default 0) print info and warnings, as torchrun's --local-ranks-filter.

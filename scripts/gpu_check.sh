@@ -9,7 +9,9 @@
 #     1. trains the debug model 20 steps on CUDA: step-1 loss equal to a CPU run's within 1e-4, and falling;
 #     2. resumes from its step-10 checkpoint on CUDA: steps 11-20 equal the uninterrupted run's;
 #     3. trains a Llama-3.2-1B-shaped model (bf16, seq 2048, random pre-tokenized tokens) 10 steps and
-#        prints tokens/s and MFU.
+#        prints tokens/s and MFU;
+#     4. profiles 4 debug-model steps: CUDA memory snapshots that torch's memory_viz renders, and a
+#        Chrome trace holding GPU kernels.
 # Everything goes to $OUT/gpu_check.log (outputs/gpu_check without $OUT); exit 0 when every check holds.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -118,4 +120,24 @@ grep -E "Peak FLOPS|size:|step: " "$OUT/llama1b.log"
 say "   steps 2-10: $(sed -nE 's/.*step: +([0-9]+) .*tps: ([0-9,]+).*mfu: ([0-9.]+)%.*/\1 \2 \3/p' "$OUT/llama1b.log" |
   awk '$1 > 1 {gsub(",", "", $2); t += $2; m += $3; n++} END {if (n) printf "mean %.0f tokens/s, mean MFU %.2f%%", t / n, m / n}')"
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader || true
+
+say "4. memory snapshots and profiler traces on CUDA (profile_freq 2)"
+run snapshot "$WORK/snap" --training.steps 4 --profiling.enable_memory_snapshot --profiling.enable_profiling \
+  --profiling.profile_freq 2 --profiling.profiler_warmup 0 --profiling.profiler_active 1
+"$TITAN_PYTHON" - "$WORK/snap" <<'PY' || fail "memory snapshot or trace"
+import json, os, pickle, sys
+from torch.cuda import _memory_viz
+folder = sys.argv[1]
+assert sorted(os.listdir(f"{folder}/memory_snapshot")) == ["iteration_2", "iteration_4"], os.listdir(f"{folder}/memory_snapshot")
+for step in (2, 4):
+    snapshot = pickle.load(open(f"{folder}/memory_snapshot/iteration_{step}/rank0_memory_snapshot.pickle", "rb"))
+    assert snapshot["segments"] and snapshot["device_traces"][0], "no segments or no recorded history"
+    html = _memory_viz.trace_plot(snapshot)
+    print(f"   iteration_{step}: {len(snapshot['segments'])} segments, {len(snapshot['device_traces'][0])} "
+          f"allocator events, memory_viz page {len(html)} bytes")
+events = json.load(open(f"{folder}/profile_trace/iteration_4/rank0_trace.json"))["traceEvents"]
+kernels = [e for e in events if e.get("cat") == "kernel"]
+assert kernels, "no GPU kernels in the trace"
+print(f"   trace iteration_4: {len(kernels)} GPU kernels")
+PY
 say "all checks passed"

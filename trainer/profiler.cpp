@@ -3,7 +3,6 @@
 #include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <chrono>
-#include <cstdio>
 #include <filesystem>
 #include <set>
 #include <stdexcept>
@@ -79,14 +78,17 @@ void StepProfiler::save(int64_t step) {
   auto result = kineto::disableProfiler();
   phase_ = Phase::kIdle;
   const fs::path dir = fs::path(folder_) / ("iteration_" + std::to_string(step));
-  fs::create_directories(dir);
+  const fs::path file = dir / ("rank" + std::to_string(rank_) + "_trace.json");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw std::runtime_error("cannot write the profiler trace " + file.string() + ": " + ec.message());
   log_info("Dumping profiler traces at step " + std::to_string(step));
   const auto begin = std::chrono::steady_clock::now();
-  result->save((dir / ("rank" + std::to_string(rank_) + "_trace.json")).string());
-  char seconds[32];
-  std::snprintf(seconds, sizeof(seconds), "%.2f",
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count());
-  log_info(std::string("Finished dumping profiler traces in ") + seconds + " seconds");
+  fs::remove(file, ec);
+  result->save(file.string());
+  // Kineto only logs a trace it could not write.
+  if (!fs::is_regular_file(file)) throw std::runtime_error("cannot write the profiler trace " + file.string());
+  log_info("Finished dumping profiler traces in " + seconds_since(begin) + " seconds");
 }
 
 }  // namespace titan

@@ -26,6 +26,7 @@
 #include "parallel/rank_exit.h"
 #include "trainer/config_manager.h"
 #include "trainer/device.h"
+#include "trainer/memory_snapshot.h"
 #include "trainer/metrics.h"
 #include "trainer/profiler.h"
 
@@ -786,17 +787,28 @@ bool Trainer::train() {
   if (state_.step >= config_.training.steps)
     log_warning("the checkpoint is at step " + std::to_string(state_.step) + ", not before training.steps " +
                 std::to_string(config_.training.steps) + ": nothing to train or save (raise --training.steps to continue)");
-  log_info("Training starts at step " + std::to_string(state_.step + 1));
   const auto& prof = config_.profiling;
   std::optional<StepProfiler> profiler;
   if (prof.enable_profiling)
     profiler.emplace((fs::path(config_.job.dump_folder) / prof.save_traces_folder).string(), env_.rank,
                      device_.is_cuda(), prof.profile_freq, prof.profiler_warmup, prof.profiler_active);
+  std::optional<MemorySnapshotter> snapshots;
+  if (prof.enable_memory_snapshot)
+    snapshots.emplace((fs::path(config_.job.dump_folder) / prof.save_memory_snapshot_folder).string(), env_.rank,
+                      prof.profile_freq, device_.is_cuda());
+  log_info("Training starts at step " + std::to_string(state_.step + 1));
   auto last_log = std::chrono::steady_clock::now();
   int64_t tokens_since_log = 0;
   while (state_.step < config_.training.steps) {
     if (profiler) profiler->begin_step(state_.step + 1);
-    const StepResult r = train_step();
+    const StepResult r = [&] {
+      try {
+        return train_step();
+      } catch (const c10::OutOfMemoryError&) {
+        if (snapshots) snapshots->dump_on_out_of_memory(state_.step);
+        throw;
+      }
+    }();
     ++state_.step;
     set_rank_exit_step(state_.step);
     state_.ntokens_seen += r.tokens;
@@ -819,6 +831,7 @@ bool Trainer::train() {
       tokens_since_log = 0;
     }
     if (profiler) profiler->end_step();  // TorchTitan's profiler step spans the checkpoint save too
+    if (snapshots) snapshots->end_step(state_.step);
     // Every rank stops after the same step: a signal reaches the ranks at different moments.
     bool stop = stop_requested();
     if (comm_) stop = comm_->world_cpu().all_reduce_sum(stop ? 1.0 : 0.0) > 0;

@@ -54,4 +54,19 @@ train "$WORK/bad.log" "${PROF[@]}" --training.steps 2 --profiling.profile_freq 1
 train "$WORK/active.log" "${PROF[@]}" --training.steps 2 --profiling.profiler_active 0 --job.dump_folder "$WORK/bad"
 [[ $RC -ne 0 ]] && grep -qx "error: profiling.profiler_active must be positive, got 0" "$WORK/active.log" ||
   { cat "$WORK/active.log"; fail "profiler_active 0"; }
+# A traces folder that cannot be made, at start-up or when a trace is saved (a file where a folder
+# must go: root may write anywhere), is a one-line error naming it, never a missing trace.
+mkdir -p "$WORK/blocked" && touch "$WORK/blocked/file"
+train "$WORK/start.log" "${PROF[@]}" --training.steps 2 --profiling.save_traces_folder file/traces --job.dump_folder "$WORK/blocked"
+[[ $RC -ne 0 ]] && grep -qx "error: cannot create the profiler traces folder $WORK/blocked/file/traces: Not a directory" "$WORK/start.log" &&
+  ! grep -q "Training starts" "$WORK/start.log" || { cat "$WORK/start.log"; fail "traces folder under a file"; }
+mkdir -p "$WORK/blocked/profile_trace" && touch "$WORK/blocked/profile_trace/iteration_3"
+train "$WORK/save.log" "${PROF[@]}" --training.steps 3 --job.dump_folder "$WORK/blocked"
+[[ $RC -ne 0 ]] &&
+  grep -qx "error: cannot write the profiler trace $WORK/blocked/profile_trace/iteration_3/rank0_trace.json: Not a directory" "$WORK/save.log" ||
+  { cat "$WORK/save.log"; fail "trace folder of a step is a file"; }
+# CUDA memory snapshots need a GPU (scripts/gpu_check.sh runs them there).
+train "$WORK/snap.log" "${PROF[@]}" --training.steps 2 --profiling.enable_memory_snapshot --job.dump_folder "$WORK/snap"
+[[ $RC -ne 0 ]] && grep -qx "error: profiling.enable_memory_snapshot records the CUDA caching allocator; this run is on the CPU (no GPU visible)" \
+  "$WORK/snap.log" || { cat "$WORK/snap.log"; fail "memory snapshot on the CPU"; }
 echo "PASS"
