@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -114,8 +115,11 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
   if (config_.job.print_config && env_.rank == 0) std::printf("%s", config_to_toml(config_).c_str());
   open_tensorboard();
   // Appended across resumes: one file holds a run's whole curve, at full precision.
-  if (env_.rank == metrics_rank())
-    metrics_file_ = std::make_unique<std::ofstream>(fs::path(config_.job.dump_folder) / "metrics.jsonl", std::ios::app);
+  if (env_.rank == metrics_rank()) {
+    const fs::path path = fs::path(config_.job.dump_folder) / "metrics.jsonl";
+    metrics_file_ = std::make_unique<std::ofstream>(path, std::ios::app);
+    if (!*metrics_file_) throw Err("cannot write " + path.string() + ": " + std::strerror(errno));
+  }
 
   // Model arguments; the RoPE table spans training.seq_len as in TorchTitan.
   const bool llama4 = config_.model.name == "llama4";

@@ -38,4 +38,9 @@ for r, (step, loss, grad_norm) in zip(rows, logged):
     assert r["step"] == int(step) and f"{r['loss']:.5f}" == loss and f"{r['grad_norm']:.4f}" == grad_norm, (r, loss, grad_norm)
 print(f"metrics.jsonl: {len(rows)} lines, step 30 lr {rows[29]['lr']:.3g}")
 PY
+# A metrics.jsonl that cannot be written is a one-line error before training, not a run without it.
+mkdir -p "$WORK/blocked/metrics.jsonl"
+train "$WORK/blocked.log" "${SMALL[@]}" --training.steps 1 --job.dump_folder "$WORK/blocked"
+[[ $RC -ne 0 ]] && grep -qx "error: cannot write $WORK/blocked/metrics.jsonl: Is a directory" "$WORK/blocked.log" &&
+  ! grep -q "Training starts" "$WORK/blocked.log" || { cat "$WORK/blocked.log"; fail "unwritable metrics.jsonl"; }
 echo "PASS"
