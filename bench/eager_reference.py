@@ -3,9 +3,11 @@
 init, from tests/reference/llama3_reference.py), AdamW, LR schedule, batch, sequence length, data
 and thread count as titan_train, in idiomatic eager PyTorch 2.11 from the venv (the same libtorch
 underneath): F.scaled_dot_product_attention (causal, GQA), nn.RMSNorm and AdamW(fused=True), as
-TorchTitan writes them. Prints one JSON line: tokens/s over the timed steps and peak RSS.
+TorchTitan writes them; with --compile, the model under torch.compile (inductor), as TorchTitan's
+compile.enable. Prints one JSON line: tokens/s over the timed steps, peak RSS and the warm-up steps'
+seconds (with --compile, mostly compilation: kept out of tokens/s).
 
-Usage: eager_reference.py CONFIG_JSON TOKENS_NPY --batch B --seq T --steps N --warmup W --threads K [--dtype D]
+Usage: eager_reference.py CONFIG_JSON TOKENS_NPY --batch B --seq T --steps N --warmup W --threads K [--dtype D] [--compile]
 """
 import argparse
 import json
@@ -48,6 +50,7 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")  # as training.dtype
+    p.add_argument("--compile", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     hf = json.load(open(a.config))
@@ -58,12 +61,14 @@ def main():
     model = ref.Llama(c)
     model.init_weights(0)
     model.to(getattr(torch, a.dtype))  # bfloat16: weights, gradients and AdamW state in bf16, as titan_train
+    step_model = torch.compile(model) if a.compile else model
     opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 2))
     data = np.load(a.tokens).astype(np.int64)
     window = a.seq + 1
     pos = 0
     timed_tokens, t0 = 0, None
+    start = time.perf_counter()
     for step in range(1, a.steps + 1):
         if step == a.warmup + 1:
             t0 = time.perf_counter()
@@ -73,7 +78,7 @@ def main():
             pos += window
         batch = torch.from_numpy(np.stack(rows))
         opt.zero_grad(set_to_none=True)
-        logits = model(batch[:, :-1])
+        logits = step_model(batch[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="sum") / batch[:, 1:].numel()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -83,7 +88,8 @@ def main():
             timed_tokens += batch[:, 1:].numel()
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"tps": timed_tokens / seconds, "peak_rss_gib": rss / 2**30, "last_loss": loss.item()}))
+    print(json.dumps({"tps": timed_tokens / seconds, "peak_rss_gib": rss / 2**30, "warmup_s": t0 - start,
+                      "last_loss": loss.item()}))
 
 
 if __name__ == "__main__":

@@ -1,28 +1,42 @@
 #!/usr/bin/env bash
-# Training throughput: titan_train against the eager-PyTorch reference (bench/eager_reference.py)
-# on the same model, data, batch, sequence length and threads, alternating A B A B after a
-# warm-up. Prints tokens/s of each, the ratio per pair and its median, peak memory, and our MFU
-# against the GEMM peak our start-up probe measures in the same run.
-# Usage: bench/train_bench.sh [debug|mid] [ROUNDS] [float32|bfloat16]   (threads = the machine's cores)
-# bfloat16 is training.dtype = bfloat16 for both (weights, gradients, AdamW state in bf16).
+# Training throughput: titan_train against PyTorch 2.11 itself (bench/eager_reference.py) on the
+# same model, init, data, batch, sequence length, threads and OMP_WAIT_POLICY, run in turn each
+# round after a warm-up round: (a) eager, idiomatic (SDPA, nn.RMSNorm, fused AdamW); (b) the same
+# with tcmalloc preloaded, as titan_train links it (the allocator is not our merit); (c) the model
+# under torch.compile (inductor on CPU; its warm-up step, mostly compilation, is reported apart and
+# kept out of tokens/s). Prints tokens/s and peak memory of each, our MFU against the GEMM peak our
+# start-up probe measures in the same run, the ratio to each opponent per round and its median,
+# and the CPU's model and vector/matrix flags.
+# Usage: bench/train_bench.sh [debug|long|mid] [ROUNDS] [float32|bfloat16]   (threads = the machine's cores)
+#   debug: batch 8 x seq 256; long: the debug model at batch 4 x seq 2048 (attention-bound);
+#   mid: dim 1024, 8 layers, GQA 16/8, vocab 32k, seq 1024.
+# bfloat16 is training.dtype = bfloat16 for all (weights, gradients, AdamW state in bf16).
+# BENCH_OPPONENTS (default "eager tcmalloc compile") picks the opponents.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/env.sh"  # TITAN_PYTHON
 MODEL="${1:-debug}"
 ROUNDS="${2:-3}"
 DTYPE="${3:-float32}"
-[[ "$DTYPE" == float32 || "$DTYPE" == bfloat16 ]] || { echo "usage: $0 [debug|mid] [ROUNDS] [float32|bfloat16]" >&2; exit 2; }
+[[ "$DTYPE" == float32 || "$DTYPE" == bfloat16 ]] || { echo "usage: $0 [debug|long|mid] [ROUNDS] [float32|bfloat16]" >&2; exit 2; }
+read -r -a OPPONENTS <<<"${BENCH_OPPONENTS:-eager tcmalloc compile}"
+for o in "${OPPONENTS[@]}"; do
+  [[ $o == eager || $o == tcmalloc || $o == compile ]] || { echo "BENCH_OPPONENTS: '$o' is not eager, tcmalloc or compile" >&2; exit 2; }
+done
+TCMALLOC=$(ldconfig -p | awk '/libtcmalloc_minimal\.so\.4 / {print $NF; exit}')
+[[ -n $TCMALLOC ]] || { echo "libtcmalloc_minimal.so.4 not found (apt-get install libtcmalloc-minimal4)" >&2; exit 1; }
 "$ROOT/scripts/setup.sh"
 "$ROOT/scripts/build.sh" titan_train titan_sentencepiece
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+trap '[[ -n ${BENCH_KEEP:-} ]] || rm -rf "$WORK"' EXIT
 THREADS=$(nproc)
 # The same OpenMP setting for both programs (run_train.sh sets it for the trainer).
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 case "$MODEL" in
   debug) DIM=256 LAYERS=6 HEADS=16 KV=16 FFN=768 VOCAB=2048 SEQ=256 BATCH=8 STEPS=6 ;;
+  long) DIM=256 LAYERS=6 HEADS=16 KV=16 FFN=768 VOCAB=2048 SEQ=2048 BATCH=4 STEPS=4 ;;
   mid) DIM=1024 LAYERS=8 HEADS=16 KV=8 FFN=2816 VOCAB=32000 SEQ=1024 BATCH=1 STEPS=4 ;;
-  *) echo "usage: $0 [debug|mid] [ROUNDS] [float32|bfloat16]" >&2; exit 2 ;;
+  *) echo "usage: $0 [debug|long|mid] [ROUNDS] [float32|bfloat16]" >&2; exit 2 ;;
 esac
 STEPS="${BENCH_STEPS:-$STEPS}"  # eager bf16 on CPUs without bf16 instructions is slow: fewer steps keep a round short
 mkdir -p "$WORK/model"
@@ -45,24 +59,43 @@ ours() {
   sed -nE 's/.*step: *([0-9]+) .*memory: +([0-9.]+)GiB.*tps: ([0-9,]+) .*mfu: ([0-9.]+)%.*/\1 \2 \3 \4/p' "$WORK/ours.log" |
     tr -d , | awk '$1 > 1 {s += 1 / $3; n++; m = $2; mfu = $4} END {printf "%.1f %.2f %.1f", n / s, m, mfu}'
 }
-theirs() {
-  "$TITAN_PYTHON" "$ROOT/bench/eager_reference.py" "$WORK/model/config.json" "$WORK/tokens.npy" --batch $BATCH \
-    --seq $SEQ --steps $STEPS --warmup 1 --threads $THREADS --dtype "$DTYPE" |
-    "$TITAN_PYTHON" -c "import json, sys; d = json.load(sys.stdin); print('%.1f %.2f' % (d['tps'], d['peak_rss_gib']))"
+theirs() {  # theirs eager|tcmalloc|compile: tokens/s, peak RSS (GiB), warm-up seconds
+  local preload="" flags=()
+  [[ $1 == tcmalloc ]] && preload=$TCMALLOC
+  [[ $1 == compile ]] && flags=(--compile)
+  LD_PRELOAD=$preload "$TITAN_PYTHON" "$ROOT/bench/eager_reference.py" "$WORK/model/config.json" "$WORK/tokens.npy" \
+    --batch $BATCH --seq $SEQ --steps $STEPS --warmup 1 --threads $THREADS --dtype "$DTYPE" "${flags[@]}" 2>"$WORK/$1.err" |
+    "$TITAN_PYTHON" -c "import json, sys; d = json.load(sys.stdin); print('%.1f %.2f %.1f' % (d['tps'], d['peak_rss_gib'], d['warmup_s']))" ||
+    { cat "$WORK/$1.err" >&2; return 1; }
 }
+median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 echo "model $MODEL: dim $DIM, $LAYERS layers, $HEADS heads ($KV kv), ffn $FFN, vocab $VOCAB, seq $SEQ, batch $BATCH, $DTYPE, $THREADS threads"
-# Warm-up round (page cache, allocator); BENCH_WARMUP=0 skips it where one eager step takes minutes
-# (bf16 mid model on CPUs without bf16 instructions).
-[[ "${BENCH_WARMUP:-1}" == 0 ]] || { ours >/dev/null; theirs >/dev/null; }
-ratios=()
+echo "cpu: $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); flags: $(grep -m1 "^flags" /proc/cpuinfo |
+  tr ' ' '\n' | grep -xE "avx2|fma|avx512f|avx512_bf16|avx512_fp16|avx512_vnni|amx_tile|amx_bf16" | paste -sd' ')"
+# Warm-up round (page cache, allocator, inductor's compile cache); BENCH_WARMUP=0 skips it where one
+# eager step takes minutes (bf16 mid model on CPUs without bf16 instructions).
+if [[ "${BENCH_WARMUP:-1}" != 0 ]]; then
+  ours >/dev/null
+  for o in "${OPPONENTS[@]}"; do theirs "$o" >/dev/null; done
+fi
+declare -A ratios mem_ratios
 for ((r = 1; r <= ROUNDS; r++)); do
   read -r our_tps our_mem our_mfu <<<"$(ours)"
-  read -r ref_tps ref_mem <<<"$(theirs)"
-  ratio=$(awk -v a="$our_tps" -v b="$ref_tps" 'BEGIN {printf "%.3f", a / b}')
-  ratios+=("$ratio")
-  echo "round $r: titan.cpp $our_tps tok/s (peak $our_mem GiB, mfu $our_mfu%)  eager $ref_tps tok/s (peak $ref_mem GiB)  ratio $ratio"
+  line="round $r: titan.cpp $our_tps tok/s (peak $our_mem GiB, mfu $our_mfu%)"
+  for o in "${OPPONENTS[@]}"; do
+    read -r tps mem warm <<<"$(theirs "$o")"
+    ratio=$(awk -v a="$our_tps" -v b="$tps" 'BEGIN {printf "%.3f", a / b}')
+    ratios[$o]+="$ratio "
+    mem_ratios[$o]+="$(awk -v a="$our_mem" -v b="$mem" 'BEGIN {printf "%.3f", a / b}') "
+    extra=""
+    [[ $o == compile ]] && extra=", warm-up step $warm s"
+    line+="  $o $tps tok/s (peak $mem GiB$extra) x$ratio"
+  done
+  echo "$line"
 done
 peak=$(grep -m1 "Peak FLOPS" "$WORK/ours.log" | sed -E 's/.*MFU: ([0-9.e+]+).*/\1/')
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')
-echo "median ratio titan.cpp / eager: $median   (GEMM peak measured by titan_train: $peak FLOP/s)"
+for o in "${OPPONENTS[@]}"; do
+  echo "median titan.cpp / $o: tokens/s $(tr ' ' '\n' <<<"${ratios[$o]}" | grep . | median), peak memory $(tr ' ' '\n' <<<"${mem_ratios[$o]}" | grep . | median)"
+done
+echo "GEMM peak measured by titan_train: $peak FLOP/s (MFU above is against it)"

@@ -23,6 +23,10 @@ struct DeviceMemory {
   // The caching allocator's own figures, on CUDA only (TorchTitan logs them to TensorBoard).
   std::optional<int64_t> active_peak_bytes;
   int64_t num_alloc_retries = 0, num_ooms = 0;
+
+  // `bytes` as the log line and TensorBoard show it: GiB, and percent of the capacity.
+  double gib(int64_t bytes) const { return static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0); }
+  double percent(int64_t bytes) const { return 100.0 * static_cast<double>(bytes) / static_cast<double>(capacity_bytes); }
 };
 DeviceMemory device_memory(const torch::Device& device);
 

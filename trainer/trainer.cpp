@@ -37,6 +37,18 @@ namespace {
 namespace fs = std::filesystem;
 using Err = std::invalid_argument;
 
+// TorchTitan's peak-memory scalars under `prefix`; the CPU has no caching allocator to report active memory.
+std::vector<std::pair<std::string, double>> memory_scalars(const std::string& prefix, const DeviceMemory& memory) {
+  std::vector<std::pair<std::string, double>> scalars = {
+      {prefix + "memory/max_reserved(GiB)", memory.gib(memory.peak_bytes)},
+      {prefix + "memory/max_reserved(%)", memory.percent(memory.peak_bytes)}};
+  if (memory.active_peak_bytes) {
+    scalars.push_back({prefix + "memory/max_active(GiB)", memory.gib(*memory.active_peak_bytes)});
+    scalars.push_back({prefix + "memory/max_active(%)", memory.percent(*memory.active_peak_bytes)});
+  }
+  return scalars;
+}
+
 // Bundled datasets: training.dataset name -> path (relative to the repository root, like TorchTitan's).
 const std::map<std::string, std::string>& dataset_registry() {
   static const std::map<std::string, std::string> registry = {
@@ -575,7 +587,8 @@ Trainer::StepResult Trainer::train_step() {
   for (int64_t i = 0; i < grad_accum_steps_; ++i) {
     const auto start = std::chrono::steady_clock::now();
     micro.push_back(*dataloader_->next());  // training data loops: never at an end
-    data_loading_seconds_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    data_loading_.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ++data_loading_.batches;
     tokens += micro.back().labels.numel();
   }
   // Normalise by the valid tokens of the whole global batch, counted before any microbatch runs.
@@ -664,27 +677,24 @@ void Trainer::validate(double seconds_since_log, int64_t tokens_since_log) {
   const auto start = std::chrono::steady_clock::now();
   const Validator::Result r = validator_->validate();
   const double seconds = seconds_since_log + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  // TorchTitan's: the tokens and time since the last log line, per device of a batch.
-  const double tps = static_cast<double>(tokens_since_log + r.tokens) / std::max(seconds, 1e-9) /
-                     static_cast<double>(dims_.cp * dims_.tp * dims_.pp);
+  // TorchTitan's: the tokens and time since the last log line.
+  const double tps = tokens_per_second_per_device(tokens_since_log + r.tokens, seconds);
   const DeviceMemory memory = device_memory(device_);
-  const double gib = 1024.0 * 1024.0 * 1024.0, capacity = static_cast<double>(memory.capacity_bytes);
-  const double reserved_gib = static_cast<double>(memory.peak_bytes) / gib;
-  const double reserved_percent = 100.0 * static_cast<double>(memory.peak_bytes) / capacity;
+  const double reserved_gib = memory.gib(memory.peak_bytes), reserved_percent = memory.percent(memory.peak_bytes);
   log_info(format_validation_line(state_.step, r.loss, reserved_gib, reserved_percent, tps,
                                   config_.metrics.disable_color_printing));
   if (metrics_file_)
     *metrics_file_ << format_validation_json_line(state_.step, r.loss, tps, reserved_gib, reserved_percent) << std::endl;
   if (!tensorboard_) return;
-  std::vector<std::pair<std::string, double>> scalars = {{"validation_metrics/loss", r.loss},
-                                                         {"validation_metrics/throughput(tps)", tps}};
-  if (memory.active_peak_bytes) {
-    scalars.push_back({"validation_metrics/memory/max_active(GiB)", static_cast<double>(*memory.active_peak_bytes) / gib});
-    scalars.push_back({"validation_metrics/memory/max_active(%)", 100.0 * static_cast<double>(*memory.active_peak_bytes) / capacity});
-  }
-  scalars.push_back({"validation_metrics/memory/max_reserved(GiB)", reserved_gib});
-  scalars.push_back({"validation_metrics/memory/max_reserved(%)", reserved_percent});
+  auto scalars = memory_scalars("validation_metrics/", memory);
+  scalars.push_back({"validation_metrics/loss", r.loss});
+  scalars.push_back({"validation_metrics/throughput(tps)", tps});
   tensorboard_->add_scalars(state_.step, scalars);
+}
+
+double Trainer::tokens_per_second_per_device(int64_t tokens, double seconds) const {
+  // As TorchTitan: the cp/tp/pp ranks of one batch share its tokens.
+  return static_cast<double>(tokens) / std::max(seconds, 1e-9) / static_cast<double>(dims_.cp * dims_.tp * dims_.pp);
 }
 
 void Trainer::update_expert_biases() {
@@ -734,18 +744,16 @@ void Trainer::log_metrics(const StepResult& r, int64_t tokens_since_log, double 
   m.loss = r.loss;
   m.grad_norm = r.grad_norm;
   m.lr = r.lr;
-  // Per device, as TorchTitan: the cp/tp/pp ranks of one batch share its tokens.
-  m.tps = static_cast<double>(tokens_since_log) / std::max(seconds, 1e-9) /
-          static_cast<double>(dims_.cp * dims_.tp * dims_.pp);
+  m.tps = tokens_per_second_per_device(tokens_since_log, seconds);
   m.tflops = flops_per_token_ * m.tps / 1e12;
   m.mfu_percent = peak_flops_ > 0 ? 100.0 * flops_per_token_ * m.tps / peak_flops_ : 0.0;
   const DeviceMemory memory = device_memory(device_);
-  m.memory_gib = static_cast<double>(memory.peak_bytes) / (1024.0 * 1024.0 * 1024.0);
-  m.memory_percent = 100.0 * static_cast<double>(memory.peak_bytes) / static_cast<double>(memory.capacity_bytes);
+  m.memory_gib = memory.gib(memory.peak_bytes);
+  m.memory_percent = memory.percent(memory.peak_bytes);
   log_info(format_step_line(m, config_.metrics.disable_color_printing));
   if (metrics_file_) *metrics_file_ << format_json_line(m) << std::endl;  // flushed: a killed run keeps its lines
   if (config_.metrics.enable_tensorboard) log_tensorboard(r, m, memory, seconds);
-  data_loading_seconds_.clear();
+  data_loading_ = {};
 }
 
 void Trainer::log_tensorboard(const StepResult& r, const StepMetrics& m, const DeviceMemory& memory, double seconds) {
@@ -757,12 +765,13 @@ void Trainer::log_tensorboard(const StepResult& r, const StepMetrics& m, const D
     tokens_seen = comm_->group("dp").all_reduce_sum(tokens_seen);
   }
   if (!tensorboard_) return;
-  const auto& loading = data_loading_seconds_;
-  double loading_total = 0;
-  for (double s : loading) loading_total += s;
-  const double gib = 1024.0 * 1024.0 * 1024.0, capacity = static_cast<double>(memory.capacity_bytes);
   // TorchTitan's names (components/metrics.py); "memory" of the log line is max_reserved.
-  std::vector<std::pair<std::string, double>> scalars = {
+  auto scalars = memory_scalars("", memory);
+  if (memory.active_peak_bytes) {
+    scalars.push_back({"memory/num_alloc_retries", static_cast<double>(memory.num_alloc_retries)});
+    scalars.push_back({"memory/num_ooms", static_cast<double>(memory.num_ooms)});
+  }
+  const std::vector<std::pair<std::string, double>> step_scalars = {
       {"loss_metrics/global_avg_loss", r.loss},
       {"loss_metrics/global_max_loss", max_loss},
       {"grad_norm", r.grad_norm},
@@ -770,17 +779,10 @@ void Trainer::log_tensorboard(const StepResult& r, const StepMetrics& m, const D
       {"tflops", m.tflops},
       {"mfu(%)", m.mfu_percent},
       {"time_metrics/end_to_end(s)", seconds / static_cast<double>(config_.metrics.log_freq)},
-      {"time_metrics/data_loading(s)", loading_total / static_cast<double>(std::max<size_t>(loading.size(), 1))},
-      {"time_metrics/data_loading(%)", 100.0 * loading_total / std::max(seconds, 1e-9)},
-      {"memory/max_reserved(GiB)", m.memory_gib},
-      {"memory/max_reserved(%)", m.memory_percent},
+      {"time_metrics/data_loading(s)", data_loading_.seconds / static_cast<double>(std::max<int64_t>(data_loading_.batches, 1))},
+      {"time_metrics/data_loading(%)", 100.0 * data_loading_.seconds / std::max(seconds, 1e-9)},
   };
-  if (memory.active_peak_bytes) {  // the CPU has no caching allocator to report these
-    scalars.push_back({"memory/max_active(GiB)", static_cast<double>(*memory.active_peak_bytes) / gib});
-    scalars.push_back({"memory/max_active(%)", 100.0 * static_cast<double>(*memory.active_peak_bytes) / capacity});
-    scalars.push_back({"memory/num_alloc_retries", static_cast<double>(memory.num_alloc_retries)});
-    scalars.push_back({"memory/num_ooms", static_cast<double>(memory.num_ooms)});
-  }
+  scalars.insert(scalars.end(), step_scalars.begin(), step_scalars.end());
   scalars.push_back({"n_tokens_seen", tokens_seen});
   scalars.push_back({"lr", r.lr});
   tensorboard_->add_scalars(state_.step, scalars);

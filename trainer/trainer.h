@@ -72,6 +72,7 @@ class Trainer {
   torch::Tensor validation_loss_sum(const Batch& b);
   // Runs the validator after step state_.step and logs its line (and TensorBoard's scalars).
   void validate(double seconds_since_log, int64_t tokens_since_log);
+  double tokens_per_second_per_device(int64_t tokens, double seconds) const;
   // Under pipeline parallelism: the stages, their modules and ranks, and this rank's order of
   // actions (into pipeline_order_); returns the stages this rank runs.
   std::vector<int64_t> plan_pipeline(std::vector<std::vector<std::string>>& stage_modules);
@@ -107,7 +108,10 @@ class Trainer {
   double flops_per_token_ = 0;
   std::unique_ptr<std::ofstream> metrics_file_;  // {dump_folder}/metrics.jsonl on the metrics rank
   std::unique_ptr<TensorBoardWriter> tensorboard_;
-  std::vector<double> data_loading_seconds_;  // each batch fetched since the last logged step
+  struct {
+    double seconds = 0;
+    int64_t batches = 0;
+  } data_loading_;  // the batches fetched since the last logged step
 };
 
 }  // namespace titan
