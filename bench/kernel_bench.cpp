@@ -2,7 +2,7 @@
 // largest error of each against float64: at::scaled_dot_product_attention (models/common/
 // causal_attention) vs our former attention by query blocks, kept here as the baseline; the fused
 // AdamW (at::_fused_adamw_) vs torch.optim's op-by-op form; at::rms_norm vs the cast-then-scale
-// composite; bf16 GEMMs natively vs with fp32 accumulation (the start-up probe picks per machine);
+// composite; the one-pass CPU RoPE vs its ATen-op form; bf16 GEMMs natively vs with fp32 accumulation (the start-up probe picks per machine);
 // and the data loader's time per batch. Run through bench/kernel_bench.sh.
 #include <chrono>
 #include <cstdio>
@@ -12,6 +12,7 @@
 
 #include "models/common/causal_attention.h"
 #include "models/common/matmul.h"
+#include "models/llama3/rope.h"
 #include "trainer/dataloader.h"
 #include "trainer/document_source.h"
 #include "trainer/optimizer.h"
@@ -167,6 +168,29 @@ void rms_norm(torch::ScalarType dtype, int rounds) {
               c10::toString(dtype), rows, dim, ours_ms, ours_err, aten_ms, aten_err, ours_ms / aten_ms);
 }
 
+// Forward + backward of the query RoPE of one attention layer; errors against float64.
+void rope(const char* model, int64_t B, int64_t T, int64_t H, int64_t hd, torch::ScalarType dtype, int rounds) {
+  torch::manual_seed(3);
+  titan::llama3::ModelArgs a;
+  a.dim = H * hd, a.n_heads = H, a.max_seq_len = T, a.rope_theta = 500000.0;
+  const auto [cos, sin] = titan::llama3::rope_tables(a);
+  auto x = torch::randn({B, T, H, hd}).to(dtype).requires_grad_(true);
+  auto grad = torch::randn({B, T, H, hd}).to(dtype);
+  const auto x64 = torch::view_as_complex(x.detach().to(torch::kFloat64).view({B, T, H, hd / 2, 2}));
+  const auto rot = torch::complex(cos.to(torch::kFloat64), sin.to(torch::kFloat64)).view({1, T, 1, hd / 2});
+  const auto exact = torch::view_as_real(x64 * rot).view({B, T, H, hd});
+  const double ops_err = max_error(titan::llama3::apply_rope_composite(x, cos, sin), exact);
+  const double fused_err = max_error(titan::llama3::apply_rope(x, cos, sin), exact);
+  double ops_ms = 0, fused_ms = 0;
+  for (int r = 0; r < 2; ++r) {
+    ops_ms += best_ms([&] { titan::llama3::apply_rope_composite(x, cos, sin).backward(grad); }, rounds) / 2;
+    fused_ms += best_ms([&] { titan::llama3::apply_rope(x, cos, sin).backward(grad); }, rounds) / 2;
+  }
+  std::printf("RoPE fwd+bwd %s %s (%ld x %ld x %ld x %ld): ATen ops %.2f ms, error %.2g; one pass %.2f ms, error %.2g: "
+              "one pass %.2fx\n",
+              model, c10::toString(dtype), B, T, H, hd, ops_ms, ops_err, fused_ms, fused_err, ops_ms / fused_ms);
+}
+
 void bf16_gemm() {
   const auto probe = titan::probe_low_precision_gemm(torch::kBFloat16, torch::kCPU);
   std::printf("bf16 GEMM 512^3: native %.3g FLOP/s (largest error %.3g), fp32 accumulation %.3g FLOP/s (largest "
@@ -200,6 +224,10 @@ int main(int argc, char** argv) {
   }
   adamw(rounds);
   for (auto dtype : {torch::kFloat32, torch::kBFloat16}) rms_norm(dtype, rounds);
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    rope("debug", 8, 256, 16, 16, dtype, rounds);
+    rope("mid", 1, 1024, 16, 64, dtype, rounds);
+  }
   bf16_gemm();
   data(argv[1], argv[2], rounds);
 }

@@ -1,8 +1,62 @@
 #include "models/llama3/rope.h"
 
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
 #include <cmath>
 
 namespace titan::llama3 {
+namespace {
+
+// One pass over x on the CPU: each pair rotated by its position's angle (by minus it when
+// `inverse`, the backward), in fp32 (x's own precision for fp64), stored in x's dtype.
+torch::Tensor rotate_cpu(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool inverse) {
+  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), half = x.size(3) / 2;
+  const auto xc = x.contiguous();
+  const auto c = cos.slice(0, 0, T).to(torch::kFloat32).contiguous();  // (T, hd/2)
+  const auto s = sin.slice(0, 0, T).to(torch::kFloat32).contiguous();
+  auto out = torch::empty_like(xc);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "rope", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* in = xc.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    const float* cp = c.data_ptr<float>();
+    const float* sp = s.data_ptr<float>();
+    const acc_t sign = inverse ? -1 : 1;
+    at::parallel_for(0, B * T, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t bt = begin; bt < end; ++bt) {
+        const float* ct = cp + (bt % T) * half;
+        const float* st = sp + (bt % T) * half;
+        for (int64_t h = 0; h < H; ++h) {
+          const scalar_t* xp = in + (bt * H + h) * 2 * half;  // (hd/2, 2): the head's pairs
+          scalar_t* yp = o + (bt * H + h) * 2 * half;
+          for (int64_t k = 0; k < half; ++k) {
+            const acc_t x0 = xp[2 * k], x1 = xp[2 * k + 1], cs = ct[k], sn = sign * st[k];
+            yp[2 * k] = static_cast<scalar_t>(x0 * cs - x1 * sn);
+            yp[2 * k + 1] = static_cast<scalar_t>(x0 * sn + x1 * cs);
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// A rotation's gradient is the inverse rotation of the output's: only cos and sin are kept.
+struct RopeFunction : torch::autograd::Function<RopeFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& cos,
+                               const torch::Tensor& sin) {
+    ctx->save_for_backward({cos, sin});
+    return rotate_cpu(x, cos, sin, false);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const auto saved = ctx->get_saved_variables();
+    return {rotate_cpu(grad[0], saved[0], saved[1], true), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
 
 torch::Tensor rope_inv_freq(int64_t head_dim, double theta, const std::optional<RopeScaling>& scaling) {
   auto fp32 = torch::TensorOptions().dtype(torch::kFloat32);
@@ -32,6 +86,10 @@ std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelArgs& args) {
 }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  return x.is_cpu() ? RopeFunction::apply(x, cos, sin) : apply_rope_composite(x, cos, sin);
+}
+
+torch::Tensor apply_rope_composite(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), hd = x.size(3);
   auto pairs = x.to(torch::kFloat32).reshape({B, T, H, hd / 2, 2});
   auto x0 = pairs.select(-1, 0);  // (B, T, H, hd/2)

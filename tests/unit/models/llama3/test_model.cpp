@@ -206,5 +206,32 @@ TEST(Llama3Rope, RotatesAdjacentPairs) {
   EXPECT_NEAR(y[3].item<double>(), std::cos(0.1), 1e-6);
 }
 
+// The one-pass CPU rotation and its backward (the inverse rotation) against complex products in
+// float64: fp32 and bf16, a non-contiguous input, and positions that do not start the table.
+TEST(Llama3Rope, FusedRotationAndGradientMatchFloat64) {
+  ModelArgs a;
+  a.dim = 48, a.n_heads = 3, a.max_seq_len = 16, a.rope_theta = 500000.0;
+  auto [cos, sin] = rope_tables(a);  // (16, 8)
+  torch::manual_seed(0);
+  const int64_t B = 2, T = 5, H = 3, hd = 16;
+  auto x64 = torch::randn({B, H, T, hd}, torch::kFloat64).transpose(1, 2);  // (B, T, H, hd), not contiguous
+  auto g64 = torch::randn({B, T, H, hd}, torch::kFloat64);
+  const auto c = cos.slice(0, 3, 3 + T), s = sin.slice(0, 3, 3 + T);  // positions 3..7, as a CP shard
+  auto rot = torch::complex(c.to(torch::kFloat64), s.to(torch::kFloat64)).view({1, T, 1, hd / 2});
+  auto as_complex = [](const torch::Tensor& t) { return torch::view_as_complex(t.contiguous().view({B, T, H, hd / 2, 2})); };
+  auto expected = torch::view_as_real(as_complex(x64) * rot).view({B, T, H, hd});
+  auto expected_grad = torch::view_as_real(as_complex(g64) * rot.conj()).view({B, T, H, hd});
+  for (auto [dtype, tol] : {std::pair{torch::kFloat32, 1e-6}, std::pair{torch::kBFloat16, 1e-2}}) {
+    auto x = x64.to(dtype).detach().requires_grad_();
+    auto y = apply_rope(x, c, s);
+    EXPECT_EQ(y.scalar_type(), dtype);
+    y.backward(g64.to(dtype));
+    const double y_err = (y.to(torch::kFloat64) - expected).abs().max().item<double>();
+    const double g_err = (x.grad().to(torch::kFloat64) - expected_grad).abs().max().item<double>();
+    EXPECT_LT(y_err, tol * 4) << dtype;
+    EXPECT_LT(g_err, tol * 4) << dtype;
+  }
+}
+
 }  // namespace
 }  // namespace titan::llama3
