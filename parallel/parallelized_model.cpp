@@ -9,6 +9,19 @@
 #include "parallel/vocab_parallel_loss.h"
 
 namespace titan {
+namespace {
+
+// The pieces of a tensor that the ranks of `group` hold, side by side on `dim`.
+torch::Tensor gather_pieces(ProcessGroup& group, const torch::Tensor& piece, int64_t dim) {
+  auto local = piece.contiguous();
+  auto gathered = torch::empty({group.size() * local.numel()}, local.options());
+  group.all_gather(gathered, local.view({-1}));
+  std::vector<int64_t> stacked = {group.size()};
+  stacked.insert(stacked.end(), local.sizes().begin(), local.sizes().end());
+  return torch::cat(gathered.view(stacked).unbind(0), dim);
+}
+
+}  // namespace
 
 ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const ParallelDims& dims, int64_t rank, Collectives* comm,
                                      ParallelOptions options, const ParameterInit& init)
@@ -173,19 +186,15 @@ std::vector<std::pair<std::string, torch::Tensor>> ParallelizedModel::full_param
   for (auto& fsdp : fsdp_)
     for (auto& p : fsdp->full_parameters()) out.push_back(std::move(p));
   torch::NoGradGuard no_grad;
-  if (tp_) {
-    ProcessGroup& tp = comm_->group("tp");
+  if (tp_)
     for (auto& [fqn, t] : out) {
       const TpLayout layout = tp_layouts_.at(fqn);
-      if (layout.replicated()) continue;
-      auto local = t.contiguous();
-      auto gathered = torch::empty({tp.size() * local.numel()}, local.options());
-      tp.all_gather(gathered, local.view({-1}));
-      std::vector<int64_t> stacked = {tp.size()};
-      stacked.insert(stacked.end(), local.sizes().begin(), local.sizes().end());
-      t = torch::cat(gathered.view(stacked).unbind(0), *layout.dim);  // the tp pieces side by side
+      const bool borrowed = ep_sharded_.count(fqn) && dims_.etp == 1;  // experts whole over the tp ranks they borrow
+      if (!layout.replicated() && !borrowed) t = gather_pieces(comm_->group("tp"), t, *layout.dim);
     }
-  }
+  if (ep_)
+    for (auto& [fqn, t] : out)
+      if (ep_sharded_.count(fqn)) t = gather_pieces(comm_->group("ep"), t, 0);  // each ep rank's experts
   if (dims_.pp > 1) gather_stages_to_rank0(out);
   return out;
 }

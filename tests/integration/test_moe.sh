@@ -126,6 +126,10 @@ grep -q "each holding layers.1.moe.experts.w1 (1, 256, 256) of (2, 512, 256), FS
   "$WORK/fsdp4_ep2_2e.log" || fail "fsdp4_ep2 (2 experts) did not shard the experts over efsdp on dim 1"
 layout_resume fsdp4_ep2_2e efsdp_dim1_to_one 1 7 one_2e "${two[@]}" --training.local_batch_size 8
 unset SEED_DIR
+# A Hugging Face export gathers the experts over efsdp (dim 1) and ep: the same tensors as one rank's.
+hf_export hf_one_2e 1 "${two[@]}" --training.local_batch_size 8
+hf_export hf_fsdp4_ep2_2e 4 "${two[@]}" $(degrees 1 4) $(ep_ 2 1) --training.local_batch_size 2
+same_hf_export hf_one_2e hf_fsdp4_ep2_2e || fail "FSDP4 + EP2 exports other experts than one rank"
 
 # Not built yet: one line each.
 bad() {  # bad NGPU MESSAGE ARGS...
