@@ -80,10 +80,11 @@ Collectives::Collectives(const RankEnv& env, const ParallelDims& dims, std::chro
         {"dp_shard", {MeshDim::kDPShard}},
         {"cp", {MeshDim::kCP}},
         {"tp", {MeshDim::kTP}},
-        {"dp", {MeshDim::kDPReplicate, MeshDim::kDPShard}},                // the batch: ranks reading different data
-        {"fsdp", {MeshDim::kDPShard, MeshDim::kCP}},                       // parameters are sharded over it
+        {"dp", {MeshDim::kDPReplicate, MeshDim::kDPShard}},                  // the batch: ranks reading different data
+        {"fsdp", {MeshDim::kDPShard, MeshDim::kCP}},                         // parameters are sharded over it
         {"loss", {MeshDim::kDPReplicate, MeshDim::kDPShard, MeshDim::kCP}},  // the loss is averaged over it
-        {"ep", {MeshDim::kEP}},  // routed experts' token slots travel over it
+        {"ep", {MeshDim::kEP}},        // routed experts' token slots travel over it
+        {"efsdp", {MeshDim::kEFSDP}},  // FSDP shards the routed experts over it
     };
     for (const auto& [name, mesh_dims] : wanted) {
       const auto ranks = dims.group_ranks(rank_, mesh_dims);

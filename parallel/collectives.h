@@ -37,8 +37,9 @@ class Collectives {
   // Timeout of every later collective and store wait (comm.train_timeout_seconds after step 1).
   void set_timeout(std::chrono::seconds timeout);
 
-  // "world", one group per mesh dimension ("pp", "dp_replicate", "dp_shard", "cp", "tp") and the
-  // flattened "dp" (batch), "fsdp" (dp_shard x cp) and "loss" (dp x cp), all on the job's device;
+  // "world", one group per mesh dimension ("pp", "dp_replicate", "dp_shard", "cp", "tp", and the
+  // experts' "ep" and "efsdp") and the flattened "dp" (batch), "fsdp" (dp_shard x cp) and "loss"
+  // (dp x cp), all on the job's device;
   // "world_cpu" over Gloo (the same group as "world" on a CPU job). Throws for other names.
   ProcessGroup& group(const std::string& name) const;
   ProcessGroup& world() const { return group("world"); }

@@ -1,7 +1,7 @@
 #include "parallel/fsdp.h"
 
+#include <algorithm>
 #include <map>
-#include <set>
 #include <stdexcept>
 
 #include "parallel/placement.h"
@@ -37,17 +37,30 @@ torch::Tensor alias_of(const torch::Tensor& t) { return torch::from_blob(t.data_
 
 struct FsdpParam {
   std::string fqn;
-  torch::Tensor shard;  // the registered parameter: this rank's rows, master dtype
+  torch::Tensor shard;  // the registered parameter: this rank's piece, master dtype
   torch::Tensor* slot;  // the module member forward reads
-  std::vector<int64_t> global_shape;
-  int64_t row_begin = 0, rows = 0;  // this rank's rows: torch.chunk's split, as its Placement says
-  int64_t row_numel = 1;    // elements per row
-  int64_t flat_offset = 0;  // in every rank's padded all-gather buffer
+  std::vector<int64_t> global_shape;  // what FSDP gathers: the parameter once TP or EP cut it
+  int64_t dim = 0;                    // cut over the shard group: torch.chunk's split
+  int64_t outer = 1, inner = 1;       // elements before and after `dim`: a piece is (outer, count, inner)
+  int64_t flat_offset = 0;            // in every rank's padded all-gather buffer
+
+  // Rank r's part of `dim` among n ranks: (begin, count).
+  std::pair<int64_t, int64_t> chunk(int64_t n, int64_t r) const {
+    return chunk_rows(global_shape[static_cast<size_t>(dim)], n, r);
+  }
+  // The part [begin, begin + count) of `dim` in `full` (the gathered shape, contiguous), as (outer, count, inner).
+  torch::Tensor piece_of(const torch::Tensor& full, int64_t begin, int64_t count) const {
+    return full.reshape({outer, global_shape[static_cast<size_t>(dim)], inner}).narrow(1, begin, count);
+  }
+  // Rank r's part (count long on `dim`) in a flat buffer holding every rank's padded part in turn.
+  torch::Tensor flat_piece(const torch::Tensor& flat, int64_t padded_numel, int64_t r, int64_t count) const {
+    return flat.narrow(0, r * padded_numel + flat_offset, outer * count * inner).view({outer, count, inner});
+  }
 };
 
 struct FsdpUnit {
   std::vector<FsdpParam> params;
-  int64_t padded_numel = 0;  // per rank: sum of ceil(rows / n) * row_numel
+  int64_t padded_numel = 0;  // per rank: sum of outer * ceil(dim size / n) * inner
   bool reshard_after_forward = true;
   bool regather_for_backward = true;  // false when backward never reads the weights (embedding)
   bool kept_until_last_unit = false;  // gathered until the last unit ran (a tied embedding)
@@ -94,15 +107,12 @@ struct FsdpUnit {
     return false;
   }
 
-  // Copies param i's rows of every rank from a gathered buffer into `dst` (its full shape).
+  // Copies param i's pieces of every rank from a gathered buffer into `dst` (its full shape, contiguous).
   void unpack(const torch::Tensor& flat, size_t i, const torch::Tensor& dst) const {
     const auto& p = params[i];
-    auto out = dst.view({-1});
     for (int64_t r = 0; r < shard->size(); ++r) {
-      const auto [begin, rows] = chunk_rows(p.global_shape[0], shard->size(), r);
-      if (rows == 0) continue;
-      out.narrow(0, begin * p.row_numel, rows * p.row_numel)
-          .copy_(flat.narrow(0, r * padded_numel + p.flat_offset, rows * p.row_numel));
+      const auto [begin, count] = p.chunk(shard->size(), r);
+      if (count > 0) p.piece_of(dst, begin, count).copy_(p.flat_piece(flat, padded_numel, r, count));
     }
   }
 
@@ -139,12 +149,9 @@ struct FsdpUnit {
     for (size_t i = 0; i < params.size(); ++i) {
       if (!grads[i].defined()) continue;
       const auto& p = params[i];
-      auto g = grads[i].reshape({-1});
       for (int64_t r = 0; r < n; ++r) {
-        const auto [begin, rows] = chunk_rows(p.global_shape[0], n, r);
-        if (rows == 0) continue;
-        in.narrow(0, r * padded_numel + p.flat_offset, rows * p.row_numel)
-            .copy_(g.narrow(0, begin * p.row_numel, rows * p.row_numel));
+        const auto [begin, count] = p.chunk(n, r);
+        if (count > 0) p.flat_piece(in, padded_numel, r, count).copy_(p.piece_of(grads[i], begin, count));
       }
     }
     auto out = torch::empty({padded_numel}, opts);
@@ -216,52 +223,64 @@ struct RegatherBeforeBackward : public torch::autograd::Function<RegatherBeforeB
 };
 
 FullyShardedModel::FullyShardedModel(std::shared_ptr<torch::nn::Module> model, const ParallelPlan& plan,
-                                     const std::map<std::string, std::vector<int64_t>>& unsharded, ProcessGroup& shard,
-                                     ProcessGroup& replicate, FsdpOptions options)
+                                     const std::map<std::string, FsdpSharding>& shardings, FsdpOptions options)
     : model_(std::move(model)), hooks_(plan.hooks) {
   std::map<std::string, torch::Tensor*> slots;
   for (const auto& w : plan.weights) slots[w.fqn] = w.member;
   std::map<std::string, torch::Tensor> params;
   for (auto& item : model_->named_parameters()) params[item.key()] = item.value();
   torch::NoGradGuard no_grad;
-  const int64_t n = shard.size();
   size_t planned = 0;
   for (const FsdpUnitPlan& unit_plan : plan.fsdp_units) {
-    FsdpUnit& unit = *units_.emplace_back(std::make_unique<FsdpUnit>());
-    unit.shard = &shard;
-    unit.replicate = &replicate;
-    unit.options = options;
-    unit.reshard_after_forward = options.reshard_after_forward && unit_plan.reshard_after_forward && !options.pipelined;
-    unit.regather_for_backward = unit_plan.regather_for_backward;
-    unit.kept_until_last_unit = unit_plan.kept_until_last_unit;
+    auto& groups = units_.emplace_back();
     for (const std::string& fqn : unit_plan.params) {
       auto param_it = params.find(fqn);
       auto slot = slots.find(fqn);
-      auto shape = unsharded.find(fqn);
-      if (param_it == params.end() || slot == slots.end() || shape == unsharded.end() || shape->second.empty())
-        throw std::logic_error("FSDP: planned parameter " + fqn + " is not in the model, has no weight slot or no rows");
+      auto sharding = shardings.find(fqn);
+      if (param_it == params.end() || slot == slots.end() || sharding == shardings.end() ||
+          sharding->second.unsharded.empty())
+        throw std::logic_error("FSDP: planned parameter " + fqn +
+                               " is not in the model, has no weight slot or no sharding");
+      const FsdpSharding& how = sharding->second;
+      auto same_groups = [&](const std::unique_ptr<FsdpUnit>& u) {
+        return u->shard == how.shard && u->replicate == how.replicate;
+      };
+      auto found = std::find_if(groups.begin(), groups.end(), same_groups);
+      if (found == groups.end()) {
+        auto& unit = *groups.emplace_back(std::make_unique<FsdpUnit>());
+        unit.shard = how.shard;
+        unit.replicate = how.replicate;
+        unit.options = options;
+        unit.reshard_after_forward =
+            options.reshard_after_forward && unit_plan.reshard_after_forward && !options.pipelined;
+        unit.regather_for_backward = unit_plan.regather_for_backward;
+        unit.kept_until_last_unit = unit_plan.kept_until_last_unit;
+        found = std::prev(groups.end());
+      }
+      FsdpUnit& unit = **found;
+      const int64_t n = unit.shard->size();
       FsdpParam p;
       p.fqn = fqn;
       p.slot = slot->second;
-      p.global_shape = shape->second;
-      const int64_t rows = p.global_shape[0];
-      std::tie(p.row_begin, p.rows) = chunk_rows(rows, n, shard.rank());
-      p.row_numel = 1;
-      for (size_t d = 1; d < p.global_shape.size(); ++d) p.row_numel *= p.global_shape[d];
+      p.global_shape = how.unsharded;
+      p.dim = how.dim;
+      if (p.dim < 0 || p.dim >= static_cast<int64_t>(p.global_shape.size()))
+        throw std::logic_error("FSDP: " + fqn + " has no dim " + std::to_string(p.dim) + " to shard");
+      for (int64_t d = 0; d < static_cast<int64_t>(p.global_shape.size()); ++d) {
+        if (d < p.dim) p.outer *= p.global_shape[static_cast<size_t>(d)];
+        if (d > p.dim) p.inner *= p.global_shape[static_cast<size_t>(d)];
+      }
       p.flat_offset = unit.padded_numel;
-      unit.padded_numel += (rows + n - 1) / n * p.row_numel;
+      unit.padded_numel += p.outer * ((p.global_shape[static_cast<size_t>(p.dim)] + n - 1) / n) * p.inner;
       p.shard = param_it->second;
-      if (p.shard.size(0) != p.rows)
-        throw std::logic_error("FSDP: " + fqn + " holds " + std::to_string(p.shard.size(0)) + " rows, its shard has " +
-                               std::to_string(p.rows));
+      const int64_t count = p.chunk(n, unit.shard->rank()).second;
+      if (p.shard.size(p.dim) != count)
+        throw std::logic_error("FSDP: " + fqn + " holds " + std::to_string(p.shard.size(p.dim)) + " on dim " +
+                               std::to_string(p.dim) + ", its shard has " + std::to_string(count));
       unit.params.push_back(std::move(p));
       ++planned;
     }
   }
-  // Only routed experts may be left out of the units (expert parallelism holds them).
-  const std::set<std::string> elsewhere(plan.routed_experts.begin(), plan.routed_experts.end());
-  for (const auto& [fqn, p] : params)
-    if (elsewhere.count(fqn)) ++planned;
   if (planned != params.size()) throw std::logic_error("FSDP: the plan's units miss some of the model's parameters");
   *hooks_ = this;
 }
@@ -270,70 +289,70 @@ FullyShardedModel::~FullyShardedModel() { *hooks_ = nullptr; }
 
 std::vector<std::pair<std::string, torch::Tensor>> FullyShardedModel::full_parameters() {
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (auto& u : units_) {
-    if (u->params.empty()) continue;
-    auto full = u->gather_new(u->params.front().shard.scalar_type());
-    for (size_t i = 0; i < full.size(); ++i) out.emplace_back(u->params[i].fqn, full[i]);
-  }
+  for (auto& groups : units_)
+    for (auto& u : groups) {
+      auto full = u->gather_new(u->params.front().shard.scalar_type());
+      for (size_t i = 0; i < full.size(); ++i) out.emplace_back(u->params[i].fqn, full[i]);
+    }
   return out;
 }
 
-FsdpUnit* FullyShardedModel::unit(int64_t index) const {
-  FsdpUnit* u = units_.at(static_cast<size_t>(index)).get();
-  return u->params.empty() ? nullptr : u;
-}
-
 void FullyShardedModel::pre_forward(int64_t unit_index) {
-  FsdpUnit* unit = this->unit(unit_index);
-  if (!unit) return;
-  if (unit->options.pipelined && !unit->full.empty()) return;  // gathered for an earlier microbatch of this step
-  // The gathered copies live in the unit: one forward per backward (no second forward of a unit
-  // while the first one's graph is alive).
-  TORCH_CHECK(unit->full.empty(), "FSDP: unit ", unit_index, " ran forward again before the backward of its previous "
-              "forward; run backward (or forward under no_grad) between forwards");
-  std::vector<torch::Tensor> shards;
-  for (const auto& p : unit->params) shards.push_back(p.shard);
-  unit->full = GatherUnit::apply(reinterpret_cast<int64_t>(unit), at::TensorList(shards));
-  unit->point_slots_at(unit->full);
+  for (auto& unit : units_.at(static_cast<size_t>(unit_index))) {
+    if (unit->options.pipelined && !unit->full.empty()) continue;  // gathered for an earlier microbatch of this step
+    // The gathered copies live in the unit: one forward per backward (no second forward of a unit
+    // while the first one's graph is alive).
+    TORCH_CHECK(unit->full.empty(), "FSDP: unit ", unit_index,
+                " ran forward again before the backward of its previous "
+                "forward; run backward (or forward under no_grad) between forwards");
+    std::vector<torch::Tensor> shards;
+    for (const auto& p : unit->params) shards.push_back(p.shard);
+    unit->full = GatherUnit::apply(reinterpret_cast<int64_t>(unit.get()), at::TensorList(shards));
+    unit->point_slots_at(unit->full);
+  }
   if (unit_index + 1 < static_cast<int64_t>(units_.size()))
-    if (FsdpUnit* next = this->unit(unit_index + 1); next && next->full.empty()) next->prefetch();
+    for (auto& next : units_[static_cast<size_t>(unit_index + 1)])
+      if (next->full.empty()) next->prefetch();
 }
 
 void FullyShardedModel::before_backward(int64_t unit_index) {
-  FsdpUnit* unit = this->unit(unit_index);
-  if (unit->regather_for_backward) unit->regather();
+  for (auto& unit : units_.at(static_cast<size_t>(unit_index)))
+    if (unit->regather_for_backward) unit->regather();
   if (unit_index == 0) return;
-  FsdpUnit* previous = this->unit(unit_index - 1);
-  if (previous && previous->regather_for_backward && previous->is_resharded()) previous->prefetch();
+  for (auto& previous : units_[static_cast<size_t>(unit_index - 1)])
+    if (previous->regather_for_backward && previous->is_resharded()) previous->prefetch();
 }
 
 void FullyShardedModel::reduce_gradients() {
   torch::NoGradGuard no_grad;
-  for (auto& u : units_) {
-    if (u->params.empty()) continue;
-    if (!u->grad_sums.empty()) {
-      auto shard_grads = u->reduce_scatter(u->grad_sums);  // every rank of the group has run the same backwards
-      for (size_t i = 0; i < shard_grads.size(); ++i) {
-        torch::Tensor& grad = u->params[i].shard.mutable_grad();
-        grad = grad.defined() ? grad + shard_grads[i] : shard_grads[i];
+  for (auto& groups : units_)
+    for (auto& u : groups) {
+      if (!u->grad_sums.empty()) {
+        auto shard_grads = u->reduce_scatter(u->grad_sums);  // every rank of the group has run the same backwards
+        for (size_t i = 0; i < shard_grads.size(); ++i) {
+          torch::Tensor& grad = u->params[i].shard.mutable_grad();
+          grad = grad.defined() ? grad + shard_grads[i] : shard_grads[i];
+        }
+        u->grad_sums.clear();
       }
-      u->grad_sums.clear();
+      if (!u->full.empty()) u->restore_slots();  // the step's gathered weights go
     }
-    if (!u->full.empty()) u->restore_slots();  // the step's gathered weights go
-  }
 }
 
 torch::Tensor FullyShardedModel::post_forward(int64_t unit_index, torch::Tensor out) {
-  FsdpUnit* unit = this->unit(unit_index);
-  if (!unit) return out;
+  auto& groups = units_.at(static_cast<size_t>(unit_index));
+  if (groups.empty()) return out;
   if (!torch::GradMode::is_enabled()) {  // no backward will come: release now (units read again: at the end)
-    if (!unit->kept_until_last_unit) unit->restore_slots();
-    if (unit == units_.back().get())
-      for (auto& u : units_)
-        if (u->kept_until_last_unit) u->restore_slots();
+    for (auto& unit : groups)
+      if (!unit->kept_until_last_unit) unit->restore_slots();
+    if (unit_index + 1 == static_cast<int64_t>(units_.size()))
+      for (auto& all : units_)
+        for (auto& u : all)
+          if (u->kept_until_last_unit) u->restore_slots();
     return out;
   }
-  if (unit->reshard_after_forward) unit->reshard();
+  for (auto& unit : groups)
+    if (unit->reshard_after_forward) unit->reshard();
   return RegatherBeforeBackward::apply(out, reinterpret_cast<int64_t>(this), unit_index);
 }
 

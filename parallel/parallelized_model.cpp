@@ -11,6 +11,16 @@
 namespace titan {
 namespace {
 
+// The pieces of a tensor that the ranks of `group` hold, side by side on `dim`.
+torch::Tensor gather_pieces(ProcessGroup& group, const torch::Tensor& piece, int64_t dim) {
+  auto local = piece.contiguous();
+  auto gathered = torch::empty({group.size() * local.numel()}, local.options());
+  group.all_gather(gathered, local.view({-1}));
+  std::vector<int64_t> stacked = {group.size()};
+  stacked.insert(stacked.end(), local.sizes().begin(), local.sizes().end());
+  return torch::cat(gathered.view(stacked).unbind(0), dim);
+}
+
 }  // namespace
 
 ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const ParallelDims& dims, int64_t rank, Collectives* comm,
@@ -24,26 +34,31 @@ ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const Paralle
     if (dims_.ep > 1) ep_sharded_.insert(part.plan.routed_experts.begin(), part.plan.routed_experts.end());
   }
   // Placements, in TorchTitan's order: TP cuts the whole tensor, FSDP then dim 0 of the TP piece;
-  // pipeline stages live on their pp coordinate.
-  const bool sharded = dims_.dp_shard > 1 || dims_.cp > 1;
-  std::map<std::string, std::vector<int64_t>> fsdp_unsharded;  // the TP pieces' shapes
+  // routed experts are cut over ep (and etp), then FSDP shards them over efsdp; pipeline stages
+  // live on their pp coordinate. FSDP runs when any of its groups has several ranks.
+  const bool sharded = dims_.dp_shard > 1 || dims_.cp > 1 || (dims_.ep > 1 && dims_.efsdp() > 1);
+  std::map<std::string, FsdpSharding> shardings;  // what FSDP cuts: the TP or EP pieces
   for (const auto& [fqn, param] : parameters()) {
     Placement& placement = placements_[fqn];
     placement.global_shape = param.sizes().vec();
     if (dims_.pp > 1) placement.pp_rank = dims_.coordinate(rank_, MeshDim::kPP);
-    if (ep_sharded_.count(fqn)) {  // experts over ep (dim 0), then their hidden dim over etp; efsdp is 1
+    const bool expert = ep_sharded_.count(fqn) > 0;
+    if (expert) {  // experts over ep (dim 0), then their hidden dim over etp
       placement.splits.push_back({{MeshDim::kEP}, 0, false});
       if (dims_.etp > 1) placement.splits.push_back({{MeshDim::kETP}, *tp_layouts_.at(fqn).dim, false});
-      placement.piece(dims_, rank_);  // throws when an even cut does not divide
-      continue;
-    }
-    if (dims_.tp > 1) {
+    } else if (dims_.tp > 1) {
       auto it = tp_layouts_.find(fqn);
       if (it == tp_layouts_.end()) throw std::logic_error("tensor parallel: the plan has no layout for " + fqn);
       if (!it->second.replicated()) placement.splits.push_back({{MeshDim::kTP}, *it->second.dim, false});
     }
-    fsdp_unsharded[fqn] = placement.piece(dims_, rank_).sizes;  // throws when an even cut does not divide
-    if (sharded) placement.splits.push_back({{MeshDim::kDPShard, MeshDim::kCP}, 0, /*uneven=*/true});
+    const auto unsharded = placement.piece(dims_, rank_).sizes;  // throws when an even cut does not divide
+    if (!sharded) continue;
+    // TorchTitan's _experts_shard_placement_fn: dim 1 when efsdp * ep ranks outnumber the experts.
+    const int64_t dim = expert && dims_.efsdp() * dims_.ep > placement.global_shape[0] ? 1 : 0;
+    shardings[fqn] = {unsharded, dim, &comm_->group(expert ? "efsdp" : "fsdp"), &comm_->group("dp_replicate")};
+    const std::vector<MeshDim> over =
+        expert ? std::vector<MeshDim>{MeshDim::kEFSDP} : std::vector<MeshDim>{MeshDim::kDPShard, MeshDim::kCP};
+    placement.splits.push_back({over, dim, /*uneven=*/true});
   }
   // Materialise: one whole parameter at a time, then only this rank's piece stays.
   {
@@ -84,16 +99,8 @@ ParallelizedModel::ParallelizedModel(std::vector<ModelPart> parts, const Paralle
   }
   if (sharded) {
     options.fsdp.pipelined = dims_.pp > 1;
-    for (const auto& part : parts_) {
-      ParallelPlan dense = part.plan;  // the experts cut over ep stay out of FSDP's units
-      for (auto& unit : dense.fsdp_units)
-        unit.params.erase(std::remove_if(unit.params.begin(), unit.params.end(),
-                                         [&](const std::string& fqn) { return ep_sharded_.count(fqn) > 0; }),
-                          unit.params.end());
-      if (ep_sharded_.empty()) dense.routed_experts.clear();  // no expert may then be missing from the units
-      fsdp_.push_back(std::make_unique<FullyShardedModel>(part.module, dense, fsdp_unsharded, comm_->group("fsdp"),
-                                                          comm_->group("dp_replicate"), options.fsdp));
-    }
+    for (const auto& part : parts_)
+      fsdp_.push_back(std::make_unique<FullyShardedModel>(part.module, part.plan, shardings, options.fsdp));
   } else if (dims_.dp_replicate > 1) {
     ddp_ = std::make_unique<DistributedDataParallel>(parameters(), comm_->group("dp_replicate"));
   }
@@ -152,12 +159,6 @@ void ParallelizedModel::set_gradient_sync(bool sync) {
 void ParallelizedModel::finish_gradient_sync() {
   if (ddp_) ddp_->finish_gradient_sync();
   for (auto& fsdp : fsdp_) fsdp->reduce_gradients();  // unless pipelined, each unit reduced as its backward ended
-  if (!fsdp_.empty() && dims_.dp_replicate > 1)  // HSDP: the experts FSDP does not hold are replicated over dp_replicate
-    for (auto& [fqn, p] : parameters())
-      if (ep_sharded_.count(fqn) && p.grad().defined()) {
-        auto grad = p.grad();
-        comm_->group("dp_replicate").all_reduce(grad);
-      }
   if (!tp_) return;
   // Sequence-parallel norms saw a slice of the sequence on each tp rank: their gradients add up.
   for (auto& [fqn, p] : parameters())
@@ -185,19 +186,15 @@ std::vector<std::pair<std::string, torch::Tensor>> ParallelizedModel::full_param
   for (auto& fsdp : fsdp_)
     for (auto& p : fsdp->full_parameters()) out.push_back(std::move(p));
   torch::NoGradGuard no_grad;
-  if (tp_) {
-    ProcessGroup& tp = comm_->group("tp");
+  if (tp_)
     for (auto& [fqn, t] : out) {
       const TpLayout layout = tp_layouts_.at(fqn);
-      if (layout.replicated()) continue;
-      auto local = t.contiguous();
-      auto gathered = torch::empty({tp.size() * local.numel()}, local.options());
-      tp.all_gather(gathered, local.view({-1}));
-      std::vector<int64_t> stacked = {tp.size()};
-      stacked.insert(stacked.end(), local.sizes().begin(), local.sizes().end());
-      t = torch::cat(gathered.view(stacked).unbind(0), *layout.dim);  // the tp pieces side by side
+      const bool borrowed = ep_sharded_.count(fqn) && dims_.etp == 1;  // experts whole over the tp ranks they borrow
+      if (!layout.replicated() && !borrowed) t = gather_pieces(comm_->group("tp"), t, *layout.dim);
     }
-  }
+  if (ep_)
+    for (auto& [fqn, t] : out)
+      if (ep_sharded_.count(fqn)) t = gather_pieces(comm_->group("ep"), t, 0);  // each ep rank's experts
   if (dims_.pp > 1) gather_stages_to_rank0(out);
   return out;
 }

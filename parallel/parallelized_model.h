@@ -1,7 +1,8 @@
 // The model as the trainer sees it once its plan is applied on the mesh: this rank's parts of it
 // (one, or its pipeline stages' under pipeline parallelism), with tensor parallel (with sequence
-// and loss parallel) when tp > 1, context parallel attention when cp > 1, then FSDP (and HSDP)
-// when dp_shard > 1 or cp > 1, or DDP when only dp_replicate > 1. The trainer zeroes gradients, syncs them, clips them, computes the loss and
+// and loss parallel) when tp > 1, context parallel attention when cp > 1, expert parallel when
+// ep > 1, then FSDP (and HSDP) when dp_shard > 1, cp > 1 or the routed experts' efsdp > 1, or DDP
+// when only dp_replicate > 1. The trainer zeroes gradients, syncs them, clips them, computes the loss and
 // checkpoints through this one interface, whatever the layout; every parameter has a Placement,
 // from which its checkpoint chunk, its saving rank and its share of the gradient norm follow.
 #pragma once
@@ -97,7 +98,7 @@ class ParallelizedModel {
   std::vector<ContextParallelHooks**> cp_hooks_;
   std::unique_ptr<ExpertParallel> ep_;
   std::vector<ExpertParallelHooks**> ep_hooks_;
-  std::set<std::string> ep_sharded_;  // routed experts cut over ep, held out of the dense FSDP units
+  std::set<std::string> ep_sharded_;                      // routed experts cut over ep, then sharded by FSDP over efsdp
   std::vector<std::unique_ptr<FullyShardedModel>> fsdp_;  // one per part
   std::unique_ptr<DistributedDataParallel> ddp_;
   int64_t gathers_ = 0;  // full_parameters calls: their store keys differ

@@ -156,11 +156,6 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
     if (model_args_.moe->num_experts % dims_.ep != 0)
       throw Err("moe.num_experts (" + std::to_string(model_args_.moe->num_experts) +
                 ") must be divisible by expert_parallel_degree (" + ep + ").");
-    if (dims_.efsdp() > 1)
-      throw Err("parallelism.expert_parallel_degree " + ep + " * expert_tensor_parallel_degree " + std::to_string(dims_.etp) +
-                " leaves dp_shard * cp * tp = " + std::to_string(dims_.dp_shard * dims_.cp * dims_.tp) +
-                " ranks in groups of " + std::to_string(dims_.efsdp()) + " that would shard the experts with FSDP: not "
-                "supported yet (valid: ep * etp = dp_shard * cp * tp)");
   }
   if (model_args_.moe) model_args_.moe->force_load_balance = config_.debug.moe_force_load_balance;
   if (config_.training.seq_len > model_args_.max_seq_len)
@@ -449,11 +444,15 @@ void Trainer::log_startup() {
       for (int64_t d : v) out += (out.empty() ? "(" : ", ") + std::to_string(d);
       return out + ")";
     };
-    std::string held;  // what this rank holds of the first MoE layer's routed experts
+    std::string held;  // what this rank holds of the first MoE layer's routed experts, and FSDP's cut of them
     for (const auto& [fqn, p] : parallel_->parameters())
-      if (held.empty() && fqn.find("moe.experts.w1") != std::string::npos)
+      if (held.empty() && fqn.find("moe.experts.w1") != std::string::npos) {
         held = ", each holding " + fqn + " " + shape(parallel_->piece(fqn).sizes) + " of " +
                shape(parallel_->placement(fqn).global_shape);
+        if (dims_.efsdp() > 1)
+          held += ", FSDP over efsdp " + std::to_string(dims_.efsdp()) + " on dim " +
+                  std::to_string(parallel_->placement(fqn).splits.back().tensor_dim);
+      }
     log_info("Applied Expert Parallelism to the model: " + std::to_string(dims_.ep) + " ranks" + held +
              (dims_.etp > 1 ? ", expert tensor parallel " + std::to_string(dims_.etp)
                             : dims_.tp > 1 ? ", the tp ranks splitting the tokens" : ""));

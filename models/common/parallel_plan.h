@@ -100,7 +100,7 @@ struct ParallelPlan {
   std::vector<ContextParallelHooks**> context_parallel_hooks;     // likewise
   std::vector<ExpertParallelHooks**> expert_parallel_hooks;       // likewise
   // The routed experts' weights ([num_experts, ...]): expert parallelism cuts dim 0 (TorchTitan's
-  // Shard(0) over ep) and holds them out of the dense FSDP units (FSDP accepts these missing).
+  // Shard(0) over ep) and FSDP shards them over their own group (efsdp), apart from their unit's others.
   std::vector<std::string> routed_experts;
 };
 

@@ -45,10 +45,12 @@ validation_losses() { "$TITAN_PYTHON" "$ROOT/scripts/metrics_columns.py" --valid
 
 # Layout comparisons (test_fsdp.sh, test_tp.sh): every run starts from one seed checkpoint
 # ($WORK/seed, made by make_seed) on the arguments in LAYOUT_ARGS; its metrics go to
-# $WORK/NAME.metrics.
+# $WORK/NAME.metrics. make_seed NAME ARGS...: another seed, in $WORK/NAME, of the model ARGS name.
 make_seed() {
-  train "$WORK/seed.log" --checkpoint.enable --checkpoint.create_seed_checkpoint --debug.seed 42 --job.dump_folder "$WORK/seed"
-  [[ $RC -eq 0 ]] || { cat "$WORK/seed.log"; fail "seed checkpoint exited $RC"; }
+  local name="${1:-seed}"
+  shift $(($# > 0))
+  train "$WORK/$name.log" --checkpoint.enable --checkpoint.create_seed_checkpoint --debug.seed 42 --job.dump_folder "$WORK/$name" "$@"
+  [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "seed checkpoint exited $RC"; }
 }
 
 # near A B [FROM]: every step >= FROM present in both metric files agrees within 1e-5 relative.
@@ -58,10 +60,10 @@ near() {
           if (d > 1e-5 * ($i < 0 ? -$i : $i)) {print "step " $1 ": " $0; bad = 1}}} END {exit bad || n == 0}'
 }
 
-# layout_run NAME NGPU STEPS ARGS...: a run from the seed checkpoint.
+# layout_run NAME NGPU STEPS ARGS...: a run from the seed checkpoint ($SEED_DIR's, $WORK/seed by default).
 layout_run() {
   local name="$1" ngpu="$2" steps="$3"; shift 3
-  mkdir -p "$WORK/$name/checkpoint" && cp -r "$WORK/seed/checkpoint/step-0" "$WORK/$name/checkpoint/"
+  mkdir -p "$WORK/$name/checkpoint" && cp -r "${SEED_DIR:-$WORK/seed}/checkpoint/step-0" "$WORK/$name/checkpoint/"
   NGPU=$ngpu train "$WORK/$name.log" "${LAYOUT_ARGS[@]}" --training.steps "$steps" --job.dump_folder "$WORK/$name" "$@"
   [[ $RC -eq 0 ]] || { cat "$WORK/$name.log"; fail "$name exited $RC"; }
   metrics "$WORK/$name" >"$WORK/$name.metrics"

@@ -1,7 +1,8 @@
 // FullyShardedModel's autograd machinery in one process (a shard group of one rank: the gathers
-// are copies): the forward, the no-grad forward and every gradient equal the plain model's, with
-// and without tied embeddings; a second forward before backward is refused. The multi-rank
-// layouts are tested against one process in tests/integration/test_fsdp.sh.
+// are copies, on dim 1 where a parameter has one): the forward, the no-grad forward and every
+// gradient equal the plain model's, with and without tied embeddings; a second forward before
+// backward is refused. The multi-rank layouts are tested against one process in
+// tests/integration/test_fsdp.sh and test_moe.sh (experts on dim 1).
 #include <gtest/gtest.h>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
@@ -22,9 +23,12 @@ TEST(FullyShardedModel, OneShardEqualsThePlainModel) {
     auto timeout = std::make_shared<std::chrono::milliseconds>(1000);
     ProcessGroup shard("fsdp", {0}, 0, c10::intrusive_ptr<c10d::Store>(), timeout);
     ProcessGroup replicas("dp_replicate", {0}, 0, c10::intrusive_ptr<c10d::Store>(), timeout);
-    std::map<std::string, std::vector<int64_t>> shapes;  // one shard: every parameter is its whole self
-    for (const auto& p : sharded->named_parameters()) shapes[p.key()] = p.value().sizes().vec();
-    FullyShardedModel fsdp(sharded.ptr(), llama3::parallel_plan(sharded), shapes, shard, replicas, FsdpOptions{});
+    std::map<std::string, FsdpSharding> shardings;  // one shard: every parameter is its whole self
+    for (const auto& p : sharded->named_parameters()) {
+      const int64_t dim = p.value().dim() > 1 ? 1 : 0;  // the strided copies of a dim-1 cut
+      shardings[p.key()] = {p.value().sizes().vec(), dim, &shard, &replicas};
+    }
+    FullyShardedModel fsdp(sharded.ptr(), llama3::parallel_plan(sharded), shardings, FsdpOptions{});
     const auto tokens = torch::randint(0, 64, {2, 8}, torch::kLong);  // (B, T)
     {
       torch::NoGradGuard no_grad;

@@ -1,7 +1,9 @@
-// Layout-independent initialisation over four real ranks: under FSDP2 x TP2 and under PP2 x TP2
-// (each rank holding its pipeline stage's part), every rank's pieces are bit for bit the
-// corresponding slices of the whole model one process initialises from the same seed, and the
-// whole parameters gathered back for an export (over fsdp, tp and pp) are the whole model's.
+// Layout-independent initialisation over four real ranks: under FSDP2 x TP2, under PP2 x TP2
+// (each rank holding its pipeline stage's part) and under FSDP4 + EP2 (the routed experts sharded
+// over efsdp on dim 0, or on dim 1 when there are only 2 experts), every rank's pieces are bit for
+// bit the corresponding slices of the whole model one process initialises from the same seed, and
+// the whole parameters gathered back for an export (over fsdp, tp, efsdp, ep and pp) are the
+// whole model's.
 #include <gtest/gtest.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -23,9 +25,11 @@ using testing::test_rank;
 
 constexpr uint64_t kSeed = 11;
 
-void pieces_equal_the_whole_model(int rank, const ParallelDims& dims) {
+// `expected` (FQN -> Placement::describe()): placements checked by hand.
+void pieces_equal_the_whole_model(int rank, const ParallelDims& dims,
+                                  const llama3::ModelArgs& args = testing::tiny_args(),
+                                  const std::map<std::string, std::string>& expected = {}) {
   torch::set_num_threads(1);
-  const auto args = testing::tiny_args();
   llama3::Transformer whole(args);
   whole->init_weights(kSeed);
   std::map<std::string, torch::Tensor> reference;
@@ -42,6 +46,7 @@ void pieces_equal_the_whole_model(int rank, const ParallelDims& dims) {
     whole->init_weight(fqn, full, at::make_generator<at::CPUGeneratorImpl>(parameter_seed(kSeed, fqn)));
   };
   ParallelizedModel model({{part.ptr(), llama3::parallel_plan(part)}}, dims, rank, &comm, ParallelOptions{}, init);
+  for (const auto& [fqn, placement] : expected) EXPECT_EQ(model.placement(fqn).describe(), placement);
   for (const auto& [fqn, local] : model.parameters()) {
     const auto piece = model.piece(fqn);
     auto expected = reference.at(fqn);
@@ -68,6 +73,32 @@ TEST(ParallelizedModelFourRanks, PipelineStagesTimesTpPiecesAreTheWholeModelsBit
     return;
   }
   pieces_equal_the_whole_model(*test_rank(), ParallelDims::build(1, 1, 1, 2, 2, 1, 1, 4));
+}
+
+// The tiny model with MoE in block 1 (of 0..2: every 2nd), `experts` routed experts of hidden size 48.
+llama3::ModelArgs tiny_moe_args(int64_t experts) {
+  auto a = testing::tiny_args();
+  a.moe = MoEArgs{};
+  a.moe->num_experts = experts;
+  return a;
+}
+
+// FSDP4 + EP2 (efsdp 2 x ep 2 = 4 ranks) over `experts` experts; `w2` is an expert's placement.
+void experts_over_efsdp(int64_t experts, const std::string& w2) {
+  if (!test_rank()) {
+    EXPECT_TRUE(run_as_ranks(4));
+    return;
+  }
+  pieces_equal_the_whole_model(*test_rank(), ParallelDims::build(1, 4, 1, 1, 1, 2, 1, 4), tiny_moe_args(experts),
+                               {{"layers.1.moe.experts.w2", w2}});
+}
+
+TEST(ParallelizedModelFourRanks, ExpertsOverEfsdpOnDim0AreTheWholeModelsBitForBit) {
+  experts_over_efsdp(4, "(4, 32, 48) dim 0 over ep dim 0 over efsdp (uneven)");  // 4 ranks for 4 experts
+}
+
+TEST(ParallelizedModelFourRanks, ExpertsOverEfsdpOnDim1AreTheWholeModelsBitForBit) {
+  experts_over_efsdp(2, "(2, 32, 48) dim 0 over ep dim 1 over efsdp (uneven)");  // 4 ranks outnumber 2 experts
 }
 
 }  // namespace

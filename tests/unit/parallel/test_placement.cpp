@@ -56,6 +56,19 @@ TEST(Placement, ExpertsOverEpAndEtp) {
   EXPECT_EQ(experts.piece(hsdp, 3).offsets, (V{4, 0, 0}));
 }
 
+// FSDP4 + EP2: efsdp 2 cuts each ep rank's experts further (here on dim 1, unevenly as torch.chunk);
+// rank l = efsdp * 2 + ep, every piece its own owner.
+TEST(Placement, ExpertsOverEpThenEfsdp) {
+  const auto dims = ParallelDims::build(1, 4, 1, 1, 1, 2, 1, 4);
+  const Placement w1{{2, 5, 4}, {{{MeshDim::kEP}, 0, false}, {{MeshDim::kEFSDP}, 1, true}}};
+  EXPECT_EQ(w1.piece(dims, 1).offsets, (V{1, 0, 0}));  // ep 1, efsdp 0
+  EXPECT_EQ(w1.piece(dims, 1).sizes, (V{1, 3, 4}));
+  EXPECT_EQ(w1.piece(dims, 2).offsets, (V{0, 3, 0}));  // ep 0, efsdp 1
+  EXPECT_EQ(w1.piece(dims, 2).sizes, (V{1, 2, 4}));
+  for (int64_t r = 0; r < 4; ++r) EXPECT_TRUE(w1.owned_by(dims, r)) << r;
+  EXPECT_EQ(w1.describe(), "(2, 5, 4) dim 0 over ep dim 1 over efsdp (uneven)");
+}
+
 TEST(Placement, ReplicasAreOwnedByTheFirst) {
   const auto hsdp = ParallelDims::build(2, 2, 1, 1, 1, 1, 1, 4);  // rank = replica * 2 + shard
   const Placement p{{4, 2}, {kFsdp}};
