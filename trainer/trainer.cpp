@@ -458,8 +458,10 @@ void Trainer::log_startup() {
                             : dims_.tp > 1 ? ", the tp ranks splitting the tokens" : ""));
   }
   if (parallel_->fully_sharded()) {
-    log_info("Applied FSDP to the model: " + std::to_string(dims_.dp_shard * dims_.cp) + " shards" +
-             (dims_.cp > 1 ? " (dp_shard x cp)" : "") +
+    const int64_t shards = dims_.dp_shard * dims_.cp;
+    log_info("Applied FSDP to the model: " +
+             (shards > 1 ? std::to_string(shards) + " shards" + (dims_.cp > 1 ? " (dp_shard x cp)" : "")
+                         : "the routed experts only (efsdp " + std::to_string(dims_.efsdp()) + "), the rest whole") +
              (dims_.dp_replicate > 1 ? " x " + std::to_string(dims_.dp_replicate) + " replicas (HSDP)" : "") +
              ", reshard_after_forward=" + config_.parallelism.fsdp_reshard_after_forward + ", param dtype " +
              config_.training.mixed_precision_param + ", reduce dtype " + config_.training.mixed_precision_reduce);
