@@ -17,12 +17,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
+fs::path scratch() {
+  return fs::temp_directory_path() / ("titan_dcp_" + std::to_string(::getpid()));
+}
+
 fs::path saved_by_torch(const std::string& mode) {
-  const auto dir = fs::temp_directory_path() / ("titan_dcp_" + std::to_string(::getpid())) / mode;
+  const auto dir = scratch() / mode;
   if (fs::exists(dir / "step-1" / ".metadata")) return dir;
+  fs::create_directories(dir);
   const std::string cmd = std::string(TITAN_SOURCE_DIR) + "/.venv/bin/python " + TITAN_SOURCE_DIR +
-                          "/tests/reference/dcp_reference.py save " + dir.string() + " " + mode +
-                          " >/dev/null 2>/tmp/titan_dcp_err.log";
+                          "/tests/reference/dcp_reference.py save " + dir.string() + " " + mode + " >" + dir.string() +
+                          "/peer.log 2>&1";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   return dir;
 }
@@ -36,7 +41,10 @@ std::string error_of(const std::function<void()>& f) {
   return "(no error)";
 }
 
-class DcpSaved : public ::testing::TestWithParam<std::string> {};
+class DcpSaved : public ::testing::TestWithParam<std::string> {
+ protected:
+  static void TearDownTestSuite() { fs::remove_all(scratch()); }
+};
 
 TEST_P(DcpSaved, LoadsWhatTorchSavedIntoWholeAndShardedTargets) {
   const fs::path dir = saved_by_torch(GetParam());
