@@ -15,6 +15,7 @@
 
 #include <zlib.h>
 
+#include "checkpoint/dcp_reader.h"
 #include "checkpoint/safetensors.h"
 
 namespace titan::checkpoint {
@@ -53,6 +54,24 @@ uint32_t manifest_crc(nlohmann::json j) {
   j.erase("manifest_crc32");
   const std::string text = j.dump();
   return static_cast<uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(text.data()), static_cast<uInt>(text.size())));
+}
+
+// One chunk of our safetensors files, its size and CRC-32 checked.
+torch::Tensor read_checked(const std::string& dir, const Chunk& c, torch::ScalarType dtype, const std::string& key) {
+  const std::string path = (fs::path(dir) / c.file).string();
+  int64_t numel = 1;
+  for (auto n : c.sizes) numel *= n;
+  if (c.end - c.begin != numel * static_cast<int64_t>(c10::elementSize(dtype)))
+    throw Err("checkpoint " + dir + ": the byte range of '" + key + "' in " + c.file + " does not match its sizes");
+  torch::Tensor data;
+  try {
+    data = safetensors::read_range(path, c.begin, dtype, c.sizes);
+  } catch (const std::exception& e) {
+    throw Err("checkpoint tensor '" + key + "': " + e.what());
+  }
+  if (safetensors::crc32_of(data) != c.crc32)
+    throw Err("checkpoint file " + path + " is corrupt: tensor '" + key + "' fails its CRC-32 check");
+  return data;
 }
 
 }  // namespace
@@ -158,19 +177,23 @@ void merge_entries(Manifest& manifest, const std::map<std::string, TensorEntry>&
 }
 
 void write_manifest(const std::string& dir, const Manifest& manifest) {
-  const fs::path folder(dir);
   maybe_delay("TITAN_TEST_CHECKPOINT_DELAY_MS");
+  auto j = to_json(manifest);
+  j["manifest_crc32"] = manifest_crc(j);
+  write_last(dir, kManifestName, j.dump(1) + "\n");
+}
+
+void write_last(const std::string& dir, const std::string& name, const std::string& bytes) {
+  const fs::path folder(dir);
   fsync_path(dir, O_RDONLY | O_DIRECTORY);  // the data files' directory entries
-  const fs::path tmp = folder / (std::string(kManifestName) + ".tmp");
+  const fs::path tmp = folder / (name + ".tmp");
   {
-    std::ofstream out(tmp);
-    auto j = to_json(manifest);
-    j["manifest_crc32"] = manifest_crc(j);
-    out << j.dump(1) << "\n";
+    std::ofstream out(tmp, std::ios::binary);
+    out << bytes;
     if (!out.flush()) throw Err("cannot write " + tmp.string());
   }
   fsync_path(tmp.string(), O_RDONLY);
-  fs::rename(tmp, folder / kManifestName);
+  fs::rename(tmp, folder / name);
   fsync_path(dir, O_RDONLY | O_DIRECTORY);
 }
 
@@ -181,25 +204,13 @@ void write_checkpoint(const std::string& dir, const std::vector<ShardedTensor>& 
 
 Manifest read_manifest(const std::string& dir) {
   const fs::path path = fs::path(dir) / kManifestName;
-  // A DCP folder has no .metadata of ours, or a pickled one: looked for only when reading fails.
-  auto reject_dcp = [&] {
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(dir, ec))
-      if (entry.path().extension() == ".distcp")
-        throw Err("checkpoint " + dir + " is a PyTorch Distributed Checkpoint (TorchTitan's DCP format), which titan.cpp " +
-                  "cannot read yet: export it with TorchTitan's scripts/checkpoint_conversion/convert_to_hf.py and load " +
-                  "that with --checkpoint.initial_load_in_hf");
-  };
+  if (dcp::is_dcp_folder(dir)) return dcp::read_manifest(dir);
   std::ifstream in(path);
-  if (!in) {
-    reject_dcp();
-    throw Err("checkpoint " + dir + " is incomplete: it has no " + kManifestName + " (a save was interrupted)");
-  }
+  if (!in) throw Err("checkpoint " + dir + " is incomplete: it has no " + kManifestName + " (a save was interrupted)");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
-    reject_dcp();
     throw Err(path.string() + ": not valid JSON (" + e.what() + ")");
   }
   try {
@@ -244,19 +255,9 @@ void load_tensors(const std::string& dir, const Manifest& manifest, std::vector<
         empty = empty || hi[d] <= lo[d];
       }
       if (empty && !global.empty()) continue;
-      const std::string path = (std::filesystem::path(dir) / c.file).string();
-      int64_t numel = 1;
-      for (auto n : c.sizes) numel *= n;
-      if (c.end - c.begin != numel * static_cast<int64_t>(c10::elementSize(dtype)))
-        throw Err("checkpoint " + dir + ": the byte range of '" + target.key + "' in " + c.file + " does not match its sizes");
-      torch::Tensor data;
-      try {
-        data = safetensors::read_range(path, c.begin, dtype, c.sizes);
-      } catch (const std::exception& e) {
-        throw Err("checkpoint tensor '" + target.key + "': " + e.what());
-      }
-      if (safetensors::crc32_of(data) != c.crc32)
-        throw Err("checkpoint file " + path + " is corrupt: tensor '" + target.key + "' fails its CRC-32 check");
+      // A DCP item is a torch.save archive, checked by its own sizes; ours carry CRC-32s.
+      const torch::Tensor data = manifest.container == "dcp" ? dcp::read_chunk(dir, c, dtype, target.key)
+                                                             : read_checked(dir, c, dtype, target.key);
       auto src = data, dst = target.local;
       for (size_t d = 0; d < global.size(); ++d) {
         src = src.narrow(static_cast<int64_t>(d), lo[d] - c.offsets[d], hi[d] - lo[d]);

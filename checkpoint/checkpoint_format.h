@@ -42,6 +42,7 @@ struct TensorEntry {
 };
 
 struct Manifest {
+  std::string container = "safetensors";  // or "dcp": a PyTorch Distributed Checkpoint read by dcp_reader
   int64_t step = 0;
   bool model_only = false;
   std::map<std::string, TensorEntry> tensors;
@@ -64,6 +65,10 @@ std::map<std::string, TensorEntry> entries_from_json(const nlohmann::json& tenso
 // Writes the manifest last: .metadata.tmp, fsync, rename, fsync of the folder.
 void write_manifest(const std::string& dir, const Manifest& manifest);
 
+// Writes dir/name as the file that completes a folder: name.tmp, fsync, rename, fsync of the folder
+// (whose data files are synced first). Throws std::runtime_error naming the file.
+void write_last(const std::string& dir, const std::string& name, const std::string& bytes);
+
 // One process writing everything: write_shard as rank 0, then write_manifest.
 // Throws std::runtime_error naming the file on I/O errors.
 void write_checkpoint(const std::string& dir, const std::vector<ShardedTensor>& tensors, Manifest manifest);
@@ -79,7 +84,8 @@ std::vector<std::pair<int64_t, std::filesystem::path>> step_folders(const std::s
 // that looks complete without its data. Throws std::runtime_error naming the folder.
 void retire_folder(const std::string& dir, const std::string& marker);
 
-// Reads and checks dir/.metadata. Throws std::runtime_error naming the folder.
+// Reads and checks dir/.metadata: our JSON manifest, or a DCP folder's pickle (dcp_reader).
+// Throws std::runtime_error naming the folder.
 Manifest read_manifest(const std::string& dir);
 
 // Fills each target's `local` with its piece of the saved tensor, checking shapes, coverage and

@@ -279,9 +279,17 @@ LoadResult CheckpointManager::load_from(const std::string& dir, bool model_only)
     if (name == "model" && manifest.info.contains("hf_config"))  // same shapes may still be another model
       hf::check_config_matches(manifest.info["hf_config"], (fs::path(dir) / kManifestName).string(), options_.model_args,
                                "the checkpoint holds another model: set model.name and model.flavor as when it was saved");
+    const bool dcp = manifest.container == "dcp";
+    const std::string unmapped = " that maps to titan.cpp's (a PyTorch Distributed Checkpoint): add ";
+    if (!manifest.state.contains(name))
+      throw Err("checkpoint " + dir + " has no '" + name + "' state" +
+                (dcp ? unmapped + "--checkpoint.exclude_from_loading " + name : std::string()));
     PartState state = part.save();
+    if (dcp && name == "train_state")  // TorchTitan saves no RNG state: the run keeps its own
+      state.tensors.erase(std::remove_if(state.tensors.begin(), state.tensors.end(),
+                                         [&](const ShardedTensor& t) { return !manifest.tensors.count(t.key); }),
+                          state.tensors.end());
     load_tensors(dir, manifest, state.tensors);
-    if (!manifest.state.contains(name)) throw Err("checkpoint " + dir + " has no '" + name + "' state");
     state.state = manifest.state.at(name);
     part.load(state);
     r.loaded_parts.push_back(name);

@@ -2,15 +2,17 @@
 //   titan_checkpoint inspect STEP_DIR            keys, shapes, dtypes, chunks, step and state
 //   titan_checkpoint to-torch STEP_DIR OUT.pt [--force]
 //                                                one file Python's torch.load opens as {key: tensor}
+//   titan_checkpoint to-dcp STEP_DIR OUT_DIR [--force]
+//                                                a native checkpoint -> a PyTorch Distributed Checkpoint
+//                                                folder with TorchTitan's keys (torch.distributed.checkpoint.load)
+//   titan_checkpoint from-dcp DCP_DIR STEP_DIR [--force]
+//                                                a DCP folder (TorchTitan's, any sharding) -> a native checkpoint
 //   titan_checkpoint from-hf HF_DIR STEP_DIR [--model_name N] [--model_flavor F] [--force]
 //                                                an HF Llama folder -> a native step-0 (model only)
 //   titan_checkpoint to-hf STEP_DIR OUT_DIR [--export_dtype float32|bfloat16|float16] [--hf_assets_path DIR]
 //                          [--model_name N] [--model_flavor F] [--max-shard-mb N] [--force]
 //                                                a native checkpoint -> an HF folder
 // The flags are TorchTitan's (scripts/checkpoint_conversion); --dtype and --hf-assets still work.
-#include <caffe2/serialize/inline_container.h>
-#include <torch/csrc/jit/serialization/export.h>
-#include <torch/csrc/jit/serialization/pickler.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,9 +25,13 @@
 #include <string>
 
 #include "checkpoint/checkpoint_format.h"
+#include "checkpoint/dcp_reader.h"
+#include "checkpoint/dcp_state.h"
+#include "checkpoint/dcp_writer.h"
 #include "checkpoint/hf_adapter.h"
 #include "checkpoint/hf_checkpoint.h"
 #include "checkpoint/safetensors.h"
+#include "checkpoint/torch_archive.h"
 #include "models/llama3/model.h"
 #include "models/llama4/model_args.h"
 #include "parallel/logging.h"
@@ -51,6 +57,8 @@ const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> all = {
       {"inspect", {{"STEP_DIR"}, {}, {}}},
       {"to-torch", {{"STEP_DIR", "OUT.pt"}, {"--force"}, {}}},
+      {"to-dcp", {{"STEP_DIR", "OUT_DIR"}, {"--force"}, {}}},
+      {"from-dcp", {{"DCP_DIR", "STEP_DIR"}, {"--force"}, {}}},
       {"from-hf", {{"HF_DIR", "STEP_DIR"}, {"--model_name", "--model_flavor", "--force"}, {}}},
       {"to-hf",
        {{"STEP_DIR", "OUT_DIR"},
@@ -235,10 +243,8 @@ void inspect(const std::string& dir) {
   std::printf("state: %s\n", m.state.dump().c_str());
 }
 
-void to_torch(const std::string& dir, const std::string& out, bool force) {
-  require_native_step(dir);
-  const fs::path target = prepare_output(dir, out, force);
-  const Manifest m = titan::checkpoint::read_manifest(dir);
+// Every tensor of a checkpoint (ours or DCP), whole, in key order.
+std::vector<titan::checkpoint::ShardedTensor> whole_tensors(const std::string& dir, const Manifest& m) {
   std::vector<titan::checkpoint::ShardedTensor> targets;
   for (const auto& [key, e] : m.tensors) {
     const auto dtype = titan::safetensors::dtype_from_name(e.dtype, dir);
@@ -246,25 +252,66 @@ void to_torch(const std::string& dir, const std::string& out, bool force) {
         titan::checkpoint::ShardedTensor::whole(key, torch::empty(e.shape, torch::TensorOptions().dtype(dtype))));
   }
   titan::checkpoint::load_tensors(dir, m, targets);
+  return targets;
+}
+
+void to_torch(const std::string& dir, const std::string& out, bool force) {
+  require_native_step(dir);
+  const fs::path target = prepare_output(dir, out, force);
+  const Manifest m = titan::checkpoint::read_manifest(dir);
+  const auto targets = whole_tensors(dir, m);
   c10::Dict<std::string, torch::Tensor> dict;
   for (const auto& t : targets) dict.insert(t.key, t.local);
-  // torch.save's zip layout with an untagged dict: torch::pickle_save tags the dict's type for
-  // TorchScript, a global that torch.load's default (weights_only=True, since 2.6) refuses.
-  std::vector<char> pickled;
-  torch::jit::Pickler pickler([&](const char* p, size_t n) { pickled.insert(pickled.end(), p, p + n); }, nullptr,
-                              nullptr, nullptr, nullptr, /*tag_aggregates=*/false);
-  pickler.protocol();
-  pickler.pushIValue(dict);
-  pickler.stop();
+  std::string archive;
   try {
-    caffe2::serialize::PyTorchStreamWriter writer(target.string());
-    torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
-    writer.writeEndOfFile();
+    archive = titan::torch_archive::write(dict);
   } catch (const c10::Error& e) {
     throw std::runtime_error("cannot write " + out + ": " + titan::first_line(e.what_without_backtrace()));
   }
+  {
+    std::ofstream file(target, std::ios::binary);
+    if (!(file << archive) || !file.flush()) throw std::runtime_error("cannot write " + out);
+  }
   replace_output(target, out);
   std::printf("wrote %zu tensors to %s\n", targets.size(), out.c_str());
+}
+
+void to_dcp(const std::string& dir, const std::string& out, const Args& a) {
+  require_native_step(dir);
+  if (titan::dcp::is_dcp_folder(dir)) throw std::runtime_error(dir + " is a DCP folder already (use from-dcp)");
+  const Manifest m = titan::checkpoint::read_manifest(dir);
+  const fs::path target = prepare_output(dir, out, a.has("--force"));
+  titan::dcp::Items items;
+  std::vector<std::string> fqns;  // parameters with optimizer state
+  const std::string moment = "optimizer.state.", suffix = ".exp_avg";
+  for (auto& t : whole_tensors(dir, m)) {
+    if (t.key.rfind(moment, 0) == 0 && t.key.size() > moment.size() + suffix.size() &&
+        t.key.compare(t.key.size() - suffix.size(), suffix.size(), suffix) == 0)
+      fqns.push_back(t.key.substr(moment.size(), t.key.size() - moment.size() - suffix.size()));
+    items.tensors.emplace_back(t.key, t.local);
+  }
+  items.objects = titan::dcp::items_from_state(m.state, fqns);
+  titan::dcp::write_folder(target.string(), items);
+  replace_output(target, out);
+  std::printf("wrote %zu tensors and %zu other items to %s (PyTorch Distributed Checkpoint)\n", items.tensors.size(),
+              items.objects.size(), out.c_str());
+}
+
+void from_dcp(const std::string& dir, const std::string& out, const Args& a) {
+  if (!fs::is_directory(dir)) throw std::runtime_error("no such folder: " + dir);
+  if (!titan::dcp::is_dcp_folder(dir))
+    throw std::runtime_error(dir + " is not a PyTorch Distributed Checkpoint (no pickled " +
+                             titan::checkpoint::kManifestName + ")");
+  Manifest m = titan::checkpoint::read_manifest(dir);
+  const fs::path target = prepare_output(dir, out, a.has("--force"));
+  const auto tensors = whole_tensors(dir, m);
+  m.tensors.clear();
+  m.container = "safetensors";
+  m.info = {{"converted_from", dir}};
+  titan::checkpoint::write_checkpoint(target.string(), tensors, m);
+  replace_output(target, out);
+  std::printf("wrote %zu tensors to %s (step %lld%s)\n", tensors.size(), out.c_str(), static_cast<long long>(m.step),
+              m.model_only ? ", model only" : "");
 }
 
 void from_hf(const std::string& hf_dir, const std::string& out, const Args& a) {
@@ -354,6 +401,10 @@ int main(int argc, char** argv) {
       inspect(p[0]);
     else if (cmd == "to-torch")
       to_torch(p[0], p[1], a.has("--force"));
+    else if (cmd == "to-dcp")
+      to_dcp(p[0], p[1], a);
+    else if (cmd == "from-dcp")
+      from_dcp(p[0], p[1], a);
     else if (cmd == "from-hf")
       from_hf(p[0], p[1], a);
     else

@@ -564,6 +564,7 @@ checkpoint::Parts Trainer::checkpoint_parts() {
   train_state_part.load = [this](const PartState& s) {
     state_.step = s.state.at("step").get<int64_t>();
     state_.ntokens_seen = s.state.at("ntokens_seen").get<int64_t>();
+    if (s.tensors.empty()) return;  // a TorchTitan (DCP) checkpoint holds no RNG state
     auto generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(s.tensors.at(0).local);
   };

@@ -41,9 +41,9 @@ expect_error "comm.train_timeout_seconds must be positive, got 0" --comm.train_t
 expect_error "comm.init_timeout_seconds must be positive, got -5" --comm.init_timeout_seconds -5
 expect_error "checkpoint.exclude_from_loading = 'data_loader' is not valid; valid values: model, optimizer, lr_scheduler, dataloader, train_state (did you mean 'dataloader'?)" \
   --checkpoint.enable --checkpoint.exclude_from_loading data_loader
-# A TorchTitan DCP folder is named as one.
+# A DCP folder whose .metadata is not a pickle DCP writes (more cases: test_dcp.sh).
 mkdir -p "$WORK/dcp/step-10" && printf '\x80\x04pickle' >"$WORK/dcp/step-10/.metadata" && : >"$WORK/dcp/step-10/__0_0.distcp"
-expect_error "is a PyTorch Distributed Checkpoint (TorchTitan's DCP format), which titan.cpp cannot read yet" \
+expect_error "dcp/step-10/.metadata: pickle byte 3: unsupported opcode 0x70" \
   --checkpoint.enable --checkpoint.initial_load_path "$WORK/dcp/step-10" --checkpoint.initial_load_model_only
 # Launcher environment: a port that is not a number, TorchTitan's dry-run modes.
 set +e

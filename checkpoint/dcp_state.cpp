@@ -1,0 +1,91 @@
+#include "checkpoint/dcp_state.h"
+
+#include <stdexcept>
+
+namespace titan::dcp {
+namespace {
+
+using Err = std::runtime_error;
+using json = nlohmann::json;
+
+int64_t as_int(const json& items, const std::string& key, const std::string& where) {
+  const json& v = items.at(key);
+  if (!v.is_number_integer()) throw Err(where + ": item '" + key + "' is " + v.dump() + ", expected an int");
+  return v.get<int64_t>();
+}
+
+double as_number(const json& items, const std::string& key, const std::string& where) {
+  const json& v = items.at(key);
+  if (!v.is_number()) throw Err(where + ": item '" + key + "' is " + v.dump() + ", expected a number");
+  return v.get<double>();
+}
+
+// A plain Python list of floats: c10::List<double> pickles through TorchScript's build_doublelist,
+// which torch.load(weights_only=True) refuses.
+c10::IValue float_list(const std::vector<double>& values) {
+  c10::impl::GenericList list(c10::AnyType::get());
+  for (double v : values) list.push_back(v);
+  return list;
+}
+
+}  // namespace
+
+json state_from_items(const json& items, const std::string& where) {
+  json state = {{"model", json::object()}};
+  auto has = [&](const std::string& key) { return items.contains(key); };
+  if (has("train_state.step"))
+    state["train_state"] = {
+        {"step", as_int(items, "train_state.step", where)},
+        {"ntokens_seen", has("train_state.ntokens_seen") ? as_int(items, "train_state.ntokens_seen", where) : 0}};
+  if (has("lr_scheduler.base_lrs") && has("lr_scheduler.last_epoch")) {
+    const json& base = items.at("lr_scheduler.base_lrs");
+    if (!base.is_array() || base.empty() || !base[0].is_number())
+      throw Err(where + ": item 'lr_scheduler.base_lrs' is " + base.dump() + ", expected a list of numbers");
+    state["lr_scheduler"] = {{"base_lr", base[0]}, {"last_epoch", as_int(items, "lr_scheduler.last_epoch", where)}};
+  }
+  // optimizer.param_groups.<fqn>.<field>: one group in TorchTitan; any parameter's copy serves.
+  const std::string prefix = "optimizer.param_groups.";
+  for (const auto& [key, v] : items.items()) {
+    if (key.rfind(prefix, 0) != 0 || key.size() < 4 || key.compare(key.size() - 4, 4, ".eps") != 0) continue;
+    const std::string group = key.substr(0, key.size() - 4);
+    json g = {{"eps", as_number(items, key, where)}, {"decoupled", true}};
+    if (items.contains(group + ".betas")) g["betas"] = items.at(group + ".betas");
+    if (items.contains(group + ".weight_decay")) g["weight_decay"] = items.at(group + ".weight_decay");
+    state["optimizer"] = {{"param_groups", g}};
+    break;
+  }
+  return state;
+}
+
+std::vector<std::pair<std::string, c10::IValue>> items_from_state(const json& state,
+                                                                  const std::vector<std::string>& fqns) {
+  std::vector<std::pair<std::string, c10::IValue>> out;
+  if (state.contains("train_state")) {
+    const json& t = state["train_state"];
+    out.emplace_back("train_state.step", t.at("step").get<int64_t>());
+    out.emplace_back("train_state.ntokens_seen", t.value("ntokens_seen", int64_t{0}));
+  }
+  if (state.contains("lr_scheduler")) {
+    const json& l = state["lr_scheduler"];
+    const int64_t last_epoch = l.at("last_epoch").get<int64_t>();
+    out.emplace_back("lr_scheduler.base_lrs", float_list({l.at("base_lr").get<double>()}));
+    out.emplace_back("lr_scheduler.last_epoch", last_epoch);
+    out.emplace_back("lr_scheduler._step_count", last_epoch + 1);  // LambdaLR counts its constructor's step
+  }
+  if (state.contains("optimizer") && state["optimizer"].contains("param_groups")) {
+    const json& g = state["optimizer"]["param_groups"];
+    for (const auto& fqn : fqns) {
+      const std::string prefix = "optimizer.param_groups." + fqn + ".";
+      if (g.contains("betas")) {  // a tuple, as torch.optim keeps it
+        const auto betas = g["betas"].get<std::vector<double>>();
+        out.emplace_back(prefix + "betas",
+                         c10::ivalue::Tuple::create(std::vector<c10::IValue>(betas.begin(), betas.end())));
+      }
+      if (g.contains("eps")) out.emplace_back(prefix + "eps", g["eps"].get<double>());
+      if (g.contains("weight_decay")) out.emplace_back(prefix + "weight_decay", g["weight_decay"].get<double>());
+    }
+  }
+  return out;
+}
+
+}  // namespace titan::dcp
