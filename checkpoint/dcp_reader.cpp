@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <set>
 #include <stdexcept>
 
 #include "checkpoint/dcp_state.h"
@@ -179,6 +180,7 @@ checkpoint::Manifest read_manifest(const std::string& dir) {
   nlohmann::json items = nlohmann::json::object();  // the non-tensor items by key
   const ValuePtr keys = field(meta, "state_dict_metadata", where);
   if (!keys->is(Kind::kDict)) throw Err(where + ": state_dict_metadata is " + keys->describe());
+  std::set<std::string> present;  // data files seen to exist: most items share one
   for (const auto& [k, v] : keys->entries) {
     if (!k->is(Kind::kString)) throw Err(where + ": a state_dict_metadata key is " + k->describe());
     const std::string key = k->text, at = where + " key '" + key + "'";
@@ -186,8 +188,11 @@ checkpoint::Manifest read_manifest(const std::string& dir) {
       auto it = storage.find({key, offsets});
       if (it == storage.end())
         throw Err(at + ": storage_data has no item for the chunk at " + c10::str(c10::IntArrayRef(offsets)));
-      if (!fs::exists(fs::path(dir) / it->second.file))
-        throw Err(at + ": its data file " + (fs::path(dir) / it->second.file).string() + " is missing");
+      if (!present.count(it->second.file)) {
+        if (!fs::exists(fs::path(dir) / it->second.file))
+          throw Err(at + ": its data file " + (fs::path(dir) / it->second.file).string() + " is missing");
+        present.insert(it->second.file);
+      }
       return it->second;
     };
     if (v->is(Kind::kObject) && v->text == kMetadataModule + "BytesStorageMetadata") {

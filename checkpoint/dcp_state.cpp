@@ -73,17 +73,17 @@ std::vector<std::pair<std::string, c10::IValue>> items_from_state(const json& st
     out.emplace_back("lr_scheduler._step_count", last_epoch + 1);  // LambdaLR counts its constructor's step
   }
   if (state.contains("optimizer") && state["optimizer"].contains("param_groups")) {
+    // One group for every parameter: its values, then a copy of them under each parameter's name.
     const json& g = state["optimizer"]["param_groups"];
-    for (const auto& fqn : fqns) {
-      const std::string prefix = "optimizer.param_groups." + fqn + ".";
-      if (g.contains("betas")) {  // a tuple, as torch.optim keeps it
-        const auto betas = g["betas"].get<std::vector<double>>();
-        out.emplace_back(prefix + "betas",
-                         c10::ivalue::Tuple::create(std::vector<c10::IValue>(betas.begin(), betas.end())));
-      }
-      if (g.contains("eps")) out.emplace_back(prefix + "eps", g["eps"].get<double>());
-      if (g.contains("weight_decay")) out.emplace_back(prefix + "weight_decay", g["weight_decay"].get<double>());
+    std::vector<std::pair<std::string, c10::IValue>> group;
+    if (g.contains("betas")) {  // a tuple, as torch.optim keeps it
+      const auto betas = g["betas"].get<std::vector<double>>();
+      group.emplace_back("betas", c10::ivalue::Tuple::create(std::vector<c10::IValue>(betas.begin(), betas.end())));
     }
+    if (g.contains("eps")) group.emplace_back("eps", g["eps"].get<double>());
+    if (g.contains("weight_decay")) group.emplace_back("weight_decay", g["weight_decay"].get<double>());
+    for (const auto& fqn : fqns)
+      for (const auto& [name, value] : group) out.emplace_back("optimizer.param_groups." + fqn + "." + name, value);
   }
   return out;
 }

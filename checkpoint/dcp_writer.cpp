@@ -11,6 +11,7 @@
 
 #include "checkpoint/checkpoint_format.h"
 #include "checkpoint/pickle_writer.h"
+#include "checkpoint/safetensors.h"
 #include "checkpoint/torch_archive.h"
 
 namespace titan::dcp {
@@ -81,16 +82,6 @@ struct Placed {
   int64_t begin, length;
 };
 
-void write_all(int fd, const std::string& bytes, const std::string& path) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw Err("cannot write " + path + ": " + std::strerror(errno));
-    done += static_cast<size_t>(n);
-  }
-}
-
 }  // namespace
 
 void write_folder(const std::string& dir, const Items& items) {
@@ -98,13 +89,13 @@ void write_folder(const std::string& dir, const Items& items) {
   std::error_code ignored;
   fs::remove(fs::path(dir) / checkpoint::kManifestName, ignored);  // incomplete until the new one lands
   const std::string path = (fs::path(dir) / kDataFile).string();
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw Err("cannot create " + path + ": " + std::strerror(errno));
   std::vector<Placed> placed;
-  int64_t at = 0;
-  try {
+  {
+    const safetensors::Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (f.fd < 0) throw Err("cannot create " + path + ": " + std::strerror(errno));
+    int64_t at = 0;
     auto put = [&](const std::string& key, bool tensor, std::vector<int64_t> offsets, const std::string& archive) {
-      write_all(fd, archive, path);
+      safetensors::write_all(f.fd, archive.data(), archive.size(), path);
       placed.push_back({key, tensor, std::move(offsets), at, static_cast<int64_t>(archive.size())});
       at += static_cast<int64_t>(archive.size());
     };
@@ -113,12 +104,8 @@ void write_folder(const std::string& dir, const Items& items) {
       put(key, true, std::vector<int64_t>(t.dim(), 0), torch_archive::write(t.detach().cpu().contiguous()));
     }
     for (const auto& [key, v] : items.objects) put(key, false, {}, torch_archive::write(v));
-    if (::fsync(fd) != 0) throw Err("cannot fsync " + path + ": " + std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    throw;
+    if (::fsync(f.fd) != 0) throw Err("cannot fsync " + path + ": " + std::strerror(errno));
   }
-  ::close(fd);
 
   pickle::Writer w;
   begin_fields(w, kMetadataModule, "Metadata");

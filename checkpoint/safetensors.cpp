@@ -23,6 +23,19 @@ const std::vector<std::pair<std::string, torch::ScalarType>>& dtype_table() {
   return table;
 }
 
+void read_all(int fd, char* data, size_t n, int64_t offset, const std::string& path) {
+  while (n > 0) {
+    ssize_t r = ::pread(fd, data, n, offset);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) throw Err(path + ": file is truncated or unreadable" + (r < 0 ? std::string(": ") + std::strerror(errno) : ""));
+    data += r;
+    n -= static_cast<size_t>(r);
+    offset += r;
+  }
+}
+
+}  // namespace
+
 void write_all(int fd, const char* data, size_t n, const std::string& path) {
   while (n > 0) {
     ssize_t w = ::write(fd, data, n);
@@ -35,26 +48,9 @@ void write_all(int fd, const char* data, size_t n, const std::string& path) {
   }
 }
 
-void read_all(int fd, char* data, size_t n, int64_t offset, const std::string& path) {
-  while (n > 0) {
-    ssize_t r = ::pread(fd, data, n, offset);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) throw Err(path + ": file is truncated or unreadable" + (r < 0 ? std::string(": ") + std::strerror(errno) : ""));
-    data += r;
-    n -= static_cast<size_t>(r);
-    offset += r;
-  }
+Fd::~Fd() {
+  if (fd >= 0) ::close(fd);
 }
-
-struct Fd {
-  int fd;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-}  // namespace
 
 const TensorInfo* Header::find(const std::string& name) const {
   for (const auto& t : tensors)

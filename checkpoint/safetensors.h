@@ -47,4 +47,15 @@ torch::Tensor read_range(const std::string& path, int64_t begin, torch::ScalarTy
 
 uint32_t crc32_of(const torch::Tensor& contiguous_cpu);
 
+// write(2) of all n bytes (through EINTR and short writes); an error names `path`.
+void write_all(int fd, const char* data, size_t n, const std::string& path);
+// A file descriptor closed when it goes out of scope.
+struct Fd {
+  int fd;
+  explicit Fd(int f) : fd(f) {}
+  ~Fd();
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+};
+
 }  // namespace titan::safetensors
