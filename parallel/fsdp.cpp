@@ -48,9 +48,10 @@ struct FsdpParam {
   std::pair<int64_t, int64_t> chunk(int64_t n, int64_t r) const {
     return chunk_rows(global_shape[static_cast<size_t>(dim)], n, r);
   }
-  // The part [begin, begin + count) of `dim` in `full` (the gathered shape, contiguous), as (outer, count, inner).
-  torch::Tensor piece_of(const torch::Tensor& full, int64_t begin, int64_t count) const {
-    return full.reshape({outer, global_shape[static_cast<size_t>(dim)], inner}).narrow(1, begin, count);
+  // `full` (the gathered shape, contiguous) as (outer, size of `dim`, inner): the part [begin, begin +
+  // count) of `dim` is narrow(1, begin, count) of it.
+  torch::Tensor by_dim(const torch::Tensor& full) const {
+    return full.reshape({outer, global_shape[static_cast<size_t>(dim)], inner});
   }
   // Rank r's part (count long on `dim`) in a flat buffer holding every rank's padded part in turn.
   torch::Tensor flat_piece(const torch::Tensor& flat, int64_t padded_numel, int64_t r, int64_t count) const {
@@ -110,9 +111,10 @@ struct FsdpUnit {
   // Copies param i's pieces of every rank from a gathered buffer into `dst` (its full shape, contiguous).
   void unpack(const torch::Tensor& flat, size_t i, const torch::Tensor& dst) const {
     const auto& p = params[i];
+    const auto pieces = p.by_dim(dst);
     for (int64_t r = 0; r < shard->size(); ++r) {
       const auto [begin, count] = p.chunk(shard->size(), r);
-      if (count > 0) p.piece_of(dst, begin, count).copy_(p.flat_piece(flat, padded_numel, r, count));
+      if (count > 0) pieces.narrow(1, begin, count).copy_(p.flat_piece(flat, padded_numel, r, count));
     }
   }
 
@@ -149,9 +151,10 @@ struct FsdpUnit {
     for (size_t i = 0; i < params.size(); ++i) {
       if (!grads[i].defined()) continue;
       const auto& p = params[i];
+      const auto pieces = p.by_dim(grads[i]);
       for (int64_t r = 0; r < n; ++r) {
         const auto [begin, count] = p.chunk(n, r);
-        if (count > 0) p.flat_piece(in, padded_numel, r, count).copy_(p.piece_of(grads[i], begin, count));
+        if (count > 0) p.flat_piece(in, padded_numel, r, count).copy_(pieces.narrow(1, begin, count));
       }
     }
     auto out = torch::empty({padded_numel}, opts);

@@ -773,7 +773,7 @@ void Trainer::log_tensorboard(const StepResult& r, const StepMetrics& m, const D
     scalars.push_back({"memory/num_alloc_retries", static_cast<double>(memory.num_alloc_retries)});
     scalars.push_back({"memory/num_ooms", static_cast<double>(memory.num_ooms)});
   }
-  const std::vector<std::pair<std::string, double>> step_scalars = {
+  scalars.insert(scalars.end(), {
       {"loss_metrics/global_avg_loss", r.loss},
       {"loss_metrics/global_max_loss", max_loss},
       {"grad_norm", r.grad_norm},
@@ -783,8 +783,7 @@ void Trainer::log_tensorboard(const StepResult& r, const StepMetrics& m, const D
       {"time_metrics/end_to_end(s)", seconds / static_cast<double>(config_.metrics.log_freq)},
       {"time_metrics/data_loading(s)", data_loading_.seconds / static_cast<double>(std::max<int64_t>(data_loading_.batches, 1))},
       {"time_metrics/data_loading(%)", 100.0 * data_loading_.seconds / std::max(seconds, 1e-9)},
-  };
-  scalars.insert(scalars.end(), step_scalars.begin(), step_scalars.end());
+  });
   scalars.push_back({"n_tokens_seen", tokens_seen});
   scalars.push_back({"lr", r.lr});
   tensorboard_->add_scalars(state_.step, scalars);
