@@ -5,9 +5,14 @@ and thread count as titan_train, in idiomatic eager PyTorch 2.11 from the venv (
 underneath): F.scaled_dot_product_attention (causal, GQA), nn.RMSNorm and AdamW(fused=True), as
 TorchTitan writes them; with --compile, the model under torch.compile (inductor), as TorchTitan's
 compile.enable. Prints one JSON line: tokens/s over the timed steps, peak RSS and the warm-up steps'
-seconds (with --compile, mostly compilation: kept out of tokens/s).
+seconds (with --compile, mostly compilation: kept out of tokens/s); with --device cuda, the GPU's
+peak reserved and allocated memory too (the model is then made and initialised on the GPU: same init formula,
+CUDA random numbers).
 
-Usage: eager_reference.py CONFIG_JSON TOKENS_NPY --batch B --seq T --steps N --warmup W --threads K [--dtype D] [--compile]
+--trace FILE writes a Chrome trace of the last step (torch.profiler), to set beside titan_train's.
+
+Usage: eager_reference.py CONFIG_JSON TOKENS_NPY --batch B --seq T --steps N --warmup W --threads K
+                          [--dtype D] [--compile] [--device cpu|cuda] [--trace FILE]
 """
 import argparse
 import json
@@ -51,15 +56,22 @@ def main():
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")  # as training.dtype
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--trace")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    sync = torch.cuda.synchronize if a.device == "cuda" else lambda: None  # GPU work is asynchronous: time what finished
     hf = json.load(open(a.config))
     c = dict(dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=hf["num_attention_heads"],
              n_kv_heads=hf["num_key_value_heads"], vocab_size=hf["vocab_size"], multiple_of=1, norm_eps=hf["rms_norm_eps"],
              rope_theta=hf["rope_theta"], seq_len=a.seq)
     ref.ffn_hidden = lambda dim, multiple_of: hf["intermediate_size"]  # the config's FFN size, as titan_train reads it
-    model = ref.Llama(c)
-    model.init_weights(0)
+    device = torch.device(a.device)
+    with device:
+        model = ref.Llama(c)
+        model.init_weights(0)
+    if hf.get("tie_word_embeddings"):  # one matrix for input and output, as titan_train reads the config
+        model.output.weight = model.tok_embeddings.weight
     model.to(getattr(torch, a.dtype))  # bfloat16: weights, gradients and AdamW state in bf16, as titan_train
     step_model = torch.compile(model) if a.compile else model
     opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, fused=True)
@@ -71,12 +83,17 @@ def main():
     start = time.perf_counter()
     for step in range(1, a.steps + 1):
         if step == a.warmup + 1:
+            sync()
             t0 = time.perf_counter()
         rows = []
         for _ in range(a.batch):
             rows.append(data[pos:pos + window])
             pos += window
-        batch = torch.from_numpy(np.stack(rows))
+        batch = torch.from_numpy(np.stack(rows)).to(device)
+        if a.trace and step == a.steps:
+            activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+            profiler = torch.profiler.profile(activities=activities)
+            profiler.start()
         opt.zero_grad(set_to_none=True)
         logits = step_model(batch[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(), reduction="sum") / batch[:, 1:].numel()
@@ -86,10 +103,18 @@ def main():
         sched.step()
         if step > a.warmup:
             timed_tokens += batch[:, 1:].numel()
+        if a.trace and step == a.steps:
+            sync()
+            profiler.stop()
+            profiler.export_chrome_trace(a.trace)
+    sync()
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"tps": timed_tokens / seconds, "peak_rss_gib": rss / 2**30, "warmup_s": t0 - start,
-                      "last_loss": loss.item()}))
+    result = {"tps": timed_tokens / seconds, "peak_rss_gib": rss / 2**30, "warmup_s": t0 - start, "last_loss": loss.item()}
+    if device.type == "cuda":
+        result["peak_cuda_gib"] = torch.cuda.max_memory_reserved() / 2**30  # what titan_train (and TorchTitan) report
+        result["peak_cuda_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,13 @@
 
 #include <cmath>
 
+#if TITAN_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "models/llama3/rope_cuda.h"
+#endif
+
 namespace titan::llama3 {
 namespace {
 
@@ -42,17 +49,48 @@ torch::Tensor rotate_cpu(const torch::Tensor& x, const torch::Tensor& cos, const
   return out;
 }
 
+#if TITAN_CUDA
+// The same pass as one CUDA kernel (models/llama3/rope_cuda.cu) on x's device and current stream.
+torch::Tensor rotate_cuda(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool inverse) {
+  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), half = x.size(3) / 2;
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto xc = x.contiguous();
+  const auto c = cos.slice(0, 0, T).to(x.device(), torch::kFloat32).contiguous();  // (T, hd/2)
+  const auto s = sin.slice(0, 0, T).to(x.device(), torch::kFloat32).contiguous();
+  auto out = torch::empty_like(xc);
+  RopeCudaDtype dtype;
+  switch (x.scalar_type()) {
+    case torch::kFloat32: dtype = RopeCudaDtype::kFloat32; break;
+    case torch::kFloat64: dtype = RopeCudaDtype::kFloat64; break;
+    case torch::kBFloat16: dtype = RopeCudaDtype::kBFloat16; break;
+    case torch::kHalf: dtype = RopeCudaDtype::kHalf; break;
+    default: TORCH_CHECK(false, "apply_rope on CUDA: unsupported dtype ", x.scalar_type());
+  }
+  const char* err = rope_cuda(dtype, xc.data_ptr(), out.data_ptr(), c.data_ptr<float>(), s.data_ptr<float>(), B, T, H,
+                              half, inverse, c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  TORCH_CHECK(err == nullptr, "apply_rope CUDA kernel: ", err);
+  return out;
+}
+#endif
+
+torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool inverse) {
+#if TITAN_CUDA
+  if (x.is_cuda()) return rotate_cuda(x, cos, sin, inverse);
+#endif
+  return rotate_cpu(x, cos, sin, inverse);
+}
+
 // A rotation's gradient is the inverse rotation of the output's: only cos and sin are kept.
 struct RopeFunction : torch::autograd::Function<RopeFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& cos,
                                const torch::Tensor& sin) {
     ctx->save_for_backward({cos, sin});
-    return rotate_cpu(x, cos, sin, false);
+    return rotate(x, cos, sin, false);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad) {
     const auto saved = ctx->get_saved_variables();
-    return {rotate_cpu(grad[0], saved[0], saved[1], true), torch::Tensor(), torch::Tensor()};
+    return {rotate(grad[0], saved[0], saved[1], true), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -86,7 +124,7 @@ std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelArgs& args) {
 }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  return x.is_cpu() ? RopeFunction::apply(x, cos, sin) : apply_rope_composite(x, cos, sin);
+  return x.is_cpu() || (TITAN_CUDA && x.is_cuda()) ? RopeFunction::apply(x, cos, sin) : apply_rope_composite(x, cos, sin);
 }
 
 torch::Tensor apply_rope_composite(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {

@@ -15,9 +15,10 @@ torch::Tensor rope_inv_freq(int64_t head_dim, double theta, const std::optional<
 std::pair<torch::Tensor, torch::Tensor> rope_tables(const ModelArgs& args);
 
 // x: (B, T, n_heads, head_dim); cos, sin: (>=T, head_dim/2). Rotation in fp32, result in x's dtype.
-// On the CPU one pass forward and one backward (the inverse rotation, keeping only cos and sin).
+// On the CPU and CUDA one pass forward and one backward (the inverse rotation, keeping only cos
+// and sin).
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
-// The same as ATen ops: the GPU's path, and the CPU's before the one-pass kernel (bench/kernel_bench).
+// The same as ATen ops: other devices' path, and the form the one-pass kernels replaced (bench/kernel_bench).
 torch::Tensor apply_rope_composite(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
 }  // namespace titan::llama3

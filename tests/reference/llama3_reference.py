@@ -138,7 +138,7 @@ class Llama(nn.Module):
         """TorchTitan's init (embedding N(0,1), trunc normals, depth-scaled wo/w2/w3, norms 1), each
         parameter from a generator seeded by (seed, its FQN)."""
         for name, w in self.named_parameters():
-            g = torch.Generator().manual_seed(parameter_seed(seed, name))
+            g = torch.Generator(w.device).manual_seed(parameter_seed(seed, name))  # a CUDA model draws on the GPU
             if name == "tok_embeddings.weight":
                 nn.init.normal_(w, generator=g)
             elif name.endswith("norm.weight"):
