@@ -1,5 +1,6 @@
 #include "checkpoint/dcp_state.h"
 
+#include <optional>
 #include <stdexcept>
 
 namespace titan::dcp {
@@ -65,23 +66,40 @@ std::vector<std::pair<std::string, c10::IValue>> items_from_state(const json& st
     out.emplace_back("train_state.step", t.at("step").get<int64_t>());
     out.emplace_back("train_state.ntokens_seen", t.value("ntokens_seen", int64_t{0}));
   }
+  // torch 2.11's LambdaLR.state_dict() and AdamW's param group, key for key: TorchTitan loads with
+  // DCP's strict planner, which refuses a checkpoint that lacks any of them.
+  std::optional<double> last_lr, base_lr;
   if (state.contains("lr_scheduler")) {
     const json& l = state["lr_scheduler"];
     const int64_t last_epoch = l.at("last_epoch").get<int64_t>();
-    out.emplace_back("lr_scheduler.base_lrs", float_list({l.at("base_lr").get<double>()}));
+    base_lr = l.at("base_lr").get<double>();
+    if (l.contains("last_lr")) last_lr = l["last_lr"].get<double>();  // older checkpoints lack it
+    out.emplace_back("lr_scheduler.base_lrs", float_list({*base_lr}));
     out.emplace_back("lr_scheduler.last_epoch", last_epoch);
     out.emplace_back("lr_scheduler._step_count", last_epoch + 1);  // LambdaLR counts its constructor's step
+    out.emplace_back("lr_scheduler._is_initial", false);
+    out.emplace_back("lr_scheduler._get_lr_called_within_step", false);
+    if (last_lr) out.emplace_back("lr_scheduler._last_lr", float_list({*last_lr}));
+    c10::impl::GenericList lambdas(c10::AnyType::get());  // [None]: a lambda is not saved
+    lambdas.push_back(c10::IValue());
+    out.emplace_back("lr_scheduler.lr_lambdas", lambdas);
   }
   if (state.contains("optimizer") && state["optimizer"].contains("param_groups")) {
     // One group for every parameter: its values, then a copy of them under each parameter's name.
     const json& g = state["optimizer"]["param_groups"];
     std::vector<std::pair<std::string, c10::IValue>> group;
+    if (last_lr) group.emplace_back("lr", *last_lr);
     if (g.contains("betas")) {  // a tuple, as torch.optim keeps it
       const auto betas = g["betas"].get<std::vector<double>>();
       group.emplace_back("betas", c10::ivalue::Tuple::create(std::vector<c10::IValue>(betas.begin(), betas.end())));
     }
     if (g.contains("eps")) group.emplace_back("eps", g["eps"].get<double>());
     if (g.contains("weight_decay")) group.emplace_back("weight_decay", g["weight_decay"].get<double>());
+    for (const char* off : {"amsgrad", "maximize", "capturable", "differentiable"}) group.emplace_back(off, false);
+    group.emplace_back("foreach", c10::IValue());  // TorchTitan's default implementation: fused
+    group.emplace_back("fused", true);
+    group.emplace_back("decoupled_weight_decay", g.value("decoupled", true));
+    if (base_lr) group.emplace_back("initial_lr", *base_lr);
     for (const auto& fqn : fqns)
       for (const auto& [name, value] : group) out.emplace_back("optimizer.param_groups." + fqn + "." + name, value);
   }

@@ -23,7 +23,8 @@ class LRScheduler {
   int64_t last_epoch() const { return last_epoch_; }
   // LambdaLR's checkpointed state: base LR and position. The shape of the schedule comes from the
   // current config, as in TorchTitan, so raising training.steps on resume reshapes what is left.
-  nlohmann::json state() const { return {{"base_lr", base_lr_}, {"last_epoch", last_epoch_}}; }
+  // last_lr: the LR the next step takes (torch's _last_lr); saved for exports to TorchTitan, not read back.
+  nlohmann::json state() const { return {{"base_lr", base_lr_}, {"last_epoch", last_epoch_}, {"last_lr", lr()}}; }
   void load_state(const nlohmann::json& s);
   int64_t warmup_steps() const { return warmup_; }
   int64_t stable_steps() const { return stable_; }

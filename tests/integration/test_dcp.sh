@@ -4,8 +4,9 @@
 # ranks loads through checkpoint.initial_load_path with the step-1 loss of the same weights in
 # Python, and on two FSDP ranks as those weights in our format do; from-dcp + to-dcp gives a folder
 # dcp.load reads back bit for bit on one and two processes; dcp_to_torch_save of it equals
-# to-torch; a full checkpoint exported with to-dcp resumes as the native one does; bad folders are
-# one-line errors naming key and file.
+# to-torch; a full checkpoint exported with to-dcp resumes as the native one does, and as TorchTitan
+# resumes it (strict dcp.load, set_optimizer_state_dict, LambdaLR); bad folders are one-line errors
+# naming key and file.
 source "$(dirname "$0")/lib.sh"
 ./scripts/setup.sh && ./scripts/build.sh titan_train titan_sentencepiece titan_checkpoint_tool
 TOOL="${TITAN_BUILD_DIR:-$ROOT/build}/titan_checkpoint"
@@ -59,7 +60,8 @@ PY
 # A full checkpoint (optimizer, lr_scheduler, train_state) exported with to-dcp resumes as the native
 # one does (the data loader state does not map: both resumes skip it).
 fix="$WORK/single"
-run_from "$fix" "$fix/step-1" "$WORK/full.log" "$WORK/full" --checkpoint.no-last_save_model_only
+run_from "$fix" "$fix/step-1" "$WORK/full.log" "$WORK/full" --checkpoint.no-last_save_model_only --lr_scheduler.warmup_steps 3 \
+  --lr_scheduler.total_steps 3  # the schedule the resumes below run, so the LR saved is the one they take next
 [[ $RC -eq 0 ]] || { cat "$WORK/full.log"; fail "full save: run exited $RC"; }
 "$TOOL" to-dcp "$WORK/full/checkpoint/step-1" "$WORK/full_dcp/step-1" >/dev/null
 "$TITAN_PYTHON" - "$WORK/full_dcp/step-1" <<'PY' || fail "the full export lacks TorchTitan's keys"
@@ -77,7 +79,8 @@ for from in native dcp; do
   train "$WORK/resume_$from.log" --model.flavor from_hf --model.hf_assets_path "$fix" --checkpoint.enable \
     --checkpoint.initial_load_path "$dir" --checkpoint.no-initial_load_model_only \
     --checkpoint.exclude_from_loading dataloader --training.dataset_path "$fix/tokens.npy" --training.seq_len 32 \
-    --training.local_batch_size 1 --training.steps 2 --metrics.disable_color_printing --job.dump_folder "$WORK/resume_$from"
+    --training.local_batch_size 1 --training.steps 3 --lr_scheduler.warmup_steps 3 --metrics.disable_color_printing \
+    --job.dump_folder "$WORK/resume_$from"
   [[ $RC -eq 0 ]] || { cat "$WORK/resume_$from.log"; fail "resume from $from: run exited $RC"; }
 done
 grep -q "Loaded checkpoint .*full_dcp/step-1 (step 1): model, optimizer, lr_scheduler, train_state; skipped dataloader" \
@@ -85,6 +88,19 @@ grep -q "Loaded checkpoint .*full_dcp/step-1 (step 1): model, optimizer, lr_sche
 [[ "$(losses "$WORK/resume_dcp.log")" == "$(losses "$WORK/resume_native.log")" ]] ||
   fail "resume from the DCP export: $(losses "$WORK/resume_dcp.log") differs from native $(losses "$WORK/resume_native.log")"
 echo "full checkpoint via DCP resumes as native: $(losses "$WORK/resume_dcp.log" | tr '\n' ' ')"
+# TorchTitan's own resume of the export (strict dcp.load of its state dict, set_optimizer_state_dict,
+# LambdaLR) takes steps 2 and 3 as ours: the LR it loads is the warmup's 8e-4 * 2/3, by hand.
+"$TITAN_PYTHON" $REF resume "$WORK/full_dcp/step-1" "$fix" >"$WORK/torchtitan_resume.json" ||
+  fail "TorchTitan's strict resume of the full export"
+"$TITAN_PYTHON" - "$WORK/torchtitan_resume.json" "$(losses "$WORK/resume_dcp.log" | awk '$1 > 1 {print $2}' | tr '\n' ' ')" <<'PY' ||
+import json, sys
+r = json.load(open(sys.argv[1]))
+ours = [float(v) for v in sys.argv[2].split()]
+assert r["step"] == 1 and abs(r["lr"] - 8e-4 * 2 / 3) < 1e-12 and r["initial_lr"] == 8e-4, r
+assert len(ours) == 2 and all(abs(a - b) <= 1e-5 * b for a, b in zip(r["losses"], ours)), (r["losses"], ours)
+print(f"TorchTitan's resume of the export: lr {r['lr']:.6g}, steps 2-3 losses {r['losses']} (ours {ours})")
+PY
+  fail "TorchTitan's resume of the export differs from ours"
 
 # Bad folders: one error line naming what is wrong.
 expect_load_error() {  # expect_load_error "<text>" FIXTURE DCP_DIR

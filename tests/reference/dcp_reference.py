@@ -13,6 +13,13 @@
       processes into FSDP2-sharded tensors, must give REFERENCE_DIR's model tensors bit for bit.
   to-torch-save DCP_DIR OUT.pt
       torch.distributed.checkpoint.format_utils.dcp_to_torch_save.
+  resume EXPORT_DIR FIXTURE_DIR
+      TorchTitan's resume of a full checkpoint, on one process: the state dict it builds (the model's
+      tensors, the optimizer's flattened by get_optimizer_state_dict, LambdaLR's, train_state), loaded
+      by dcp.load with its strict default planner (every key must be in EXPORT_DIR), then
+      set_optimizer_state_dict and the scheduler's load_state_dict; then two steps on the fixture's
+      tokens as TorchTitan's trainer takes them (loss, backward, clip to 1.0, AdamW, scheduler).
+      Prints {"step", "lr", "initial_lr", "losses"}: the losses of those two steps.
 """
 import json
 import os
@@ -154,12 +161,45 @@ def compare(export_dir, ref_dir, processes):
         print(f"dcp.load of {export_dir} on two FSDP2 ranks: {len(reference)} tensors equal")
 
 
+def resume(export_dir, fixture_dir):
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_optimizer_state_dict,
+                                                         set_optimizer_state_dict)
+    model = build(0)  # every value below is replaced by the checkpoint's
+    opt = torch.optim.AdamW(model.parameters(), lr=1.0, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    options = StateDictOptions(flatten_optimizer_state_dict=True)
+    state = dict(model.state_dict())
+    state["optimizer"] = get_optimizer_state_dict(model, opt, options=options)
+    state["lr_scheduler"] = sched.state_dict()
+    state["train_state"] = {"step": 0, "ntokens_seen": 0}
+    dcp.load(state, checkpoint_id=export_dir)
+    model.load_state_dict({k: v for k, v in state.items() if k not in ("optimizer", "lr_scheduler", "train_state")})
+    set_optimizer_state_dict(model, opt, state["optimizer"], options=options)
+    sched.load_state_dict(state["lr_scheduler"])
+    group = opt.param_groups[0]
+    lr, initial_lr = group["lr"], group["initial_lr"]
+    tokens = torch.from_numpy(np.load(os.path.join(fixture_dir, "tokens.npy")).astype(np.int64))[None]
+    losses = []
+    for _ in range(2):
+        opt.zero_grad()
+        logits = model(tokens[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), tokens[0, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    print(json.dumps({"step": int(state["train_state"]["step"]), "lr": lr, "initial_lr": initial_lr, "losses": losses}))
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "save":
         save(sys.argv[2], sys.argv[3])
     elif cmd == "compare":
         compare(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif cmd == "resume":
+        resume(sys.argv[2], sys.argv[3])
     elif cmd == "to-torch-save":
         from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
         dcp_to_torch_save(sys.argv[2], sys.argv[3])
