@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PyTorch Distributed Checkpoint interop (tests/reference/dcp_reference.py, the venv's torch 2.11):
-# a tiny Llama saved by torch.distributed.checkpoint.save from one process and from two FSDP2 gloo
-# ranks loads through checkpoint.initial_load_path with the step-1 loss of the same weights in
+# a tiny Llama saved by torch.distributed.checkpoint.save from one process, from two FSDP2 gloo
+# ranks and from two tensor-parallel ones loads through checkpoint.initial_load_path with the step-1 loss of the same weights in
 # Python, and on two FSDP ranks as those weights in our format do; from-dcp + to-dcp gives a folder
 # dcp.load reads back bit for bit on one and two processes; dcp_to_torch_save of it equals
 # to-torch; a full checkpoint exported with to-dcp resumes as the native one does, and as TorchTitan
@@ -20,7 +20,7 @@ run_from() {
     --training.local_batch_size 1 --training.steps 1 --metrics.disable_color_printing --job.dump_folder "$dump" "$@"
 }
 
-for mode in single fsdp2; do
+for mode in single fsdp2 tp; do
   fix="$WORK/$mode"
   expected=$("$TITAN_PYTHON" $REF save "$fix" $mode 2>/dev/null | "$TITAN_PYTHON" -c "import json,sys; print(json.load(sys.stdin)['loss'])")
   run_from "$fix" "$fix/step-1" "$WORK/$mode.log" "$WORK/run_$mode"
@@ -31,22 +31,25 @@ for mode in single fsdp2; do
     fail "$mode: loss $got differs from Python's $expected"
 done
 
-# Two FSDP ranks read their shards of the FSDP2 save (the chunks split at other rows than ours
-# need) as they read the same weights converted to our format.
-"$TOOL" from-dcp "$WORK/fsdp2/step-1" "$WORK/native/step-1" >/dev/null
-NGPU=2 run_from "$WORK/fsdp2" "$WORK/fsdp2/step-1" "$WORK/two_dcp.log" "$WORK/two_dcp"
-NGPU=2 run_from "$WORK/fsdp2" "$WORK/native/step-1" "$WORK/two_native.log" "$WORK/two_native"
-[[ -n "$(losses "$WORK/two_dcp.log")" && "$(losses "$WORK/two_dcp.log")" == "$(losses "$WORK/two_native.log")" ]] ||
-  { cat "$WORK/two_dcp.log"; fail "two ranks: $(losses "$WORK/two_dcp.log") from DCP, $(losses "$WORK/two_native.log") from native"; }
-echo "two ranks from the FSDP2 save: $(losses "$WORK/two_dcp.log")"
+# Two FSDP ranks read their shards of the FSDP2 save and of the TP save (chunks split at other rows,
+# or along the other dimension, than ours need) as they read the same weights converted to our
+# format. (Our TP needs tp to divide the vocabulary; 101 rows keep FSDP2's split uneven.)
+for mode in fsdp2 tp; do
+  "$TOOL" from-dcp "$WORK/$mode/step-1" "$WORK/native_$mode/step-1" >/dev/null
+  NGPU=2 run_from "$WORK/$mode" "$WORK/$mode/step-1" "$WORK/two_dcp.log" "$WORK/two_dcp_$mode"
+  NGPU=2 run_from "$WORK/$mode" "$WORK/native_$mode/step-1" "$WORK/two_native.log" "$WORK/two_native_$mode"
+  [[ -n "$(losses "$WORK/two_dcp.log")" && "$(losses "$WORK/two_dcp.log")" == "$(losses "$WORK/two_native.log")" ]] ||
+    { cat "$WORK/two_dcp.log"; fail "two ranks, $mode save: $(losses "$WORK/two_dcp.log") from DCP, $(losses "$WORK/two_native.log") from native"; }
+  echo "two FSDP ranks from the $mode save: $(losses "$WORK/two_dcp.log")"
+done
 
 # DCP -> native -> DCP: dcp.load reads the export bit for bit, on one process and on two FSDP2 ranks.
-"$TOOL" to-dcp "$WORK/native/step-1" "$WORK/export" >/dev/null
+"$TOOL" to-dcp "$WORK/native_fsdp2/step-1" "$WORK/export" >/dev/null
 "$TITAN_PYTHON" $REF compare "$WORK/export" "$WORK/fsdp2/step-1" 1 || fail "dcp.load of the export (one process)"
 "$TITAN_PYTHON" $REF compare "$WORK/export" "$WORK/fsdp2/step-1" 2 2>&1 | grep -v Warning || fail "dcp.load of the export (two ranks)"
 # dcp_to_torch_save of the export and our to-torch: the same tensors.
 "$TITAN_PYTHON" $REF to-torch-save "$WORK/export" "$WORK/theirs.pt"
-"$TOOL" to-torch "$WORK/native/step-1" "$WORK/ours.pt" >/dev/null
+"$TOOL" to-torch "$WORK/native_fsdp2/step-1" "$WORK/ours.pt" >/dev/null
 "$TITAN_PYTHON" - "$WORK/theirs.pt" "$WORK/ours.pt" <<'PY' || fail "dcp_to_torch_save differs from to-torch"
 import sys
 import torch

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """PyTorch Distributed Checkpoint (DCP) peer for the DCP interop tests, on the venv's torch 2.11.
 
-  save OUT_DIR single|fsdp2
+  save OUT_DIR single|fsdp2|tp
       A random tiny Llama 3 (tests/reference/llama3_reference.py, TorchTitan's parameter names)
-      saved with torch.distributed.checkpoint.save into OUT_DIR/step-1, from one process or from
+      saved with torch.distributed.checkpoint.save into OUT_DIR/step-1, from one process, from
       two gloo processes with FSDP2 (fully_shard per block and at the root: DTensor shards, the
-      vocabulary split unevenly). Also writes OUT_DIR/config.json (the model, for
+      vocabulary split unevenly), or from two with TorchTitan's tensor-parallel plan (column-wise
+      wq/wk/wv/w1/w3/output, row-wise wo/w2 and the embedding: DTensor shards on dim 0 and 1). Also writes OUT_DIR/config.json (the model, for
       --model.flavor from_hf), OUT_DIR/tokens.npy and OUT_DIR/weights.safetensors (the same
       tensors, for the unit tests); prints {"loss", "seq_len"}: the loss of those weights on those tokens.
   compare EXPORT_DIR REFERENCE_DIR 1|2
@@ -96,6 +97,26 @@ def fsdp2_save(rank, port, out, weights):
     finish()
 
 
+def tp_save(rank, port, out, weights):
+    init(rank, port)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+    model = Llama(CFG)
+    model.load_state_dict(weights)
+    plan = {"tok_embeddings": RowwiseParallel(), "output": ColwiseParallel()}
+    for i in range(CFG["n_layers"]):
+        for name in ("attention.wq", "attention.wk", "attention.wv", "feed_forward.w1", "feed_forward.w3"):
+            plan[f"layers.{i}.{name}"] = ColwiseParallel()
+        for name in ("attention.wo", "feed_forward.w2"):
+            plan[f"layers.{i}.{name}"] = RowwiseParallel()
+    parallelize_module(model, init_device_mesh("cpu", (2,)), plan)
+    state = model.state_dict()
+    placements = {str(v.placements[0]) for v in state.values() if type(v).__name__ == "DTensor"}
+    assert placements == {"S(0)", "S(1)"}, placements
+    dcp.save(state, checkpoint_id=out)
+    finish()
+
+
 def save(out, mode):
     os.makedirs(out, exist_ok=True)
     model = build(1234)
@@ -109,7 +130,7 @@ def save(out, mode):
     if mode == "single":
         dcp.save(weights, checkpoint_id=step_dir)
     else:
-        run_two(fsdp2_save, step_dir, weights)
+        run_two(fsdp2_save if mode == "fsdp2" else tp_save, step_dir, weights)
     config = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=CFG["dim"],
                   num_hidden_layers=CFG["n_layers"], num_attention_heads=CFG["n_heads"],
                   num_key_value_heads=CFG["n_kv_heads"], intermediate_size=ffn_hidden(CFG["dim"], CFG["multiple_of"]),
