@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "models/common/rms_norm.h"
+
 namespace titan {
 
 void WeightModule::add_weight(const std::string& name, torch::Tensor& member, const std::vector<int64_t>& shape,
@@ -33,7 +35,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& op
     : SingleWeightModule({dim}, options), eps_(eps) {}
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  return at::rms_norm(x, {weight.size(0)}, weight, eps_);  // (..., dim), as torch.nn.RMSNorm: fp32 inside
+  return rms_norm(x, weight, eps_);  // (..., dim), as torch.nn.RMSNorm: fp32 inside
 }
 
 }  // namespace titan
