@@ -12,8 +12,8 @@ import re
 
 KINDS = [("gemm", re.compile(r"gemm|nvjet|cutlass|sm90_xmma|cublas", re.I)),
          ("attention", re.compile(r"flash|fmha|attention|sdpa", re.I)),
-         ("optimizer", re.compile(r"adam|multi_tensor|foreach", re.I)),
-         ("norm/loss", re.compile(r"norm|softmax|nll|cross_entropy|log_softmax", re.I))]
+         ("norm/loss", re.compile(r"norm|softmax|nll|cross_entropy|log_softmax", re.I)),  # the grad norm's foreach too
+         ("optimizer", re.compile(r"adam|multi_tensor|foreach", re.I))]
 
 
 def kind(name):

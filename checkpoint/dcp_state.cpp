@@ -43,6 +43,8 @@ json state_from_items(const json& items, const std::string& where) {
     if (!base.is_array() || base.empty() || !base[0].is_number())
       throw Err(where + ": item 'lr_scheduler.base_lrs' is " + base.dump() + ", expected a list of numbers");
     state["lr_scheduler"] = {{"base_lr", base[0]}, {"last_epoch", as_int(items, "lr_scheduler.last_epoch", where)}};
+    const json last = items.value("lr_scheduler._last_lr", json());  // kept for a later to-dcp
+    if (last.is_array() && !last.empty() && last[0].is_number()) state["lr_scheduler"]["last_lr"] = last[0];
   }
   // optimizer.param_groups.<fqn>.<field>: one group in TorchTitan; any parameter's copy serves.
   const std::string prefix = "optimizer.param_groups.";

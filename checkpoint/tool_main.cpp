@@ -291,6 +291,9 @@ void to_dcp(const std::string& dir, const std::string& out, const Args& a) {
     items.tensors.emplace_back(t.key, t.local);
   }
   items.objects = titan::dcp::items_from_state(m.state, fqns);
+  if (m.state.contains("lr_scheduler") && !m.state["lr_scheduler"].contains("last_lr"))
+    std::fprintf(stderr, "warning: %s has no last_lr (saved before 2026-12-05): the export lacks optimizer "
+                 "param_groups lr and lr_scheduler._last_lr, which TorchTitan's strict resume asks for\n", dir.c_str());
   titan::dcp::write_folder(target.string(), items);
   replace_output(target, out);
   std::printf("wrote %zu tensors and %zu other items to %s (PyTorch Distributed Checkpoint)\n", items.tensors.size(),

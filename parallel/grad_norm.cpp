@@ -5,12 +5,9 @@
 namespace titan {
 namespace {
 
-// Accumulated in float64 on the CPU: fp32 norms of large gradients are off by ~1e-4 relative there,
-// more than two layouts of the same step may differ by. Slices of 1M elements: the float64
-// conversion never copies a whole gradient (the mid model's embedding gradient would be a 262 MB
-// temporary). On CUDA the slices cost two kernels per million elements (16 ms a step for a 1B
-// model), while torch's fused norm reduces each tensor in fp32 by a tree (errors ~1e-7): one norm
-// per tensor, squared and summed in float64.
+// CPU: float64 over 1M-element slices (fp32 norms were off by ~1e-4, more than layouts may differ;
+// slices never copy a whole gradient). CUDA: those slices cost 16 ms a 1B-model step; torch's fused
+// fp32 tree reduction per tensor (errors ~1e-7), squared and summed in float64.
 double sum_of_squares(const std::vector<torch::Tensor>& grads) {
   if (grads.front().is_cuda()) {
     const auto norms = at::_foreach_norm(grads, 2, torch::kFloat32);
@@ -24,7 +21,7 @@ double sum_of_squares(const std::vector<torch::Tensor>& grads) {
       norms.push_back(at::linalg_vector_norm(flat.narrow(0, i, std::min(kSlice, flat.numel() - i)), 2, std::nullopt,
                                              false, torch::kFloat64));
   }
-  return torch::stack(norms).pow(2).sum().item<double>();
+  return norms.empty() ? 0.0 : torch::stack(norms).pow(2).sum().item<double>();  // empty: only 0-element pieces
 }
 
 }  // namespace

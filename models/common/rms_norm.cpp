@@ -10,12 +10,12 @@ namespace {
 //   dx = r (gw - x r^2 mean(gw x)),   dw = sum over rows of g x r.
 // Rows in parallel, each read twice while in cache. dw (gathered per thread, then summed) accumulates
 // in float64: an fp32 running sum over 1024 rows was 7x less accurate than libtorch's cascaded
-// reduction (bench/kernel_bench.sh); the row's dot product over D stays fp32, as libtorch's mean.
+// reduction (bench/kernel_bench.sh); the row's dot product over D stays in the op-math type.
 std::pair<torch::Tensor, torch::Tensor> backward_cpu(const torch::Tensor& grad, const torch::Tensor& x,
                                                      const torch::Tensor& weight, const torch::Tensor& rstd) {
   const int64_t D = x.size(-1), rows = x.numel() / D;
   const auto xc = x.contiguous(), gc = grad.contiguous(), wc = weight.contiguous();
-  const auto r = rstd.to(torch::kFloat32).contiguous();  // (rows)
+  const auto r = rstd.to(at::toOpMathType(x.scalar_type())).contiguous();  // (rows)
   auto dx = torch::empty_like(xc);
   torch::Tensor partial;  // (threads, D): per-thread dw sums
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "rms_norm_backward", [&] {
@@ -23,7 +23,7 @@ std::pair<torch::Tensor, torch::Tensor> backward_cpu(const torch::Tensor& grad, 
     const scalar_t* xp = xc.data_ptr<scalar_t>();
     const scalar_t* gp = gc.data_ptr<scalar_t>();
     const scalar_t* wp = wc.data_ptr<scalar_t>();
-    const float* rp = r.data_ptr<float>();
+    const acc_t* rp = r.data_ptr<acc_t>();
     scalar_t* dxp = dx.data_ptr<scalar_t>();
     partial = torch::zeros({at::get_num_threads(), D}, torch::kFloat64);
     double* part = partial.data_ptr<double>();

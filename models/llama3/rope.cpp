@@ -54,7 +54,8 @@ torch::Tensor rotate_cpu(const torch::Tensor& x, const torch::Tensor& cos, const
 torch::Tensor rotate_cuda(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool inverse) {
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), half = x.size(3) / 2;
   const c10::cuda::CUDAGuard guard(x.device());
-  const auto xc = x.contiguous();
+  auto xc = x.contiguous();
+  if (reinterpret_cast<uintptr_t>(xc.data_ptr()) % (2 * xc.element_size()) != 0) xc = xc.clone();  // pairs load as one
   const auto c = cos.slice(0, 0, T).to(x.device(), torch::kFloat32).contiguous();  // (T, hd/2)
   const auto s = sin.slice(0, 0, T).to(x.device(), torch::kFloat32).contiguous();
   auto out = torch::empty_like(xc);

@@ -104,6 +104,14 @@ assert len(ours) == 2 and all(abs(a - b) <= 1e-5 * b for a, b in zip(r["losses"]
 print(f"TorchTitan's resume of the export: lr {r['lr']:.6g}, steps 2-3 losses {r['losses']} (ours {ours})")
 PY
   fail "TorchTitan's resume of the export differs from ours"
+# The LR survives from-dcp then to-dcp (no warning), and TorchTitan resumes the re-export alike.
+"$TOOL" from-dcp "$WORK/full_dcp/step-1" "$WORK/full_back/step-1" >/dev/null
+"$TOOL" to-dcp "$WORK/full_back/step-1" "$WORK/full_again/step-1" >/dev/null 2>"$WORK/again.err"
+[[ ! -s "$WORK/again.err" ]] || { cat "$WORK/again.err"; fail "to-dcp of a from-dcp import warned"; }
+"$TITAN_PYTHON" $REF resume "$WORK/full_again/step-1" "$fix" >"$WORK/torchtitan_again.json" 2>/dev/null ||
+  fail "TorchTitan's strict resume of the re-export"
+cmp -s "$WORK/torchtitan_resume.json" "$WORK/torchtitan_again.json" ||
+  fail "re-export resumes differently: $(cat "$WORK/torchtitan_again.json")"
 
 # Bad folders: one error line naming what is wrong.
 expect_load_error() {  # expect_load_error "<text>" FIXTURE DCP_DIR

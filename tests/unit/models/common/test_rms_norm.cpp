@@ -1,5 +1,5 @@
-// RMSNorm against torch's composite in float64: values and gradients of x and the weight, fp32 and
-// bf16, 3-D input, on the CPU (the one-pass backward) and on CUDA where there is one.
+// RMSNorm against torch's composite in float64: values and gradients of x and the weight, fp64, fp32
+// and bf16, 3-D input, on the CPU (the one-pass backward) and on CUDA where there is one.
 #include <gtest/gtest.h>
 
 #include "models/common/rms_norm.h"
@@ -18,7 +18,8 @@ TEST(RmsNorm, ValuesAndGradientsMatchFloat64) {
   auto y64 = x64 * torch::rsqrt(x64.pow(2).mean(-1, true) + 1e-5) * w64;
   y64.backward(g64);
   for (const auto& device : devices)
-    for (auto [dtype, tol] : {std::pair{torch::kFloat32, 1e-5}, std::pair{torch::kBFloat16, 2e-2}}) {
+    for (auto [dtype, tol] : {std::pair{torch::kFloat64, 1e-12}, std::pair{torch::kFloat32, 1e-5},
+                              std::pair{torch::kBFloat16, 2e-2}}) {
       auto x = x64.detach().to(device, dtype).requires_grad_();
       auto w = w64.detach().to(device, dtype).requires_grad_();
       auto y = rms_norm(x, w, 1e-5);
