@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <map>
 #include <stdexcept>
@@ -94,16 +95,25 @@ void write_folder(const std::string& dir, const Items& items) {
     const safetensors::Fd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     if (f.fd < 0) throw Err("cannot create " + path + ": " + std::strerror(errno));
     int64_t at = 0;
-    auto put = [&](const std::string& key, bool tensor, std::vector<int64_t> offsets, const std::string& archive) {
-      safetensors::write_all(f.fd, archive.data(), archive.size(), path);
-      placed.push_back({key, tensor, std::move(offsets), at, static_cast<int64_t>(archive.size())});
-      at += static_cast<int64_t>(archive.size());
+    auto put = [&](const std::string& key, bool tensor, std::vector<int64_t> offsets, const c10::IValue& value) {
+      std::exception_ptr failed;  // raised here, not inside libtorch's zip writer
+      const int64_t size = torch_archive::write(value, [&](const char* p, size_t n) {
+        if (failed) return;
+        try {
+          safetensors::write_all(f.fd, p, n, path);
+        } catch (...) {
+          failed = std::current_exception();
+        }
+      });
+      if (failed) std::rethrow_exception(failed);
+      placed.push_back({key, tensor, std::move(offsets), at, size});
+      at += size;
     };
     for (const auto& [key, t] : items.tensors) {
       torch_dtype_name(t.scalar_type(), key);  // refuses what DCP cannot describe before writing it
-      put(key, true, std::vector<int64_t>(t.dim(), 0), torch_archive::write(t.detach().cpu().contiguous()));
+      put(key, true, std::vector<int64_t>(t.dim(), 0), t.detach().cpu().contiguous());
     }
-    for (const auto& [key, v] : items.objects) put(key, false, {}, torch_archive::write(v));
+    for (const auto& [key, v] : items.objects) put(key, false, {}, v);
     if (::fsync(f.fd) != 0) throw Err("cannot fsync " + path + ": " + std::strerror(errno));
   }
 

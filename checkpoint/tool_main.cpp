@@ -262,15 +262,14 @@ void to_torch(const std::string& dir, const std::string& out, bool force) {
   const auto targets = whole_tensors(dir, m);
   c10::Dict<std::string, torch::Tensor> dict;
   for (const auto& t : targets) dict.insert(t.key, t.local);
-  std::string archive;
-  try {
-    archive = titan::torch_archive::write(dict);
-  } catch (const c10::Error& e) {
-    throw std::runtime_error("cannot write " + out + ": " + titan::first_line(e.what_without_backtrace()));
-  }
   {
     std::ofstream file(target, std::ios::binary);
-    if (!(file << archive) || !file.flush()) throw std::runtime_error("cannot write " + out);
+    try {
+      titan::torch_archive::write(dict, [&](const char* p, size_t n) { file.write(p, static_cast<std::streamsize>(n)); });
+    } catch (const c10::Error& e) {
+      throw std::runtime_error("cannot write " + out + ": " + titan::first_line(e.what_without_backtrace()));
+    }
+    if (!file.flush()) throw std::runtime_error("cannot write " + out);
   }
   replace_output(target, out);
   std::printf("wrote %zu tensors to %s\n", targets.size(), out.c_str());

@@ -98,7 +98,7 @@ Opened open(const Region& region, const std::string& what) {
 
 }  // namespace
 
-std::string write(const c10::IValue& value) {
+int64_t write(const c10::IValue& value, const std::function<void(const char*, size_t)>& sink) {
   // Untagged: torch::pickle_save tags dicts with TorchScript types, globals weights_only refuses.
   std::vector<char> pickled;
   torch::jit::Pickler pickler([&](const char* p, size_t n) { pickled.insert(pickled.end(), p, p + n); }, nullptr,
@@ -106,14 +106,15 @@ std::string write(const c10::IValue& value) {
   pickler.protocol();
   pickler.pushIValue(value);
   pickler.stop();
-  std::string out;
+  int64_t size = 0;
   caffe2::serialize::PyTorchStreamWriter writer([&](const void* p, size_t n) {
-    out.append(static_cast<const char*>(p), n);
+    sink(static_cast<const char*>(p), n);
+    size += static_cast<int64_t>(n);
     return n;
   });
   torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
   writer.writeEndOfFile();
-  return out;
+  return size;
 }
 
 torch::Tensor read_tensor(const Region& region, const std::string& what) {

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "checkpoint/pickle_reader.h"
@@ -13,8 +14,10 @@
 namespace titan::torch_archive {
 
 // The archive torch.load(weights_only=True) reads back as `value` (tensors, dicts with string
-// keys, lists, numbers, strings), without TorchScript type tags.
-std::string write(const c10::IValue& value);
+// keys, lists, numbers, strings), without TorchScript type tags, handed to `sink` piece by piece
+// (never whole in memory). Returns its size in bytes. `sink` must not throw (it runs inside
+// libtorch's zip writer): it keeps its error for the caller to raise after.
+int64_t write(const c10::IValue& value, const std::function<void(const char*, size_t)>& sink);
 
 // The archive at bytes [offset, offset + length) of `path`.
 struct Region {

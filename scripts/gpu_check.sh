@@ -147,10 +147,19 @@ cat >"$LLAMA1B/config.json" <<'JSON'
                   "original_max_position_embeddings": 8192}}
 JSON
 "$TITAN_PYTHON" -c "import numpy as np; np.save('$WORK/tokens.npy', np.random.default_rng(0).integers(0, 128256, 4_000_000).astype(np.int32))"
+# The shape, batch and tokens, for titan_train and for PyTorch (bench/eager_reference.py).
+LLAMA1B_TITAN=(--model.flavor from_hf --model.hf_assets_path "$LLAMA1B" --training.dataset_path "$WORK/tokens.npy"
+  --training.dtype bfloat16 --training.seq_len 2048 --training.local_batch_size 4 --activation_checkpoint.mode none
+  --lr_scheduler.warmup_steps 2)
+pytorch() {  # pytorch LOG ARGS...: the same model, batch and tokens in PyTorch on CUDA
+  local log=$1; shift
+  timeout 200 "$TITAN_PYTHON" bench/eager_reference.py "$LLAMA1B/config.json" "$WORK/tokens.npy" --batch 4 --seq 2048 \
+    --warmup 2 --threads "$(nproc)" --dtype bfloat16 --device cuda "$@" >"$LOGS/$log.log" 2>&1 ||
+    { tail -20 "$LOGS/$log.log"; fail "$log"; }
+}
+
 llama1b_ours() {
-  run llama1b "$WORK/llama1b_out" --model.flavor from_hf --model.hf_assets_path "$LLAMA1B" --training.dataset_path "$WORK/tokens.npy" \
-    --training.dtype bfloat16 --training.seq_len 2048 --training.local_batch_size 4 --training.steps 10 \
-    --activation_checkpoint.mode none --lr_scheduler.warmup_steps 2
+  run llama1b "$WORK/llama1b_out" "${LLAMA1B_TITAN[@]}" --training.steps 10
   grep -E "Peak FLOPS|size:|step: " "$LOGS/llama1b.log"
   local tps mfu
   read -r tps mfu < <(sed -nE 's/.*step: +([0-9]+) .*tps: ([0-9,]+).*mfu: ([0-9.]+)%.*/\1 \2 \3/p' "$LOGS/llama1b.log" |
@@ -163,9 +172,7 @@ llama1b_ours() {
 
 llama1b_pytorch() {  # llama1b_pytorch NAME [--compile]: PyTorch on the same shape, batch and data, beside ours
   local name=$1; shift
-  timeout 200 "$TITAN_PYTHON" bench/eager_reference.py "$LLAMA1B/config.json" "$WORK/tokens.npy" --batch 4 --seq 2048 \
-    --steps 10 --warmup 2 --threads "$(nproc)" --dtype bfloat16 --device cuda "$@" >"$LOGS/$name.log" 2>&1 ||
-    { tail -20 "$LOGS/$name.log"; fail "$name"; }
+  pytorch "$name" --steps 10 "$@"
   "$TITAN_PYTHON" - "$LOGS/$name.log" "$name" "$WORK/ours" <<'PY'
 import json, os, sys
 r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
@@ -179,14 +186,10 @@ PY
 }
 
 llama1b_kernels() {
-  run llama1b_profiled "$WORK/llama1b_profiled" --model.flavor from_hf --model.hf_assets_path "$LLAMA1B" \
-    --training.dataset_path "$WORK/tokens.npy" --training.dtype bfloat16 --training.seq_len 2048 --training.local_batch_size 4 \
-    --training.steps 4 --activation_checkpoint.mode none --lr_scheduler.warmup_steps 2 --profiling.enable_profiling \
+  run llama1b_profiled "$WORK/llama1b_profiled" "${LLAMA1B_TITAN[@]}" --training.steps 4 --profiling.enable_profiling \
     --profiling.profile_freq 4 --profiling.profiler_warmup 1 --profiling.profiler_active 1 --profiling.save_traces_folder trace
   cp "$WORK/llama1b_profiled/trace/iteration_4/rank0_trace.json" "$LOGS/titan_trace.json"
-  timeout 200 "$TITAN_PYTHON" bench/eager_reference.py "$LLAMA1B/config.json" "$WORK/tokens.npy" --batch 4 --seq 2048 \
-    --steps 4 --warmup 2 --threads "$(nproc)" --dtype bfloat16 --device cuda --trace "$LOGS/eager_trace.json" \
-    >"$LOGS/eager_profiled.log" 2>&1 || { tail -20 "$LOGS/eager_profiled.log"; fail "eager profiled"; }
+  pytorch eager_profiled --steps 4 --trace "$LOGS/eager_trace.json"
   "$TITAN_PYTHON" bench/gpu_kernels.py titan.cpp="$LOGS/titan_trace.json" eager="$LOGS/eager_trace.json" --top 15
 }
 

@@ -16,16 +16,13 @@ namespace titan::llama3 {
 namespace {
 
 // One pass over x on the CPU: each pair rotated by its position's angle (by minus it when
-// `inverse`, the backward), in fp32 (x's own precision for fp64), stored in x's dtype.
-torch::Tensor rotate_cpu(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool inverse) {
+// `inverse`, the backward), in fp32 (x's own precision for fp64), stored in x's dtype into out.
+void rotate_cpu(const torch::Tensor& x, const torch::Tensor& c, const torch::Tensor& s, torch::Tensor& out,
+                bool inverse) {
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), half = x.size(3) / 2;
-  const auto xc = x.contiguous();
-  const auto c = cos.slice(0, 0, T).to(torch::kFloat32).contiguous();  // (T, hd/2)
-  const auto s = sin.slice(0, 0, T).to(torch::kFloat32).contiguous();
-  auto out = torch::empty_like(xc);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "rope", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* in = xc.data_ptr<scalar_t>();
+    const scalar_t* in = x.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     const float* cp = c.data_ptr<float>();
     const float* sp = s.data_ptr<float>();
@@ -46,19 +43,13 @@ torch::Tensor rotate_cpu(const torch::Tensor& x, const torch::Tensor& cos, const
       }
     });
   });
-  return out;
 }
 
 #if TITAN_CUDA
 // The same pass as one CUDA kernel (models/llama3/rope_cuda.cu) on x's device and current stream.
-torch::Tensor rotate_cuda(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool inverse) {
-  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), half = x.size(3) / 2;
+void rotate_cuda(torch::Tensor x, const torch::Tensor& c, const torch::Tensor& s, torch::Tensor& out, bool inverse) {
   const c10::cuda::CUDAGuard guard(x.device());
-  auto xc = x.contiguous();
-  if (reinterpret_cast<uintptr_t>(xc.data_ptr()) % (2 * xc.element_size()) != 0) xc = xc.clone();  // pairs load as one
-  const auto c = cos.slice(0, 0, T).to(x.device(), torch::kFloat32).contiguous();  // (T, hd/2)
-  const auto s = sin.slice(0, 0, T).to(x.device(), torch::kFloat32).contiguous();
-  auto out = torch::empty_like(xc);
+  if (reinterpret_cast<uintptr_t>(x.data_ptr()) % (2 * x.element_size()) != 0) x = x.clone();  // pairs load as one
   RopeCudaDtype dtype;
   switch (x.scalar_type()) {
     case torch::kFloat32: dtype = RopeCudaDtype::kFloat32; break;
@@ -67,18 +58,28 @@ torch::Tensor rotate_cuda(const torch::Tensor& x, const torch::Tensor& cos, cons
     case torch::kHalf: dtype = RopeCudaDtype::kHalf; break;
     default: TORCH_CHECK(false, "apply_rope on CUDA: unsupported dtype ", x.scalar_type());
   }
-  const char* err = rope_cuda(dtype, xc.data_ptr(), out.data_ptr(), c.data_ptr<float>(), s.data_ptr<float>(), B, T, H,
-                              half, inverse, c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  const char* err = rope_cuda(dtype, x.data_ptr(), out.data_ptr(), c.data_ptr<float>(), s.data_ptr<float>(), x.size(0),
+                              x.size(1), x.size(2), x.size(3) / 2, inverse,
+                              c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
   TORCH_CHECK(err == nullptr, "apply_rope CUDA kernel: ", err);
-  return out;
 }
 #endif
 
+// x made contiguous, the first T angles as contiguous fp32 on x's device, then the device's pass.
 torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool inverse) {
+  const int64_t T = x.size(1);
+  const auto xc = x.contiguous();
+  const auto c = cos.slice(0, 0, T).to(x.device(), torch::kFloat32).contiguous();  // (T, hd/2)
+  const auto s = sin.slice(0, 0, T).to(x.device(), torch::kFloat32).contiguous();
+  auto out = torch::empty_like(xc);
 #if TITAN_CUDA
-  if (x.is_cuda()) return rotate_cuda(x, cos, sin, inverse);
+  if (x.is_cuda()) {
+    rotate_cuda(xc, c, s, out, inverse);
+    return out;
+  }
 #endif
-  return rotate_cpu(x, cos, sin, inverse);
+  rotate_cpu(xc, c, s, out, inverse);
+  return out;
 }
 
 // A rotation's gradient is the inverse rotation of the output's: only cos and sin are kept.
