@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "models/common/cross_entropy.h"
 #include "parallel/grad_norm.h"
 #include "parallel/vocab_parallel_loss.h"
 
@@ -142,9 +143,7 @@ torch::Tensor ParallelizedModel::cross_entropy_sum(const torch::Tensor& logits, 
     ProcessGroup& tp = comm_->group("tp");
     return vocab_parallel_cross_entropy_sum(flat_logits, flat_labels, tp.rank() * flat_logits.size(1), tp);
   }
-  return torch::nn::functional::cross_entropy(
-      flat_logits.to(torch::kFloat32), flat_labels,
-      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).ignore_index(-100));
+  return titan::cross_entropy_sum(flat_logits, flat_labels);
 }
 
 void ParallelizedModel::zero_grad() {

@@ -1,6 +1,7 @@
 #include "models/common/feed_forward.h"
 
 #include "models/common/matmul.h"
+#include "models/common/swiglu.h"
 
 namespace titan {
 
@@ -11,7 +12,7 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t hidden_dim, const torch::T
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
-  return apply_linear(torch::silu(apply_linear(x, w1->weight)) * apply_linear(x, w3->weight), w2->weight);  // (..., hidden) inside
+  return apply_linear(swiglu(apply_linear(x, w1->weight), apply_linear(x, w3->weight)), w2->weight);  // (..., hidden) inside
 }
 
 }  // namespace titan

@@ -1,59 +1,133 @@
 #include "models/common/rms_norm.h"
 
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+
+#include <cmath>
+
+#include "models/common/cpu_kernel.h"
 
 namespace titan {
 namespace {
 
 // y = x r w with r = (mean(x^2) + eps)^-1/2 per row, so with gw = g w:
 //   dx = r (gw - x r^2 mean(gw x)),   dw = sum over rows of g x r.
-// Rows in parallel, each read twice while in cache. dw (gathered per thread, then summed) accumulates
-// in float64: an fp32 running sum over 1024 rows was 7x less accurate than libtorch's cascaded
-// reduction (bench/kernel_bench.sh); the row's dot product over D stays in the op-math type.
-std::pair<torch::Tensor, torch::Tensor> backward_cpu(const torch::Tensor& grad, const torch::Tensor& x,
-                                                     const torch::Tensor& weight, const torch::Tensor& rstd) {
-  const int64_t D = x.size(-1), rows = x.numel() / D;
-  const auto xc = x.contiguous(), gc = grad.contiguous(), wc = weight.contiguous();
-  const auto r = rstd.to(at::toOpMathType(x.scalar_type())).contiguous();  // (rows)
-  auto dx = torch::empty_like(xc);
-  torch::Tensor partial;  // (threads, D): per-thread dw sums
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "rms_norm_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* xp = xc.data_ptr<scalar_t>();
-    const scalar_t* gp = gc.data_ptr<scalar_t>();
-    const scalar_t* wp = wc.data_ptr<scalar_t>();
-    const acc_t* rp = r.data_ptr<acc_t>();
-    scalar_t* dxp = dx.data_ptr<scalar_t>();
-    partial = torch::zeros({at::get_num_threads(), D}, torch::kFloat64);
-    double* part = partial.data_ptr<double>();
-    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-      double* dw = part + at::get_thread_num() * D;
-      for (int64_t i = begin; i < end; ++i) {
-        const scalar_t* xi = xp + i * D;
-        const scalar_t* gi = gp + i * D;
-        const acc_t ri = rp[i];
-        acc_t dot = 0;
-        for (int64_t j = 0; j < D; ++j) dot += static_cast<acc_t>(gi[j]) * static_cast<acc_t>(wp[j]) * static_cast<acc_t>(xi[j]);
-        const acc_t c = ri * ri * dot / static_cast<acc_t>(D);
-        scalar_t* dxi = dxp + i * D;
-        for (int64_t j = 0; j < D; ++j) {
-          const acc_t xj = xi[j], gj = gi[j];
-          dxi[j] = static_cast<scalar_t>(ri * (gj * static_cast<acc_t>(wp[j]) - xj * c));
-          dw[j] += static_cast<double>(gj * xj * ri);
-        }
-      }
+// Rows in parallel, each read twice while in cache, in fp32 (fp64 for fp64) and rounded once. dw
+// (per-thread sums, then added up) accumulates in float64: an fp32 running sum over 1024 rows was 7x
+// less accurate than libtorch's cascaded reduction (bench/kernel_bench.sh).
+template <typename T, typename A>
+TITAN_ALWAYS_INLINE void forward_rows(const T* x, const T* w, T* y, A* r, int64_t rows, int64_t D, A eps) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* xi = x + i * D;
+    const A ss = cpu::sum16<A>(D, [&](int64_t j) {
+      const A v = cpu::load(xi[j]);
+      return v * v;
     });
-  });
-  return {dx.view(x.sizes()), partial.sum(0).to(weight.scalar_type())};
+    const A ri = A(1) / std::sqrt(ss / static_cast<A>(D) + eps);
+    r[i] = ri;
+    for (int64_t j = 0; j < D; ++j) cpu::store(static_cast<A>(cpu::load(xi[j]) * ri) * cpu::load(w[j]), y + i * D + j);
+  }
 }
 
-// The forward is libtorch's fused op (the same bits as at::rms_norm); it keeps x, weight and r.
+template <typename T, typename A>
+TITAN_ALWAYS_INLINE void backward_rows(const T* g, const T* x, const T* w, const A* r, T* dx, double* dw, int64_t rows,
+                                       int64_t D) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* xi = x + i * D;
+    const T* gi = g + i * D;
+    const A ri = r[i];
+    const A dot = cpu::sum16<A>(D, [&](int64_t j) { return A(cpu::load(gi[j])) * cpu::load(w[j]) * cpu::load(xi[j]); });
+    const A c = ri * ri * dot / static_cast<A>(D);
+    for (int64_t j = 0; j < D; ++j) {
+      const A xj = cpu::load(xi[j]), gj = cpu::load(gi[j]);
+      cpu::store(ri * (gj * cpu::load(w[j]) - xj * c), dx + i * D + j);
+      dw[j] += static_cast<double>(gj * xj * ri);
+    }
+  }
+}
+
+TITAN_CPU_CLONES void forward_f32(const float* x, const float* w, float* y, float* r, int64_t rows, int64_t D,
+                                  float eps) {
+  forward_rows(x, w, y, r, rows, D, eps);
+}
+TITAN_CPU_CLONES void forward_bf16(const uint16_t* x, const uint16_t* w, uint16_t* y, float* r, int64_t rows, int64_t D,
+                                   float eps) {
+  forward_rows(x, w, y, r, rows, D, eps);
+}
+TITAN_CPU_CLONES void forward_f64(const double* x, const double* w, double* y, double* r, int64_t rows, int64_t D,
+                                  double eps) {
+  forward_rows(x, w, y, r, rows, D, eps);
+}
+TITAN_CPU_CLONES void backward_f32(const float* g, const float* x, const float* w, const float* r, float* dx,
+                                   double* dw, int64_t rows, int64_t D) {
+  backward_rows(g, x, w, r, dx, dw, rows, D);
+}
+TITAN_CPU_CLONES void backward_bf16(const uint16_t* g, const uint16_t* x, const uint16_t* w, const float* r,
+                                    uint16_t* dx, double* dw, int64_t rows, int64_t D) {
+  backward_rows(g, x, w, r, dx, dw, rows, D);
+}
+TITAN_CPU_CLONES void backward_f64(const double* g, const double* x, const double* w, const double* r, double* dx,
+                                   double* dw, int64_t rows, int64_t D) {
+  backward_rows(g, x, w, r, dx, dw, rows, D);
+}
+
+// x, weight contiguous, fp32/bf16/fp64. Returns y (x's shape and dtype) and r (rows), fp32 (fp64 for fp64).
+std::pair<torch::Tensor, torch::Tensor> forward_cpu(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  const int64_t D = x.size(-1), rows = x.numel() / D;
+  auto y = torch::empty_like(x);
+  auto r =
+      torch::empty({rows}, x.options().dtype(x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32));
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    const int64_t n = end - begin, at = begin * D;
+    switch (x.scalar_type()) {
+      case torch::kFloat32:
+        forward_f32(cpu::ptr<float>(x, at), cpu::ptr<float>(weight), cpu::mutable_ptr<float>(y, at),
+                    cpu::mutable_ptr<float>(r, begin), n, D, static_cast<float>(eps));
+        break;
+      case torch::kBFloat16:
+        forward_bf16(cpu::ptr<uint16_t>(x, at), cpu::ptr<uint16_t>(weight), cpu::mutable_ptr<uint16_t>(y, at),
+                     cpu::mutable_ptr<float>(r, begin), n, D, static_cast<float>(eps));
+        break;
+      default:
+        forward_f64(cpu::ptr<double>(x, at), cpu::ptr<double>(weight), cpu::mutable_ptr<double>(y, at),
+                    cpu::mutable_ptr<double>(r, begin), n, D, eps);
+    }
+  });
+  return {y, r};
+}
+
+std::pair<torch::Tensor, torch::Tensor> backward_cpu(const torch::Tensor& grad, const torch::Tensor& x,
+                                                     const torch::Tensor& weight, const torch::Tensor& r) {
+  const int64_t D = x.size(-1), rows = x.numel() / D;
+  const auto g = grad.contiguous();
+  auto dx = torch::empty_like(x);
+  auto partial = torch::zeros({at::get_num_threads(), D}, torch::kFloat64);  // (threads, D): per-thread dw sums
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    const int64_t n = end - begin, at = begin * D;
+    double* dw = cpu::mutable_ptr<double>(partial, at::get_thread_num() * D);
+    switch (x.scalar_type()) {
+      case torch::kFloat32:
+        backward_f32(cpu::ptr<float>(g, at), cpu::ptr<float>(x, at), cpu::ptr<float>(weight), cpu::ptr<float>(r, begin),
+                     cpu::mutable_ptr<float>(dx, at), dw, n, D);
+        break;
+      case torch::kBFloat16:
+        backward_bf16(cpu::ptr<uint16_t>(g, at), cpu::ptr<uint16_t>(x, at), cpu::ptr<uint16_t>(weight),
+                      cpu::ptr<float>(r, begin), cpu::mutable_ptr<uint16_t>(dx, at), dw, n, D);
+        break;
+      default:
+        backward_f64(cpu::ptr<double>(g, at), cpu::ptr<double>(x, at), cpu::ptr<double>(weight),
+                     cpu::ptr<double>(r, begin), cpu::mutable_ptr<double>(dx, at), dw, n, D);
+    }
+  });
+  return {dx, partial.sum(0).to(weight.scalar_type())};
+}
+
+// Keeps x, weight and r.
 struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               double eps) {
-    auto [y, rstd] = at::_fused_rms_norm(x, {weight.size(0)}, weight, eps);
-    ctx->save_for_backward({x, weight, rstd});
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight, double eps) {
+    const auto xc = x.contiguous(), wc = weight.contiguous();
+    auto [y, r] = forward_cpu(xc, wc, eps);
+    ctx->save_for_backward({xc, wc, r});
     return y;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -67,7 +141,10 @@ struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
 }  // namespace
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  if (x.is_cpu()) return RmsNormFunction::apply(x, weight, eps);
+  const auto dtype = x.scalar_type();
+  const bool ours = x.is_cpu() && weight.scalar_type() == dtype &&
+                    (dtype == torch::kFloat32 || dtype == torch::kBFloat16 || dtype == torch::kFloat64);
+  if (ours) return RmsNormFunction::apply(x, weight, eps);
   return at::rms_norm(x, {weight.size(0)}, weight, eps);  // (..., D); CUDA has its own fused backward
 }
 

@@ -1,6 +1,6 @@
 // RMSNorm as torch.nn.RMSNorm (TorchTitan's): normalised and scaled in fp32, cast back to the input
-// dtype. On the CPU the backward is one pass per row (libtorch has a fused backward on CUDA only;
-// on the CPU autograd differentiates its composite forward op by op); the forward is libtorch's.
+// dtype. On the CPU (fp32, bf16, fp64, weight in x's dtype) one pass per row forward and one backward:
+// libtorch's CPU forward is a composite of five ops, differentiated by autograd op by op. CUDA: libtorch's fused op.
 #pragma once
 
 #include <torch/torch.h>

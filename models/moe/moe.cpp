@@ -4,6 +4,7 @@
 
 #include "models/common/matmul.h"
 #include "models/common/backward_phase.h"
+#include "models/common/swiglu.h"
 
 namespace titan {
 
@@ -40,7 +41,7 @@ torch::Tensor GroupedExpertsImpl::forward(const torch::Tensor& x, const std::vec
   for (size_t e = 0; e < counts.size(); ++e) {
     const auto rows = x.narrow(0, row, counts[e]);
     const auto i = static_cast<int64_t>(e);
-    outs.push_back(apply_linear(torch::silu(apply_linear(rows, w1[i])) * apply_linear(rows, w3[i]), w2[i]));
+    outs.push_back(apply_linear(swiglu(apply_linear(rows, w1[i]), apply_linear(rows, w3[i])), w2[i]));
     row += counts[e];
   }
   return torch::cat(outs);

@@ -1,0 +1,98 @@
+// Building blocks of the CPU kernels: one clone of a loop per x86 vector width, picked at load time
+// for the CPU at hand (the build targets baseline x86-64), and fp32 <-> bf16 loads and stores that
+// vectorize. A kernel's loop is an always-inline template called from a cloned function per dtype.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TITAN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define TITAN_CPU_CLONES
+#endif
+#define TITAN_ALWAYS_INLINE inline __attribute__((always_inline))
+
+namespace titan::cpu {
+
+TITAN_ALWAYS_INLINE float load(float v) {
+  return v;
+}
+TITAN_ALWAYS_INLINE double load(double v) {
+  return v;
+}
+TITAN_ALWAYS_INLINE float load(uint16_t bf16) {
+  const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
+  float v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+TITAN_ALWAYS_INLINE void store(float v, float* out) {
+  *out = v;
+}
+TITAN_ALWAYS_INLINE void store(double v, double* out) {
+  *out = v;
+}
+TITAN_ALWAYS_INLINE void store(float v, uint16_t* out) {  // round to nearest even, as c10::BFloat16; NaN stays NaN
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const auto rounded = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+  *out = v != v ? uint16_t{0x7fc0} : rounded;
+}
+
+// e^x in fp32 without branches, so loops over it vectorize: x = n ln2 + r with |r| <= ln2/2, e^r by
+// its degree-7 Taylor polynomial (truncation 5e-9, below fp32's rounding), 2^n built in the exponent bits.
+// x is clamped to [-87, 88], where 2^n stays a normal float.
+TITAN_ALWAYS_INLINE float exp_f32(float x) {
+  x = std::min(std::max(x, -87.f), 88.f);
+  const float shifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer, branch-free
+  const float n = (x * 1.44269504f + shifter) - shifter;
+  const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;  // ln2 split: n * hi is exact
+  float p = 1.f / 5040;
+  p = p * r + 1.f / 720, p = p * r + 1.f / 120, p = p * r + 1.f / 24, p = p * r + 1.f / 6;
+  p = p * r + 0.5f, p = p * r + 1.f, p = p * r + 1.f;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// A tensor's elements from `offset` on, as the kernels' storage type (uint16_t for bf16).
+template <typename T>
+const T* ptr(const torch::Tensor& t, int64_t offset = 0) {
+  return reinterpret_cast<const T*>(t.data_ptr()) + offset;
+}
+template <typename T>
+T* mutable_ptr(const torch::Tensor& t, int64_t offset = 0) {
+  return reinterpret_cast<T*>(t.data_ptr()) + offset;
+}
+
+// The sum of f(k) over k < n in Acc, in 16 running sums so the loop vectorizes without reordering a sum.
+template <typename Acc, typename F>
+TITAN_ALWAYS_INLINE Acc sum16(int64_t n, const F& f) {
+  Acc acc[16] = {};
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += f(k + l);
+  for (; k < n; ++k) acc[0] += f(k);
+  for (int width = 8; width > 0; width /= 2)
+    for (int l = 0; l < width; ++l) acc[l] += acc[l + width];
+  return acc[0];
+}
+
+// The largest of x[0..n) (n > 0), in 16 running maxima.
+TITAN_ALWAYS_INLINE float max16(const float* x, int64_t n) {
+  float m[16];
+  std::fill(m, m + 16, x[0]);
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16)
+    for (int l = 0; l < 16; ++l) m[l] = std::max(m[l], x[k + l]);
+  for (; k < n; ++k) m[0] = std::max(m[0], x[k]);
+  return *std::max_element(m, m + 16);
+}
+
+}  // namespace titan::cpu
