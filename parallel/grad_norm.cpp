@@ -1,27 +1,76 @@
 #include "parallel/grad_norm.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
+
+#include "models/common/cpu_kernel.h"
 
 namespace titan {
 namespace {
 
-// CPU: float64 over 1M-element slices (fp32 norms were off by ~1e-4, more than layouts may differ;
-// slices never copy a whole gradient). CUDA: those slices cost 16 ms a 1B-model step; torch's fused
-// fp32 tree reduction per tensor (errors ~1e-7), squared and summed in float64.
+// sum of x^2 in float64.
+template <typename T>
+TITAN_ALWAYS_INLINE double sum_of_squares_loop(const T* x, int64_t n) {
+  return cpu::sum16<double>(n, [&](int64_t k) {
+    const double v = cpu::load(x[k]);
+    return v * v;
+  });
+}
+TITAN_CPU_CLONES double sum_of_squares_f32(const float* x, int64_t n) {
+  return sum_of_squares_loop(x, n);
+}
+TITAN_CPU_CLONES double sum_of_squares_bf16(const uint16_t* x, int64_t n) {
+  return sum_of_squares_loop(x, n);
+}
+TITAN_CPU_CLONES double sum_of_squares_f64(const double* x, int64_t n) {
+  return sum_of_squares_loop(x, n);
+}
+
+// CPU: one pass in float64 (fp32 norms were off by ~1e-4, more than layouts may differ) over fixed
+// blocks summed in order, so the result does not depend on the thread count. CUDA: torch's fused
+// fp32 tree reduction per tensor (errors ~1e-7; float64 slices cost 16 ms a 1B-model step), squared
+// and summed in float64.
 double sum_of_squares(const std::vector<torch::Tensor>& grads) {
   if (grads.front().is_cuda()) {
     const auto norms = at::_foreach_norm(grads, 2, torch::kFloat32);
     return torch::stack(norms).to(torch::kFloat64).pow(2).sum().item<double>();  // one sync for all parameters
   }
-  constexpr int64_t kSlice = 1 << 20;
-  std::vector<torch::Tensor> norms;
+  constexpr int64_t kBlock = 1 << 16;
+  struct Block {
+    const torch::Tensor* t;
+    int64_t begin, n;
+  };
+  std::vector<torch::Tensor> flat;  // contiguous, in a dtype the kernel reads (fp16 widened exactly to fp32)
   for (const auto& g : grads) {
-    const auto flat = g.reshape({-1});
-    for (int64_t i = 0; i < flat.numel(); i += kSlice)
-      norms.push_back(at::linalg_vector_norm(flat.narrow(0, i, std::min(kSlice, flat.numel() - i)), 2, std::nullopt,
-                                             false, torch::kFloat64));
+    const bool read =
+        g.scalar_type() == torch::kFloat32 || g.scalar_type() == torch::kBFloat16 || g.scalar_type() == torch::kFloat64;
+    flat.push_back((read ? g : g.to(torch::kFloat32)).contiguous());
   }
-  return norms.empty() ? 0.0 : torch::stack(norms).pow(2).sum().item<double>();  // empty: only 0-element pieces
+  std::vector<Block> blocks;
+  for (const auto& t : flat)
+    for (int64_t i = 0; i < t.numel(); i += kBlock) blocks.push_back({&t, i, std::min(kBlock, t.numel() - i)});
+  std::vector<double> sums(blocks.size());
+  at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const auto& b = blocks[static_cast<size_t>(k)];
+      double& sum = sums[static_cast<size_t>(k)];
+      switch (b.t->scalar_type()) {
+        case torch::kFloat32:
+          sum = sum_of_squares_f32(cpu::ptr<float>(*b.t, b.begin), b.n);
+          break;
+        case torch::kBFloat16:
+          sum = sum_of_squares_bf16(cpu::ptr<uint16_t>(*b.t, b.begin), b.n);
+          break;
+        default:
+          sum = sum_of_squares_f64(cpu::ptr<double>(*b.t, b.begin), b.n);
+      }
+    }
+  });
+  double total = 0;
+  for (const double s : sums) total += s;
+  return total;
 }
 
 }  // namespace
@@ -40,7 +89,8 @@ double clip_grad_norm_(const std::vector<torch::Tensor>& params, const std::vect
   if (sum_across) sq = sum_across(sq);
   const double total = std::sqrt(sq);
   const double coef = std::min(1.0, max_norm / (total + 1e-6));
-  if (!grads.empty()) at::_foreach_mul_(grads, coef);  // one fused kernel per batch of tensors on CUDA
+  // Scaling by exactly 1 changes no bit: skipped. On CUDA one fused kernel per batch of tensors.
+  if (coef < 1.0 && !grads.empty()) at::_foreach_mul_(grads, coef);
   return total;
 }
 

@@ -35,6 +35,38 @@ TEST(ClipGradNorm, CountsOwnedPiecesOnceAndScalesAll) {
   EXPECT_NEAR(b.grad()[0].item<double>(), 4.0 / (5.0 + 1e-6), 1e-6);  // unowned gradients are clipped too
 }
 
+// On the CPU one float64 pass over fixed blocks: fp32, bf16, fp16 and fp64 gradients (a transposed one
+// too) of several blocks and a remainder, against float64 sums of squares to 1e-13, and the same bits on
+// one thread as on two. Under max_norm no gradient bit changes.
+TEST(ClipGradNorm, CpuNormIsFloat64AndThreadCountFree) {
+  torch::manual_seed(0);
+  std::vector<torch::Tensor> params;
+  double sq = 0;
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16, torch::kHalf, torch::kFloat64})
+    for (int64_t n : {200003, 7, 0}) {
+      auto p = torch::zeros({n}, dtype).requires_grad_(true);
+      p.mutable_grad() = torch::randn({n}, dtype);
+      sq += p.grad().to(torch::kFloat64).pow(2).sum().item<double>();
+      params.push_back(p);
+    }
+  auto t = torch::zeros({300, 500}).requires_grad_(true);
+  t.mutable_grad() = torch::randn({500, 300}).t();  // not contiguous
+  sq += t.grad().to(torch::kFloat64).pow(2).sum().item<double>();
+  params.push_back(t);
+  std::vector<torch::Tensor> before;
+  for (const auto& p : params) before.push_back(p.grad().clone());
+  const std::vector<bool> counted(params.size(), true);
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  const double one = clip_grad_norm_(params, counted, 1e9);
+  at::set_num_threads(std::max(2, threads));
+  const double two = clip_grad_norm_(params, counted, 1e9);
+  at::set_num_threads(threads);
+  EXPECT_NEAR(one, std::sqrt(sq), 1e-13 * std::sqrt(sq));
+  EXPECT_EQ(one, two);
+  for (size_t k = 0; k < params.size(); ++k) EXPECT_TRUE(torch::equal(params[k].grad(), before[k])) << k;
+}
+
 // On CUDA the norm is one fused fp32 reduction per tensor: against float64 sums of squares of the
 // same bf16 and fp32 gradients (1.2M elements: the CPU path slices those), within 1e-6 relative.
 TEST(ClipGradNorm, CudaNormMatchesFloat64) {
@@ -53,7 +85,8 @@ TEST(ClipGradNorm, CudaNormMatchesFloat64) {
     const double norm = clip_grad_norm_(params, std::vector<bool>(params.size(), true), 1.0);
     EXPECT_NEAR(norm, std::sqrt(sq), 1e-6 * std::sqrt(sq)) << dtype;
     const double coef = 1.0 / (norm + 1e-6);
-    EXPECT_TRUE(torch::allclose(params[0].grad().to(torch::kFloat64), before * coef, dtype == torch::kFloat32 ? 1e-6 : 1e-2))
+    EXPECT_TRUE(
+        torch::allclose(params[0].grad().to(torch::kFloat64), before * coef, dtype == torch::kFloat32 ? 1e-6 : 1e-2))
         << dtype;
   }
 }
