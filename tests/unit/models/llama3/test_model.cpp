@@ -129,10 +129,15 @@ TEST(Llama3Model, TrainingStepsMatchTorchAdamWClipAndSchedule) {
     EXPECT_NEAR(loss.item<double>(), ref["loss"].get<double>(), 2e-5) << "step " << s + 1;
     EXPECT_NEAR(norm, ref["grad_norm"].get<double>(), 2e-5) << "step " << s + 1;
   }
+  // Against the same run in float64, within 2e-5 plus PyTorch fp32's own distance from it: where Adam
+  // steps on a gradient near zero (layers.0.attention.wk), fp32 rounding order alone moves a weight 4e-5.
   for (const auto& p : model->named_parameters()) {
     const auto& ref = fixture()["final"][p.key()];
-    for (int i = 0; i < 4; ++i)
-      EXPECT_NEAR(p.value().flatten()[i].item<double>(), ref["first"][i].get<double>(), 2e-5) << p.key();
+    for (int i = 0; i < 4; ++i) {
+      const double exact = ref["first_float64"][i].get<double>();
+      const double fp32_error = std::abs(ref["first"][i].get<double>() - exact);
+      EXPECT_NEAR(p.value().flatten()[i].item<double>(), exact, 2e-5 + fp32_error) << p.key();
+    }
   }
 }
 
