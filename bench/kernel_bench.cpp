@@ -1,9 +1,11 @@
 // The kernels the trainer uses against the forms they replaced, alternating in one run, with the
 // largest error of each against float64: at::scaled_dot_product_attention (models/common/
 // causal_attention) vs our former attention by query blocks, kept here as the baseline; the fused
-// AdamW (at::_fused_adamw_) vs torch.optim's op-by-op form; at::rms_norm vs the cast-then-scale
-// composite; the one-pass CPU RoPE vs its ATen-op form; bf16 GEMMs natively vs with fp32 accumulation (the start-up probe picks per machine);
-// and the data loader's time per batch. Run through bench/kernel_bench.sh.
+// AdamW (at::_fused_adamw_) vs torch.optim's op-by-op form; our one-pass RMSNorm vs at::rms_norm (a
+// composite on the CPU); the one-pass CPU RoPE vs its ATen-op form; the one-pass SwiGLU gate vs
+// silu(a) * b; the one-pass cross-entropy vs torch's; the one-pass float64 gradient norm vs norms of 1M-element slices; bf16 GEMMs natively
+// vs with fp32 accumulation (the start-up probe picks per machine); the data loader's time per
+// batch. Run through bench/kernel_bench.sh.
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -11,9 +13,12 @@
 #include <string>
 
 #include "models/common/causal_attention.h"
+#include "models/common/cross_entropy.h"
 #include "models/common/matmul.h"
 #include "models/common/rms_norm.h"
+#include "models/common/swiglu.h"
 #include "models/llama3/rope.h"
+#include "parallel/grad_norm.h"
 #include "trainer/dataloader.h"
 #include "trainer/document_source.h"
 #include "trainer/optimizer.h"
@@ -152,14 +157,16 @@ void rms_norm(torch::ScalarType dtype, int rounds) {
   auto w = (torch::rand({dim}) + 0.5).to(dtype).requires_grad_(true);
   auto grad = torch::randn({rows, dim}).to(dtype);
   auto aten = [&] { return at::rms_norm(x, {dim}, w, 1e-5); };  // its backward: autograd of the composite, op by op
-  auto ours = [&] { return titan::rms_norm(x, w, 1e-5); };        // the same forward, a one-pass backward
+  auto ours = [&] { return titan::rms_norm(x, w, 1e-5); };        // one pass each way
   auto x64 = x.detach().to(torch::kFloat64).requires_grad_(true);
   auto w64 = w.detach().to(torch::kFloat64).requires_grad_(true);
-  (x64 * torch::rsqrt(x64.pow(2).mean(-1, true) + 1e-5) * w64).backward(grad.to(torch::kFloat64));
-  auto grad_errors = [&](const std::function<torch::Tensor()>& f) {
+  auto y64 = x64 * torch::rsqrt(x64.pow(2).mean(-1, true) + 1e-5) * w64;
+  y64.backward(grad.to(torch::kFloat64));
+  auto grad_errors = [&](const std::function<torch::Tensor()>& f) {  // output and both gradients
     x.mutable_grad() = torch::Tensor(), w.mutable_grad() = torch::Tensor();
-    f().backward(grad);
-    return std::max(max_error(x.grad(), x64.grad()), max_error(w.grad(), w64.grad()));
+    auto y = f();
+    y.backward(grad);
+    return std::max({max_error(y.detach(), y64.detach()), max_error(x.grad(), x64.grad()), max_error(w.grad(), w64.grad())});
   };
   const double aten_err = grad_errors(aten), ours_err = grad_errors(ours);
   double aten_ms = 0, ours_ms = 0;
@@ -167,8 +174,8 @@ void rms_norm(torch::ScalarType dtype, int rounds) {
     aten_ms += best_ms([&] { aten().backward(grad); }, rounds) / 2;
     ours_ms += best_ms([&] { ours().backward(grad); }, rounds) / 2;
   }
-  std::printf("RMSNorm fwd+bwd %s (%ld x %ld): at::rms_norm %.2f ms, gradient error %.2g; one-pass backward %.2f ms, "
-              "gradient error %.2g: one pass %.2fx\n",
+  std::printf("RMSNorm fwd+bwd %s (%ld x %ld): at::rms_norm %.2f ms, error %.2g; one pass each way %.2f ms, "
+              "error %.2g: one pass %.2fx\n",
               c10::toString(dtype), rows, dim, aten_ms, aten_err, ours_ms, ours_err, aten_ms / ours_ms);
 }
 
@@ -193,6 +200,103 @@ void rope(const char* model, int64_t B, int64_t T, int64_t H, int64_t hd, torch:
   std::printf("RoPE fwd+bwd %s %s (%ld x %ld x %ld x %ld): ATen ops %.2f ms, error %.2g; one pass %.2f ms, error %.2g: "
               "one pass %.2fx\n",
               model, c10::toString(dtype), B, T, H, hd, ops_ms, ops_err, fused_ms, fused_err, ops_ms / fused_ms);
+}
+
+// Forward + backward of one FFN's gate silu(a) * b; largest error of the output and both gradients
+// against float64.
+void swiglu(const char* model, int64_t rows, int64_t hidden, torch::ScalarType dtype, int rounds) {
+  torch::manual_seed(4);
+  auto a = (torch::randn({rows, hidden}) * 2).to(dtype).requires_grad_(true);
+  auto b = torch::randn({rows, hidden}).to(dtype).requires_grad_(true);
+  auto grad = torch::randn({rows, hidden}).to(dtype);
+  auto ops = [&] { return torch::silu(a) * b; };  // autograd keeps a, silu(a) and b
+  auto fused = [&] { return titan::swiglu(a, b); };
+  auto a64 = a.detach().to(torch::kFloat64).requires_grad_(true), b64 = b.detach().to(torch::kFloat64).requires_grad_(true);
+  auto y64 = torch::silu(a64) * b64;
+  y64.backward(grad.to(torch::kFloat64));
+  auto errors = [&](const std::function<torch::Tensor()>& f) {
+    a.mutable_grad() = torch::Tensor(), b.mutable_grad() = torch::Tensor();
+    auto y = f();
+    y.backward(grad);
+    return std::max({max_error(y.detach(), y64.detach()), max_error(a.grad(), a64.grad()), max_error(b.grad(), b64.grad())});
+  };
+  const double ops_err = errors(ops), fused_err = errors(fused);
+  double ops_ms = 0, fused_ms = 0;
+  for (int r = 0; r < 2; ++r) {
+    ops_ms += best_ms([&] { ops().backward(grad); }, rounds) / 2;
+    fused_ms += best_ms([&] { fused().backward(grad); }, rounds) / 2;
+  }
+  std::printf("SwiGLU gate fwd+bwd %s %s (%ld x %ld): silu(a) * b %.2f ms, error %.2g; one pass %.2f ms, error %.2g: "
+              "one pass %.2fx\n",
+              model, c10::toString(dtype), rows, hidden, ops_ms, ops_err, fused_ms, fused_err, ops_ms / fused_ms);
+}
+
+// Forward + backward of the summed cross-entropy of (N, V) logits: torch's (fp32 copy, log-softmax,
+// nll, a dense gradient of the loss) vs one pass per row each way; largest error of the loss and the
+// gradient against float64.
+void cross_entropy(const char* model, int64_t N, int64_t V, torch::ScalarType dtype, int rounds) {
+  torch::manual_seed(6);
+  auto x = (torch::randn({N, V}) * 2).to(dtype).requires_grad_(true);
+  auto labels = torch::randint(0, V, {N}, torch::kInt64);
+  namespace F = torch::nn::functional;
+  auto torchs = [&] { return F::cross_entropy(x.to(torch::kFloat32), labels, F::CrossEntropyFuncOptions().reduction(torch::kSum)); };
+  auto fused = [&] { return titan::cross_entropy_sum(x, labels); };
+  auto x64 = x.detach().to(torch::kFloat64).requires_grad_(true);
+  auto y64 = F::cross_entropy(x64, labels, F::CrossEntropyFuncOptions().reduction(torch::kSum));
+  y64.backward();
+  auto errors = [&](const std::function<torch::Tensor()>& f) {
+    x.mutable_grad() = torch::Tensor();
+    auto y = f();
+    y.backward();
+    return std::max(std::abs(y.item<double>() - y64.item<double>()) / y64.item<double>(), max_error(x.grad(), x64.grad()));
+  };
+  const double torch_err = errors(torchs), fused_err = errors(fused);
+  double torch_ms = 0, fused_ms = 0;
+  for (int r = 0; r < 2; ++r) {
+    torch_ms += best_ms([&] { torchs().backward(); }, rounds) / 2;
+    fused_ms += best_ms([&] { fused().backward(); }, rounds) / 2;
+  }
+  std::printf("cross-entropy fwd+bwd %s %s (%ld x %ld): torch %.2f ms, error %.2g; one pass %.2f ms, error %.2g: "
+              "one pass %.2fx\n",
+              model, c10::toString(dtype), N, V, torch_ms, torch_err, fused_ms, fused_err, torch_ms / fused_ms);
+}
+
+// The gradient norm of the mid model's parameters (158M fp32, not clipped): the former form, float64
+// norms of 1M-element slices then a multiply by the coefficient, vs one float64 pass (no multiply by 1).
+void grad_norm(int rounds) {
+  torch::manual_seed(5);
+  std::vector<torch::Tensor> params;
+  double exact = 0;
+  for (const auto& shape : mid_model_shapes()) {
+    params.push_back(torch::zeros(shape).requires_grad_(true));
+    params.back().mutable_grad() = torch::randn(shape) * 1e-3;
+    exact += params.back().grad().to(torch::kFloat64).pow(2).sum().item<double>();
+  }
+  exact = std::sqrt(exact);
+  double slices_norm = 0, ours_norm = 0;
+  auto slices = [&] {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> norms, grads;
+    for (const auto& p : params) {
+      grads.push_back(p.grad());
+      const auto flat = p.grad().reshape({-1});
+      for (int64_t i = 0; i < flat.numel(); i += 1 << 20)
+        norms.push_back(at::linalg_vector_norm(flat.narrow(0, i, std::min<int64_t>(1 << 20, flat.numel() - i)), 2,
+                                               std::nullopt, false, torch::kFloat64));
+    }
+    slices_norm = std::sqrt(torch::stack(norms).pow(2).sum().item<double>());
+    at::_foreach_mul_(grads, std::min(1.0, 1e9 / (slices_norm + 1e-6)));
+  };
+  auto ours = [&] { ours_norm = titan::clip_grad_norm_(params, std::vector<bool>(params.size(), true), 1e9); };
+  double slices_ms = 0, ours_ms = 0;
+  for (int r = 0; r < 2; ++r) {
+    slices_ms += best_ms(slices, rounds) / 2;
+    ours_ms += best_ms(ours, rounds) / 2;
+  }
+  std::printf("gradient norm, mid model (158M fp32): 1M slices %.1f ms, relative error %.2g; one float64 pass %.1f ms, "
+              "relative error %.2g: one pass %.2fx\n",
+              slices_ms, std::abs(slices_norm - exact) / exact, ours_ms, std::abs(ours_norm - exact) / exact,
+              slices_ms / ours_ms);
 }
 
 void bf16_gemm() {
@@ -232,6 +336,15 @@ int main(int argc, char** argv) {
     rope("debug", 8, 256, 16, 16, dtype, rounds);
     rope("mid", 1, 1024, 16, 64, dtype, rounds);
   }
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    swiglu("debug", 8 * 256, 768, dtype, rounds);
+    swiglu("mid", 1024, 2816, dtype, rounds);
+  }
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    cross_entropy("debug", 8 * 256, 2048, dtype, rounds);
+    cross_entropy("mid", 1024, 32000, dtype, rounds);
+  }
+  grad_norm(rounds);
   bf16_gemm();
   data(argv[1], argv[2], rounds);
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The single levers behind the training bench's numbers, each against the form it replaced:
-# blocked causal attention, the one-pass AdamW, bf16 GEMMs with fp32 accumulation, data loading.
+# The single levers behind the training bench's numbers, each against the form it replaced, with
+# errors against float64: attention, AdamW, RMSNorm, RoPE, the SwiGLU gate, the gradient norm, bf16
+# GEMMs, data loading (bench/kernel_bench.cpp says which forms).
 # Usage: bench/kernel_bench.sh [ROUNDS]   (threads = the machine's cores)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
