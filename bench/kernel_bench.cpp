@@ -3,14 +3,17 @@
 // causal_attention) vs our former attention by query blocks, kept here as the baseline; the fused
 // AdamW (at::_fused_adamw_) vs torch.optim's op-by-op form; our one-pass RMSNorm vs at::rms_norm (a
 // composite on the CPU); the one-pass CPU RoPE vs its ATen-op form; the one-pass SwiGLU gate vs
-// silu(a) * b; the one-pass cross-entropy vs torch's; the one-pass float64 gradient norm vs norms of 1M-element slices; bf16 GEMMs natively
-// vs with fp32 accumulation (the start-up probe picks per machine); the data loader's time per
-// batch. Run through bench/kernel_bench.sh.
+// silu(a) * b; the one-pass cross-entropy vs torch's; the projection and cross-entropy by chunks of
+// rows vs whole logits; the one-pass float64 gradient norm vs norms of 1M-element slices; bf16 GEMMs
+// natively vs with fp32 accumulation (the start-up probe picks per machine); the data loader's time
+// per batch. Run through bench/kernel_bench.sh (one row: its function's name as second argument).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <functional>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "models/common/causal_attention.h"
 #include "models/common/cross_entropy.h"
@@ -261,6 +264,41 @@ void cross_entropy(const char* model, int64_t N, int64_t V, torch::ScalarType dt
               model, c10::toString(dtype), N, V, torch_ms, torch_err, fused_ms, fused_err, torch_ms / fused_ms);
 }
 
+// Forward + backward of the output projection and the summed cross-entropy: logits = h @ w^T (N, V)
+// then the one-pass cross-entropy (the form before) vs chunks of rows whose logits turn into their
+// gradient at once (linear_cross_entropy_sum); largest errors of the loss, dh and dw against float64.
+void linear_cross_entropy(const char* model, int64_t N, int64_t D, int64_t V, torch::ScalarType dtype, int rounds) {
+  torch::manual_seed(7);
+  auto h = torch::randn({N, D}).to(dtype).requires_grad_(true);
+  auto w = (torch::randn({V, D}) / std::sqrt(static_cast<double>(D))).to(dtype).requires_grad_(true);
+  auto labels = torch::randint(0, V, {N}, torch::kInt64);
+  auto separate = [&] { return titan::cross_entropy_sum(titan::apply_linear(h, w), labels); };
+  auto fused = [&] { return titan::linear_cross_entropy_sum(h, w, labels); };
+  namespace F = torch::nn::functional;
+  auto h64 = h.detach().to(torch::kFloat64).requires_grad_(true), w64 = w.detach().to(torch::kFloat64).requires_grad_(true);
+  auto y64 = F::cross_entropy(F::linear(h64, w64), labels, F::CrossEntropyFuncOptions().reduction(torch::kSum));
+  y64.backward();
+  auto errors = [&](const std::function<torch::Tensor()>& f) {
+    h.mutable_grad() = w.mutable_grad() = torch::Tensor();
+    auto y = f();
+    y.backward();
+    return std::max({std::abs(y.item<double>() - y64.item<double>()) / y64.item<double>(), max_error(h.grad(), h64.grad()),
+                     max_error(w.grad(), w64.grad())});
+  };
+  const double separate_err = errors(separate), fused_err = errors(fused);
+  double separate_ms = 0, fused_ms = 0;
+  for (int r = 0; r < 2; ++r) {
+    separate_ms += best_ms([&] { separate().backward(); }, rounds) / 2;
+    fused_ms += best_ms([&] { fused().backward(); }, rounds) / 2;
+  }
+  const int64_t chunk = std::min(N, std::max(D, (int64_t{1} << 24) / V));
+  std::printf("projection + cross-entropy fwd+bwd %s %s (%ld x %ld -> %ld): logits then loss %.2f ms, error %.2g, "
+              "logits + gradient %.0f MB; %ld-row chunks %.2f ms, error %.2g, chunk + dw %.0f MB: chunks %.2fx\n",
+              model, c10::toString(dtype), N, D, V, separate_ms, separate_err,
+              2.0 * N * V * h.element_size() / 1e6, chunk, fused_ms, fused_err,
+              (chunk * V * h.element_size() + V * D * (chunk < N ? 4.0 : h.element_size())) / 1e6, separate_ms / fused_ms);
+}
+
 // The gradient norm of the mid model's parameters (158M fp32, not clipped): the former form, float64
 // norms of 1M-element slices then a multiply by the coefficient, vs one float64 pass (no multiply by 1).
 void grad_norm(int rounds) {
@@ -319,32 +357,51 @@ void data(const std::string& tokenizer_dir, const std::string& text, int rounds)
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s TOKENIZER_DIR TEXT_FILE [ROUNDS]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s TOKENIZER_DIR TEXT_FILE [ROUNDS] [ROW]\n", argv[0]);
     return 2;
   }
   const int rounds = argc > 3 ? std::stoi(argv[3]) : 5;
+  const std::string only = argc > 4 ? argv[4] : "";  // one row, by its function's name
+  const std::vector<std::string> rows = {"attention", "adamw", "rms_norm", "rope", "swiglu", "cross_entropy",
+                                         "linear_cross_entropy", "grad_norm", "bf16_gemm", "data"};
+  if (!only.empty() && std::find(rows.begin(), rows.end(), only) == rows.end()) {
+    std::fprintf(stderr, "kernel_bench: no row '%s' (valid: %s)\n", only.c_str(), c10::Join(", ", rows).c_str());
+    return 2;
+  }
+  auto row = [&](const std::string& name) { return only.empty() || name == only; };
   std::printf("%d intra-op threads, best of %d runs each, alternated twice\n", torch::get_num_threads(), rounds);
   // bf16 matmuls of our kernels take the path the trainer's start-up probe would choose here.
   titan::set_low_precision_gemm(titan::probe_low_precision_gemm(torch::kBFloat16, torch::kCPU).choice);
-  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
-    attention("debug", 8, 16, 1, 256, 16, dtype, rounds);
-    attention("mid", 1, 8, 2, 1024, 64, dtype, rounds);
-  }
-  adamw(rounds);
-  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) rms_norm(dtype, rounds);
-  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
-    rope("debug", 8, 256, 16, 16, dtype, rounds);
-    rope("mid", 1, 1024, 16, 64, dtype, rounds);
-  }
-  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
-    swiglu("debug", 8 * 256, 768, dtype, rounds);
-    swiglu("mid", 1024, 2816, dtype, rounds);
-  }
-  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
-    cross_entropy("debug", 8 * 256, 2048, dtype, rounds);
-    cross_entropy("mid", 1024, 32000, dtype, rounds);
-  }
-  grad_norm(rounds);
-  bf16_gemm();
-  data(argv[1], argv[2], rounds);
+  if (row("attention"))
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      attention("debug", 8, 16, 1, 256, 16, dtype, rounds);
+      attention("mid", 1, 8, 2, 1024, 64, dtype, rounds);
+    }
+  if (row("adamw")) adamw(rounds);
+  if (row("rms_norm"))
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) rms_norm(dtype, rounds);
+  if (row("rope"))
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      rope("debug", 8, 256, 16, 16, dtype, rounds);
+      rope("mid", 1, 1024, 16, 64, dtype, rounds);
+    }
+  if (row("swiglu"))
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      swiglu("debug", 8 * 256, 768, dtype, rounds);
+      swiglu("mid", 1024, 2816, dtype, rounds);
+    }
+  if (row("cross_entropy"))
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      cross_entropy("debug", 8 * 256, 2048, dtype, rounds);
+      cross_entropy("mid", 1024, 32000, dtype, rounds);
+    }
+  if (row("linear_cross_entropy"))
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+      linear_cross_entropy("debug", 8 * 256, 256, 2048, dtype, rounds);
+      linear_cross_entropy("mid", 1024, 1024, 32000, dtype, rounds);
+      linear_cross_entropy("many tokens", 4096, 256, 32000, dtype, rounds);  // N >> D: where chunks save memory
+    }
+  if (row("grad_norm")) grad_norm(rounds);
+  if (row("bf16_gemm")) bf16_gemm();
+  if (row("data")) data(argv[1], argv[2], rounds);
 }

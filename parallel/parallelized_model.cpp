@@ -5,9 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "models/common/cross_entropy.h"
 #include "parallel/grad_norm.h"
-#include "parallel/vocab_parallel_loss.h"
 
 namespace titan {
 namespace {
@@ -135,15 +133,6 @@ bool ParallelizedModel::owns(const std::string& fqn) const { return placement(fq
 bool ParallelizedModel::owns_first_piece(const std::string& fqn) const {
   const auto offsets = piece(fqn).offsets;
   return owns(fqn) && std::all_of(offsets.begin(), offsets.end(), [](int64_t o) { return o == 0; });
-}
-
-torch::Tensor ParallelizedModel::cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& labels) {
-  const auto flat_logits = logits.flatten(0, 1), flat_labels = labels.reshape({-1});  // (B*T, V or V/tp), (B*T)
-  if (tp_ && tp_->loss_parallel()) {
-    ProcessGroup& tp = comm_->group("tp");
-    return vocab_parallel_cross_entropy_sum(flat_logits, flat_labels, tp.rank() * flat_logits.size(1), tp);
-  }
-  return titan::cross_entropy_sum(flat_logits, flat_labels);
 }
 
 void ParallelizedModel::zero_grad() {

@@ -67,9 +67,6 @@ class ParallelizedModel {
 
   // This rank's positions of a batch (B, T): all of them, or (B, T / cp) under context parallel.
   torch::Tensor shard_sequence(const torch::Tensor& batch) const;
-  // Summed cross entropy of the model's output over the labels (B, T) with -100 ignored, fp32,
-  // equal on every tensor-parallel rank.
-  torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& labels);
   // Before a step's first microbatch: no gradient is left from the last step.
   void zero_grad();
   // Whether the next backward syncs gradients (only the last microbatch's does: DDP's no_sync).

@@ -70,7 +70,7 @@ torch::Tensor PipelineRuntime::step(const std::vector<torch::Tensor>& inputs,
         }
         if (!f.input.defined()) throw std::logic_error("pipeline: " + a.str() + " runs before its input arrived");
         RECORD_USER_SCOPE("forward");
-        auto out = stage(a.stage).forward(f.input);
+        auto out = stage(a.stage).forward(f.input, m);
         if (a.stage == last) {
           out = loss(out, m);
           loss_sum += out.detach();
@@ -161,7 +161,7 @@ torch::Tensor PipelineRuntime::evaluate(const std::vector<torch::Tensor>& inputs
         pp_->recv(x, rank_of(s - 1), tag(s - 1, m, false));
       }
       RECORD_USER_SCOPE("forward");
-      x = stage(s).forward(x);
+      x = stage(s).forward(x, m);
       if (s == last) {
         loss_sum += loss(x, m);
       } else if (rank_of(s + 1) != me) {

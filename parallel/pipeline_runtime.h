@@ -22,8 +22,9 @@ namespace titan {
 
 struct PipelineStage {
   int64_t index = 0;  // in the whole pipeline
-  // The stage's model part: tokens (first stage) or hidden states -> hidden states, or logits (last stage).
-  std::function<torch::Tensor(const torch::Tensor&)> forward;
+  // The stage's model part on microbatch m: tokens (first stage) or hidden states -> hidden states,
+  // or what the last stage's loss takes (its summed loss, or logits).
+  std::function<torch::Tensor(const torch::Tensor&, int64_t)> forward;
 };
 
 class PipelineRuntime {

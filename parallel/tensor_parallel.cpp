@@ -1,7 +1,9 @@
 #include "parallel/tensor_parallel.h"
 
+#include "models/common/cross_entropy.h"
 #include "models/common/matmul.h"
 #include "parallel/autograd_collectives.h"
+#include "parallel/vocab_parallel_loss.h"
 
 namespace titan {
 
@@ -20,6 +22,13 @@ torch::Tensor TensorParallel::sublayer_output(const torch::Tensor& x) { return r
 torch::Tensor TensorParallel::project(const torch::Tensor& h, const torch::Tensor& weight) {
   auto logits = apply_linear(gather_sequence(h, group_), weight);  // (B, T, vocab/tp)
   return loss_parallel_ ? logits : gather_last_dim(logits, group_);  // (B, T, vocab) without loss parallel
+}
+
+torch::Tensor TensorParallel::loss_sum(const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& labels) {
+  const auto logits = project(h, weight).flatten(0, 1);  // (B*T, vocab or vocab/tp)
+  const auto flat_labels = labels.reshape({-1});          // (B*T)
+  if (loss_parallel_) return vocab_parallel_cross_entropy_sum(logits, flat_labels, group_.rank() * logits.size(1), group_);
+  return cross_entropy_sum(logits, flat_labels);
 }
 
 }  // namespace titan

@@ -21,8 +21,8 @@ class TensorParallel : public TensorParallelHooks {
   torch::Tensor sublayer_input(const torch::Tensor& x) override;
   torch::Tensor sublayer_output(const torch::Tensor& x) override;
   torch::Tensor project(const torch::Tensor& h, const torch::Tensor& weight) override;
-
-  bool loss_parallel() const { return loss_parallel_; }
+  // Loss parallel: each rank's vocabulary columns, reduced over the group; else of the gathered logits.
+  torch::Tensor loss_sum(const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& labels) override;
 
  private:
   ProcessGroup& group_;

@@ -6,8 +6,9 @@
 #                                  prints the device call (what to carry). Building here saves the
 #                                  device minutes a build there would cost.
 #   scripts/gpu_check.sh           there: runs the bundled binaries against that venv's libtorch:
-#     1. the unit tests that need a GPU (*Cuda*, RmsNorm, Swiglu: our CUDA kernels against the CPU's,
-#        the CUDA grad norm, RMSNorm and the SwiGLU gate on CUDA against float64);
+#     1. the unit tests that need a GPU (*Cuda*, RmsNorm, Swiglu, CrossEntropySum: our CUDA kernels
+#        against the CPU's, the CUDA grad norm, RMSNorm, the SwiGLU gate and the cross-entropy alone
+#        and fused with the projection on CUDA against float64);
 #     2. trains the debug model 20 steps on CUDA: step-1 loss equal to a CPU run's within 1e-4, and falling;
 #     3. resumes from its step-10 checkpoint on CUDA: steps 11-20 equal the uninterrupted run's;
 #     4. profiles 4 debug-model steps: CUDA memory snapshots that torch's memory_viz renders, and a
@@ -74,7 +75,7 @@ LD_LIBRARY_PATH="$LIBS" ldd "$BUNDLE/titan_train" | grep -E "libtorch_cuda|libnc
 titan() { LD_LIBRARY_PATH="$LIBS" "$BUNDLE/titan_train" "$@"; }
 
 cuda_unit_tests() {
-  LD_LIBRARY_PATH="$LIBS" "$BUNDLE/titan_unit_tests" --gtest_filter='*Cuda*:RmsNorm.*:Swiglu.*' >"$LOGS/unit_tests.log" 2>&1 ||
+  LD_LIBRARY_PATH="$LIBS" "$BUNDLE/titan_unit_tests" --gtest_filter='*Cuda*:RmsNorm.*:Swiglu.*:CrossEntropySum.*' >"$LOGS/unit_tests.log" 2>&1 ||
     { tail -30 "$LOGS/unit_tests.log"; fail "unit tests"; }
   grep -E "^\[ +(OK|SKIPPED|FAILED) +\]|PASSED" "$LOGS/unit_tests.log"
   ! grep -q "SKIPPED \]" "$LOGS/unit_tests.log" || fail "a GPU test skipped with a GPU present"

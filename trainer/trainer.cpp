@@ -264,7 +264,10 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
       llama3::Transformer part = model_parts_[i];
       PipelineStage stage;
       stage.index = my_stages[i];
-      stage.forward = [part](const torch::Tensor& x) mutable { return part->forward(x); };
+      // Labels reach only the last stage's part, which returns their summed loss.
+      stage.forward = [this, part](const torch::Tensor& x, int64_t m) mutable {
+        return part->forward(x, pipeline_labels_.at(static_cast<size_t>(m)));
+      };
       stages.push_back(std::move(stage));
     }
     // Between stages: (microbatch, T / (tp cp), dim) hidden states in the dtype the matmuls run in.
@@ -608,19 +611,15 @@ Trainer::StepResult Trainer::train_step() {
     if (pipeline_) {  // the schedule runs every microbatch's forward and backward; gradients sync at the end
       parallel_->set_gradient_sync(false);
       const auto inputs = tokens.tensor_split(pipeline_microbatches_);  // (mb, T / cp) each
-      const auto mb_labels = labels.tensor_split(pipeline_microbatches_);
-      loss_total += pipeline_->step(inputs, [&](const torch::Tensor& logits, int64_t m) {
-        return parallel_->cross_entropy_sum(logits, mb_labels[static_cast<size_t>(m)]) / global_valid;
-      });
+      pipeline_labels_ = labels.tensor_split(pipeline_microbatches_);
+      loss_total += pipeline_->step(inputs, [&](const torch::Tensor& loss_sum, int64_t) { return loss_sum / global_valid; });
       continue;
     }
     parallel_->set_gradient_sync(i + 1 == micro.size());  // the last microbatch's backward syncs
     torch::Tensor loss;
     {
       RECORD_USER_SCOPE("forward");
-      // (B, T / cp, vocab), or (B, T / cp, vocab / tp) under loss parallel
-      auto logits = model_parts_.front()->forward(tokens);
-      loss = parallel_->cross_entropy_sum(logits, labels) / global_valid;
+      loss = model_parts_.front()->forward(tokens, labels) / global_valid;
     }
     {
       RECORD_USER_SCOPE("backward");
@@ -662,17 +661,12 @@ void Trainer::check_validation_shape() const {
 torch::Tensor Trainer::validation_loss_sum(const Batch& b) {
   const auto tokens = parallel_->shard_sequence(b.input).to(device_);  // (B, T / cp)
   const auto labels = parallel_->shard_sequence(b.labels).to(device_);
-  if (!pipeline_) return parallel_->cross_entropy_sum(model_parts_.front()->forward(tokens), labels);
+  if (!pipeline_) return model_parts_.front()->forward(tokens, labels);
   const int64_t mb_size = config_.parallelism.pipeline_parallel_microbatch_size, microbatches = tokens.size(0) / mb_size;
   const auto inputs = tokens.tensor_split(microbatches);
-  const auto mb_labels = labels.tensor_split(microbatches);
+  pipeline_labels_ = labels.tensor_split(microbatches);
   const std::vector<int64_t> shape = {mb_size, tokens.size(1) / dims_.tp, model_args_.dim};  // hidden states between stages
-  return pipeline_->evaluate(
-      inputs,
-      [&](const torch::Tensor& logits, int64_t m) {
-        return parallel_->cross_entropy_sum(logits, mb_labels[static_cast<size_t>(m)]);
-      },
-      shape);
+  return pipeline_->evaluate(inputs, [](const torch::Tensor& loss_sum, int64_t) { return loss_sum; }, shape);
 }
 
 void Trainer::validate(double seconds_since_log, int64_t tokens_since_log) {

@@ -90,6 +90,7 @@ class Trainer {
   std::string tokenizer_note_;  // which tokenizer file was chosen, when the folder has two
   llama3::ModelArgs model_args_;
   std::vector<llama3::Transformer> model_parts_;  // the whole model, or this rank's pipeline stages
+  std::vector<torch::Tensor> pipeline_labels_;    // the labels of the microbatches the pipeline runs now
   int64_t num_params_ = 0;                        // of the whole model
   std::unique_ptr<ParallelizedModel> parallel_;   // the parts on the mesh: FSDP, DDP or one rank
   PipelineOrder pipeline_order_;                  // every pp rank's lowered actions

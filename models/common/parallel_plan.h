@@ -36,6 +36,8 @@ struct TensorParallelHooks {
   // the final normalised states (B, T', dim) and this rank's rows of the output weight -> logits
   // (B, T, vocab), or (B, T, vocab / tp) under loss parallel
   virtual torch::Tensor project(const torch::Tensor& h, const torch::Tensor& weight) = 0;
+  // The same and labels (B, T) -> the summed cross-entropy of this rank's tokens, a fp32 scalar
+  virtual torch::Tensor loss_sum(const torch::Tensor& h, const torch::Tensor& weight, const torch::Tensor& labels) = 0;
 };
 
 // Called by the model where context parallelism changes attention: each rank holds T' = T / cp

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "models/common/causal_attention.h"
+#include "models/common/cross_entropy.h"
 #include "models/common/matmul.h"
 #include "models/common/parameter_seed.h"
 #include "models/llama3/activation_checkpoint.h"
@@ -102,7 +103,7 @@ TransformerImpl::TransformerImpl(const ModelArgs& args, const torch::TensorOptio
   rope_sin_ = register_buffer("rope_sin", sin);
 }
 
-torch::Tensor TransformerImpl::forward(const torch::Tensor& input) {
+torch::Tensor TransformerImpl::forward(const torch::Tensor& input, const torch::Tensor& labels) {
   TORCH_CHECK(input.size(1) <= args_.max_seq_len, "sequence length ", input.size(1), " exceeds max_seq_len ",
               args_.max_seq_len);
   auto unit = [this](int64_t i, auto&& body) {
@@ -126,6 +127,9 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& input) {
     auto normed = norm ? norm(h) : h;
     if (!projects) return normed;
     const auto& weight = output ? output->weight : tok_embeddings->weight;
+    if (labels.defined())
+      return tp ? tp->loss_sum(normed, weight, labels)
+                : linear_cross_entropy_sum(normed.flatten(0, 1), weight, labels.reshape({-1}));  // fp32 scalar
     return tp ? tp->project(normed, weight) : apply_linear(normed, weight);  // (B, T, vocab)
   });
 }

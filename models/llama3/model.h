@@ -59,7 +59,9 @@ class TransformerImpl : public torch::nn::Module {
                            const std::vector<std::string>& modules = {});
   // input: tokens (B, T) int64 if the part holds the embedding, else hidden states (B, T', dim);
   // returns logits (B, T, vocab) if it holds the output projection, else hidden states (B, T', dim).
-  torch::Tensor forward(const torch::Tensor& input);
+  // Given labels (B, T), a part holding the projection returns instead the summed cross-entropy (a
+  // fp32 scalar, ignore_index -100), projected chunk by chunk: the logits never exist whole.
+  torch::Tensor forward(const torch::Tensor& input, const torch::Tensor& labels = {});
   // TorchTitan's init of the parameter `fqn` into `t` (its full shape): embedding N(0, 1),
   // truncated normals for projections, depth-scaled wo/w2/w3 (and the MoE router's gate), ones for
   // norms; from `generator`.

@@ -29,14 +29,11 @@ inline torch::Tensor reference_tokens(const nlohmann::json& fixture, size_t step
   return torch::tensor(flat, torch::kInt64).view({static_cast<int64_t>(rows.size()), -1});
 }
 
-// Cross entropy of the next tokens, summed and divided by their count.
+// Cross entropy of the next tokens, summed (by the model, as the trainer has it) and divided by their count.
 inline torch::Tensor mean_loss(llama3::Transformer& model, const torch::Tensor& tokens) {
   const int64_t T = tokens.size(1) - 1;
-  auto logits = model->forward(tokens.slice(1, 0, T));  // (B, T, V)
-  auto labels = tokens.slice(1, 1, T + 1).reshape({-1});
-  return torch::nn::functional::cross_entropy(logits.flatten(0, 1), labels,
-                                              torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
-         static_cast<double>(labels.numel());
+  const auto labels = tokens.slice(1, 1, T + 1);  // (B, T)
+  return model->forward(tokens.slice(1, 0, T), labels) / static_cast<double>(labels.numel());
 }
 
 inline JobConfig::Optimizer reference_optimizer(const nlohmann::json& c) {

@@ -1,9 +1,11 @@
 // The summed cross-entropy: a hand-computed case on every device there is, and the fused kernels
 // against torch's float64 cross-entropy (values and gradients, bf16 and fp32, a vocabulary of no
-// round size, ignored labels), and a label out of range named.
+// round size, ignored labels), alone and fused with the projection (one chunk and several), and a
+// label out of range named.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 
 #include "models/common/cross_entropy.h"
 
@@ -55,15 +57,52 @@ TEST(CrossEntropySum, KernelsMatchFloat64) {
     }
 }
 
+TEST(CrossEntropySum, LinearFusedMatchesFloat64) {
+  torch::manual_seed(1);
+  namespace F = torch::nn::functional;
+  const int64_t N = 37, D = 24, V = 1001;
+  for (const auto& device : devices())
+    for (int64_t chunk : {0, 7})  // 0: all rows in one chunk; 7: six chunks, the last of 2 rows
+      // float64: torch's ops per chunk in fp32, the path of GPUs and of dtypes without a CPU kernel
+      for (auto [dtype, tol] : {std::pair{torch::kFloat32, 1e-5}, std::pair{torch::kBFloat16, 2e-2},
+                                std::pair{torch::kFloat64, 1e-6}}) {
+        const auto h = torch::randn({N, D}).to(dtype), w = (torch::randn({V, D}) * 0.5).to(dtype);
+        auto labels = torch::randint(0, V, {N}, torch::kInt64);
+        labels.index_put_({torch::arange(0, N, 5)}, -100);
+        auto h64 = h.to(torch::kFloat64).requires_grad_(), w64 = w.to(torch::kFloat64).requires_grad_();
+        auto ref = F::cross_entropy(F::linear(h64, w64), labels, F::CrossEntropyFuncOptions().reduction(torch::kSum));
+        (ref * 0.25).backward();
+        auto x = h.to(device).requires_grad_(), wd = w.to(device).requires_grad_();
+        auto loss = linear_cross_entropy_sum(x, wd, labels.to(device), -100, chunk);
+        (loss * 0.25).backward();
+        const std::string where = c10::str(device, " chunk ", chunk, " ", dtype);
+        EXPECT_EQ(loss.scalar_type(), torch::kFloat32);
+        EXPECT_NEAR(loss.item<double>(), ref.item<double>(), tol * ref.item<double>()) << where;
+        EXPECT_EQ(x.grad().scalar_type(), dtype);
+        EXPECT_EQ(wd.grad().scalar_type(), dtype);
+        for (auto [ours, exact] : {std::pair{x.grad(), h64.grad()}, std::pair{wd.grad(), w64.grad()}}) {
+          const double scale = exact.abs().max().item<double>();
+          EXPECT_LT((ours.cpu().to(torch::kFloat64) - exact).abs().max().item<double>(), tol * scale) << where;
+        }
+        torch::NoGradGuard no_grad;  // evaluation: the loss alone, the same
+        EXPECT_NEAR(linear_cross_entropy_sum(x, wd, labels.to(device), -100, chunk).item<double>(), loss.item<double>(),
+                    1e-6 * loss.item<double>())
+            << where;
+      }
+}
+
 TEST(CrossEntropySum, LabelOutOfRangeIsNamed) {
-  try {
-    cross_entropy_sum(torch::zeros({2, 4}), torch::tensor({int64_t{1}, int64_t{4}}));
-    FAIL() << "no error";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("cross_entropy_sum: label 4 of row 1 is outside [0, 4) and is not ignore_index -100"),
-              std::string::npos)
-        << e.what();
-  }
+  for (const auto& loss : std::vector<std::function<void()>>{
+           [] { cross_entropy_sum(torch::zeros({2, 4}), torch::tensor({int64_t{1}, int64_t{4}})); },
+           [] { linear_cross_entropy_sum(torch::zeros({2, 3}), torch::zeros({4, 3}), torch::tensor({int64_t{1}, int64_t{4}})); }})
+    try {
+      loss();
+      FAIL() << "no error";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("cross_entropy_sum: label 4 of row 1 is outside [0, 4) and is not ignore_index -100"),
+                std::string::npos)
+          << e.what();
+    }
 }
 
 }  // namespace
