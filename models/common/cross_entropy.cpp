@@ -9,6 +9,13 @@
 #include "models/common/cpu_kernel.h"
 #include "models/common/matmul.h"
 
+#if TITAN_CUDA
+#include <c10/cuda/CUDAGuard.h>
+
+#include "models/common/cross_entropy_cuda.h"
+#include "models/common/cuda_launch.h"
+#endif
+
 namespace titan {
 namespace {
 
@@ -40,9 +47,12 @@ TITAN_ALWAYS_INLINE void loss_and_grad_rows(S* x, const int64_t* y, float* loss,
     const float lse = row_lse(xi, V, row);
     const bool ignored = y[i] == ignore_index;
     loss[i] = ignored ? 0.f : lse - row[y[i]];
-    const float keep = ignored ? 0.f : 1.f;
-    for (int64_t j = 0; j < V; ++j) cpu::store(keep * cpu::exp_f32(row[j] - lse), xi + j);
-    if (!ignored) cpu::store(cpu::exp_f32(row[y[i]] - lse) - 1.f, xi + y[i]);  // rounded once
+    if (ignored) {
+      for (int64_t j = 0; j < V; ++j) cpu::store(0.f, xi + j);
+      continue;
+    }
+    for (int64_t j = 0; j < V; ++j) cpu::store(cpu::exp_f32(row[j] - lse), xi + j);
+    cpu::store(cpu::exp_f32(row[y[i]] - lse) - 1.f, xi + y[i]);  // rounded once
   }
 }
 
@@ -143,7 +153,7 @@ struct FusedCrossEntropy : torch::autograd::Function<FusedCrossEntropy> {
 };
 
 // The summed loss of logits (c, V) in their dtype; with `grad`, the logits are overwritten by the
-// gradient of that sum.
+// gradient of that sum. Our kernels on the CPU (fp32, bf16) and CUDA; elsewhere torch's ops in fp32.
 torch::Tensor chunk_loss_(torch::Tensor& logits, const torch::Tensor& labels, int64_t ignore_index, bool grad) {
   const int64_t N = logits.size(0), V = logits.size(1);
   if (cpu_kernel(logits)) {
@@ -167,6 +177,16 @@ torch::Tensor chunk_loss_(torch::Tensor& logits, const torch::Tensor& labels, in
     });
     return loss.sum();
   }
+#if TITAN_CUDA
+  if (logits.is_cuda()) {  // one kernel: each row read once, and written once with `grad`
+    const c10::cuda::CUDAGuard guard(logits.device());
+    auto loss = torch::empty({N}, logits.options().dtype(torch::kFloat32));
+    check_cuda(cross_entropy_rows_cuda(cuda_dtype(logits, "cross-entropy"), logits.data_ptr(), labels.data_ptr<int64_t>(),
+                                       loss.data_ptr<float>(), N, V, ignore_index, grad, cuda_stream(logits)),
+               "cross-entropy");
+    return loss.sum();
+  }
+#endif
   auto x = logits.to(torch::kFloat32);                     // (c, V): the logits themselves when fp32
   const auto valid = labels.ne(ignore_index);              // (c)
   const auto index = labels.where(valid, 0).unsqueeze(1);  // (c, 1)
@@ -198,14 +218,15 @@ struct LinearCrossEntropy : torch::autograd::Function<LinearCrossEntropy> {
       loss += chunk_loss_(logits, y.narrow(0, begin, c), ignore_index, grad);
       if (!grad) continue;
       dh.narrow(0, begin, c).copy_(apply_linear(logits, w.t()));  // (c, V) @ (V, D)
-      if (!dw.defined())  // summed in fp32 where several chunks add up
-        dw = c < N ? apply_linear(logits.t(), hc.t()).to(torch::kFloat32) : apply_linear(logits.t(), hc.t());
-      else if (logits.scalar_type() == torch::kFloat32)
+      if (!dw.defined())  // summed in fp32 at least where several chunks add up
+        dw = c < N ? apply_linear(logits.t(), hc.t()).to(at::promote_types(logits.scalar_type(), torch::kFloat32))
+                   : apply_linear(logits.t(), hc.t());
+      else if (logits.scalar_type() == dw.scalar_type())
         dw.addmm_(logits.t(), hc);
       else
         dw.add_(apply_linear(logits.t(), hc.t()));  // (V, c) @ (c, D), rounded once per chunk
     }
-    if (grad) ctx->save_for_backward({dh, dw.to(w.scalar_type())});
+    if (grad) ctx->save_for_backward({dh, dw.defined() ? dw.to(w.scalar_type()) : torch::zeros_like(w)});  // N = 0
     return loss;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -232,6 +253,8 @@ torch::Tensor linear_cross_entropy_sum(const torch::Tensor& h, const torch::Tens
   TORCH_CHECK(h.dim() == 2 && weight.dim() == 2 && h.size(1) == weight.size(1) && labels.numel() == h.size(0),
               "linear_cross_entropy_sum: h (N, D), weight (V, D) and labels (N) expected, got ", h.sizes(), ", ",
               weight.sizes(), ", ", labels.sizes());
+  TORCH_CHECK(h.device() == weight.device() && h.device() == labels.device(), "linear_cross_entropy_sum: h on ",
+              h.device(), ", weight on ", weight.device(), " and labels on ", labels.device(), ": one device expected");
   // Chunks of logits of 2^24 elements on the CPU (64 MB in fp32), 2^28 on a GPU, and of D rows at
   // least: each chunk reads and writes the whole dw (V, D) once, more than it saves below D rows.
   const int64_t budget = h.is_cpu() ? int64_t{1} << 24 : int64_t{1} << 28;

@@ -2,7 +2,8 @@
 // labels, reduction="sum", ignore_index). fp32 and bf16 logits on the CPU: one pass per row each way
 // in fp32, reading the logits in their own dtype and keeping one log-sum-exp per row (no fp32 copy,
 // no log-softmax tensor, no dense gradient of the loss); elsewhere torch's. Fused with the output
-// projection, linear_cross_entropy_sum never holds more than one chunk of the logits.
+// projection, linear_cross_entropy_sum never holds more than one chunk of the logits, whose rows are
+// our kernels' on the CPU and on CUDA (models/common/cross_entropy_cuda.cu).
 #pragma once
 
 #include <torch/torch.h>

@@ -4,6 +4,13 @@
 
 #include "models/common/cpu_kernel.h"
 
+#if TITAN_CUDA
+#include <c10/cuda/CUDAGuard.h>
+
+#include "models/common/cuda_launch.h"
+#include "models/common/swiglu_cuda.h"
+#endif
+
 namespace titan {
 namespace {
 
@@ -68,16 +75,47 @@ std::pair<torch::Tensor, torch::Tensor> backward_cpu(const torch::Tensor& g, con
   return {da, db};
 }
 
+#if TITAN_CUDA
+torch::Tensor forward_cuda(const torch::Tensor& a, const torch::Tensor& b) {
+  const c10::cuda::CUDAGuard guard(a.device());
+  auto out = torch::empty_like(a);
+  check_cuda(swiglu_forward_cuda(cuda_dtype(a, "swiglu"), a.data_ptr(), b.data_ptr(), out.data_ptr(), a.numel(),
+                                 cuda_stream(a)),
+             "swiglu");
+  return out;
+}
+
+std::pair<torch::Tensor, torch::Tensor> backward_cuda(const torch::Tensor& g, const torch::Tensor& a,
+                                                      const torch::Tensor& b) {
+  const c10::cuda::CUDAGuard guard(a.device());
+  auto da = torch::empty_like(a), db = torch::empty_like(b);
+  check_cuda(swiglu_backward_cuda(cuda_dtype(a, "swiglu"), g.data_ptr(), a.data_ptr(), b.data_ptr(), da.data_ptr(),
+                                  db.data_ptr(), a.numel(), cuda_stream(a)),
+             "swiglu");
+  return {da, db};
+}
+#endif
+
 struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b) {
     const auto ac = a.contiguous(), bc = b.contiguous();
     ctx->save_for_backward({ac, bc});
+#if TITAN_CUDA
+    if (ac.is_cuda()) return forward_cuda(ac, bc);
+#endif
     return forward_cpu(ac, bc);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad) {
     const auto saved = ctx->get_saved_variables();
-    auto [da, db] = backward_cpu(grad[0].contiguous(), saved[0], saved[1]);
+    const auto g = grad[0].contiguous();
+#if TITAN_CUDA
+    if (g.is_cuda()) {
+      auto [da, db] = backward_cuda(g, saved[0], saved[1]);
+      return {da, db};
+    }
+#endif
+    auto [da, db] = backward_cpu(g, saved[0], saved[1]);
     return {da, db};
   }
 };
@@ -85,11 +123,12 @@ struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
 }  // namespace
 
 torch::Tensor swiglu(const torch::Tensor& a, const torch::Tensor& b) {
-  TORCH_CHECK(a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type(), "swiglu: a ", a.sizes(), " ",
-              a.scalar_type(), " and b ", b.sizes(), " ", b.scalar_type(), " differ");
-  const bool fused = a.is_cpu() && (a.scalar_type() == torch::kFloat32 || a.scalar_type() == torch::kBFloat16);
-  if (fused) return SwigluFunction::apply(a, b);
-  return torch::silu(a) * b;  // fp64 (tests' references) and other devices
+  TORCH_CHECK(a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() && a.device() == b.device(), "swiglu: a ",
+              a.sizes(), " ", a.scalar_type(), " on ", a.device(), " and b ", b.sizes(), " ", b.scalar_type(), " on ",
+              b.device(), " differ");
+  const bool cpu = a.is_cpu() && (a.scalar_type() == torch::kFloat32 || a.scalar_type() == torch::kBFloat16);
+  if (cpu || (TITAN_CUDA && a.is_cuda())) return SwigluFunction::apply(a, b);
+  return torch::silu(a) * b;  // fp64 on the CPU (tests' references) and other devices
 }
 
 }  // namespace titan

@@ -7,8 +7,8 @@
 
 #if TITAN_CUDA
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
+#include "models/common/cuda_launch.h"
 #include "models/llama3/rope_cuda.h"
 #endif
 
@@ -50,18 +50,9 @@ void rotate_cpu(const torch::Tensor& x, const torch::Tensor& c, const torch::Ten
 void rotate_cuda(torch::Tensor x, const torch::Tensor& c, const torch::Tensor& s, torch::Tensor& out, bool inverse) {
   const c10::cuda::CUDAGuard guard(x.device());
   if (reinterpret_cast<uintptr_t>(x.data_ptr()) % (2 * x.element_size()) != 0) x = x.clone();  // pairs load as one
-  RopeCudaDtype dtype;
-  switch (x.scalar_type()) {
-    case torch::kFloat32: dtype = RopeCudaDtype::kFloat32; break;
-    case torch::kFloat64: dtype = RopeCudaDtype::kFloat64; break;
-    case torch::kBFloat16: dtype = RopeCudaDtype::kBFloat16; break;
-    case torch::kHalf: dtype = RopeCudaDtype::kHalf; break;
-    default: TORCH_CHECK(false, "apply_rope on CUDA: unsupported dtype ", x.scalar_type());
-  }
-  const char* err = rope_cuda(dtype, x.data_ptr(), out.data_ptr(), c.data_ptr<float>(), s.data_ptr<float>(), x.size(0),
-                              x.size(1), x.size(2), x.size(3) / 2, inverse,
-                              c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
-  TORCH_CHECK(err == nullptr, "apply_rope CUDA kernel: ", err);
+  check_cuda(rope_cuda(cuda_dtype(x, "apply_rope"), x.data_ptr(), out.data_ptr(), c.data_ptr<float>(), s.data_ptr<float>(),
+                       x.size(0), x.size(1), x.size(2), x.size(3) / 2, inverse, cuda_stream(x)),
+             "apply_rope");
 }
 #endif
 

@@ -1,14 +1,9 @@
 #include "models/llama3/rope_cuda.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include "models/common/cuda_kernel.cuh"
 
 namespace titan::llama3 {
 namespace {
-
-template <typename T> struct Acc { using type = float; };  // bf16, fp16 and fp32 rotate in fp32
-template <> struct Acc<double> { using type = double; };
 
 // One thread per pair, both elements in one load. Built with --fmad=false: products and sums round
 // as the CPU kernel's do, so the two devices give the same bits.
@@ -36,26 +31,18 @@ const char* launch(const void* x, void* out, const float* cos, const float* sin,
   const int64_t pairs = B * T_len * H * half;
   if (pairs == 0) return nullptr;
   constexpr int kThreads = 256;
-  const int64_t blocks = (pairs + kThreads - 1) / kThreads;
-  const unsigned grid = static_cast<unsigned>(blocks < 65535 * 16 ? blocks : 65535 * 16);  // grid-stride beyond
-  rope_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out), cos, sin, pairs, T_len,
+  rope_kernel<T><<<grid_blocks(pairs, kThreads), kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out), cos, sin, pairs, T_len,
                                                 H * half, half, inverse ? -1.0f : 1.0f);
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+  return last_cuda_error();
 }
 
 }  // namespace
 
-const char* rope_cuda(RopeCudaDtype dtype, const void* x, void* out, const float* cos, const float* sin, int64_t B,
-                      int64_t T, int64_t H, int64_t half, bool inverse, void* stream) {
-  const auto s = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case RopeCudaDtype::kFloat32: return launch<float>(x, out, cos, sin, B, T, H, half, inverse, s);
-    case RopeCudaDtype::kFloat64: return launch<double>(x, out, cos, sin, B, T, H, half, inverse, s);
-    case RopeCudaDtype::kBFloat16: return launch<__nv_bfloat16>(x, out, cos, sin, B, T, H, half, inverse, s);
-    case RopeCudaDtype::kHalf: return launch<__half>(x, out, cos, sin, B, T, H, half, inverse, s);
-  }
-  return "rope_cuda: unknown dtype";
+const char* rope_cuda(CudaDtype dtype, const void* x, void* out, const float* cos, const float* sin, int64_t B, int64_t T,
+                      int64_t H, int64_t half, bool inverse, void* stream) {
+  return cuda_dispatch(dtype, [&](auto element) {
+    return launch<decltype(element)>(x, out, cos, sin, B, T, H, half, inverse, static_cast<cudaStream_t>(stream));
+  });
 }
 
 }  // namespace titan::llama3

@@ -60,10 +60,12 @@ TEST(CrossEntropySum, KernelsMatchFloat64) {
 TEST(CrossEntropySum, LinearFusedMatchesFloat64) {
   torch::manual_seed(1);
   namespace F = torch::nn::functional;
-  const int64_t N = 37, D = 24, V = 1001;
+  const int64_t N = 37, D = 24;
   for (const auto& device : devices())
-    for (int64_t chunk : {0, 7})  // 0: all rows in one chunk; 7: six chunks, the last of 2 rows
-      // float64: torch's ops per chunk in fp32, the path of GPUs and of dtypes without a CPU kernel
+    // V: no multiple of a vector width or a warp, 8193 taking CUDA's 1024-thread blocks; chunk 0: all
+    // rows in one, 7: six chunks, the last of 2 rows
+    for (auto [V, chunk] : {std::pair<int64_t, int64_t>{1001, 0}, {1001, 7}, {8193, 0}, {8193, 7}})
+      // float64: on the CPU torch's ops per chunk in fp32 (dtypes without a CPU kernel); CUDA's kernel
       for (auto [dtype, tol] : {std::pair{torch::kFloat32, 1e-5}, std::pair{torch::kBFloat16, 2e-2},
                                 std::pair{torch::kFloat64, 1e-6}}) {
         const auto h = torch::randn({N, D}).to(dtype), w = (torch::randn({V, D}) * 0.5).to(dtype);
@@ -75,7 +77,7 @@ TEST(CrossEntropySum, LinearFusedMatchesFloat64) {
         auto x = h.to(device).requires_grad_(), wd = w.to(device).requires_grad_();
         auto loss = linear_cross_entropy_sum(x, wd, labels.to(device), -100, chunk);
         (loss * 0.25).backward();
-        const std::string where = c10::str(device, " chunk ", chunk, " ", dtype);
+        const std::string where = c10::str(device, " V ", V, " chunk ", chunk, " ", dtype);
         EXPECT_EQ(loss.scalar_type(), torch::kFloat32);
         EXPECT_NEAR(loss.item<double>(), ref.item<double>(), tol * ref.item<double>()) << where;
         EXPECT_EQ(x.grad().scalar_type(), dtype);

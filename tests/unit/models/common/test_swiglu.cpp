@@ -52,7 +52,7 @@ TEST(Swiglu, MismatchedInputsNameBoth) {
     swiglu(torch::zeros({2, 3}), torch::zeros({2, 4}));
     FAIL() << "no error";
   } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("swiglu: a [2, 3] Float and b [2, 4] Float differ"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("swiglu: a [2, 3] Float on cpu and b [2, 4] Float on cpu differ"), std::string::npos)
         << e.what();
   }
 }
