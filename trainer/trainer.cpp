@@ -264,7 +264,7 @@ Trainer::Trainer(JobConfig config) : config_(std::move(config)) {
       llama3::Transformer part = model_parts_[i];
       PipelineStage stage;
       stage.index = my_stages[i];
-      // Labels reach only the last stage's part, which returns their summed loss.
+      // Every part gets its microbatch's labels; only the last stage's projects, returning their summed loss.
       stage.forward = [this, part](const torch::Tensor& x, int64_t m) mutable {
         return part->forward(x, pipeline_labels_.at(static_cast<size_t>(m)));
       };

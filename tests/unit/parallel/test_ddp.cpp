@@ -4,6 +4,7 @@
 // with reentrant activation checkpointing (its nested backward fires the hooks).
 #include <gtest/gtest.h>
 
+#include <mutex>
 #include <thread>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
@@ -44,8 +45,12 @@ TEST(DistributedDataParallel, TwoRanksSumEveryMicrobatchGradient) {
     auto timeout = std::make_shared<std::chrono::milliseconds>(20000);
     std::vector<RankResult> results(2);
     std::vector<llama3::Transformer> models = {initialised(), initialised()};  // the seed is global: not in the threads
+    std::mutex set_threads;
     auto run_rank = [&](int64_t rank) {
-      torch::set_num_threads(1);
+      {  // at::set_num_threads is not thread-safe (it resets process-wide thread pools and oneDNN's cache)
+        std::lock_guard<std::mutex> lock(set_threads);
+        torch::set_num_threads(1);
+      }
       ProcessGroup group("dp_replicate", {0, 1}, rank, store, timeout);
       auto& model = models[static_cast<size_t>(rank)];
       llama3::apply_activation_checkpointing(model, ac, "1");
