@@ -106,26 +106,32 @@ bool cpu_kernel(const torch::Tensor& logits) {
   return logits.is_cpu() && (logits.scalar_type() == torch::kFloat32 || logits.scalar_type() == torch::kBFloat16);
 }
 
+// Per row of x (N, V) contiguous fp32/bf16 and labels y (N) int64: the loss and the log-sum-exp, fp32.
+std::pair<torch::Tensor, torch::Tensor> forward_cpu(const torch::Tensor& x, const torch::Tensor& y, int64_t ignore_index) {
+  const int64_t N = x.size(0), V = x.size(1);
+  auto loss = torch::empty({N}, torch::kFloat32), lse = torch::empty({N}, torch::kFloat32);
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(static_cast<size_t>(V));
+    const int64_t n = end - begin;
+    const int64_t* yp = y.data_ptr<int64_t>() + begin;
+    float* lp = loss.data_ptr<float>() + begin;
+    float* sp = lse.data_ptr<float>() + begin;
+    if (x.scalar_type() == torch::kFloat32)
+      forward_f32(cpu::ptr<float>(x, begin * V), yp, lp, sp, n, V, ignore_index, row.data());
+    else
+      forward_bf16(cpu::ptr<uint16_t>(x, begin * V), yp, lp, sp, n, V, ignore_index, row.data());
+  });
+  return {loss, lse};
+}
+
 // Saves the logits (the model's output, kept anyway) and one fp32 log-sum-exp per row.
 struct FusedCrossEntropy : torch::autograd::Function<FusedCrossEntropy> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,
                                const torch::Tensor& labels, int64_t ignore_index) {
     const auto x = logits.contiguous();  // (N, V)
     const auto y = labels.to(torch::kInt64).contiguous();
-    const int64_t N = x.size(0), V = x.size(1);
-    check_labels(y, V, ignore_index);
-    const int64_t* yp = y.data_ptr<int64_t>();
-    auto loss = torch::empty({N}, torch::kFloat32), lse = torch::empty({N}, torch::kFloat32);
-    at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> row(static_cast<size_t>(V));
-      const int64_t n = end - begin;
-      float* lp = loss.data_ptr<float>() + begin;
-      float* sp = lse.data_ptr<float>() + begin;
-      if (x.scalar_type() == torch::kFloat32)
-        forward_f32(cpu::ptr<float>(x, begin * V), yp + begin, lp, sp, n, V, ignore_index, row.data());
-      else
-        forward_bf16(cpu::ptr<uint16_t>(x, begin * V), yp + begin, lp, sp, n, V, ignore_index, row.data());
-    });
+    check_labels(y, x.size(1), ignore_index);
+    auto [loss, lse] = forward_cpu(x, y, ignore_index);
     ctx->save_for_backward({x, y, lse});
     ctx->saved_data["ignore_index"] = ignore_index;
     return loss.sum();
@@ -156,6 +162,7 @@ struct FusedCrossEntropy : torch::autograd::Function<FusedCrossEntropy> {
 // gradient of that sum. Our kernels on the CPU (fp32, bf16) and CUDA; elsewhere torch's ops in fp32.
 torch::Tensor chunk_loss_(torch::Tensor& logits, const torch::Tensor& labels, int64_t ignore_index, bool grad) {
   const int64_t N = logits.size(0), V = logits.size(1);
+  if (cpu_kernel(logits) && !grad) return forward_cpu(logits, labels, ignore_index).first.sum();
   if (cpu_kernel(logits)) {
     auto loss = torch::empty({N}, torch::kFloat32);
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
@@ -163,17 +170,10 @@ torch::Tensor chunk_loss_(torch::Tensor& logits, const torch::Tensor& labels, in
       const int64_t n = end - begin;
       const int64_t* yp = labels.data_ptr<int64_t>() + begin;
       float* lp = loss.data_ptr<float>() + begin;
-      if (!grad) {
-        std::vector<float> lse(static_cast<size_t>(n));  // not kept: no backward follows
-        if (logits.scalar_type() == torch::kFloat32)
-          forward_f32(cpu::ptr<float>(logits, begin * V), yp, lp, lse.data(), n, V, ignore_index, row.data());
-        else
-          forward_bf16(cpu::ptr<uint16_t>(logits, begin * V), yp, lp, lse.data(), n, V, ignore_index, row.data());
-      } else if (logits.scalar_type() == torch::kFloat32) {
+      if (logits.scalar_type() == torch::kFloat32)
         loss_and_grad_f32(cpu::mutable_ptr<float>(logits, begin * V), yp, lp, n, V, ignore_index, row.data());
-      } else {
+      else
         loss_and_grad_bf16(cpu::mutable_ptr<uint16_t>(logits, begin * V), yp, lp, n, V, ignore_index, row.data());
-      }
     });
     return loss.sum();
   }
