@@ -1,12 +1,13 @@
 // The kernels the trainer uses against the forms they replaced, alternating in one run, with the
 // largest error of each against float64: at::scaled_dot_product_attention (models/common/
 // causal_attention) vs our former attention by query blocks, kept here as the baseline; the fused
-// AdamW (at::_fused_adamw_) vs torch.optim's op-by-op form; our one-pass RMSNorm vs at::rms_norm (a
-// composite on the CPU); the one-pass CPU RoPE vs its ATen-op form; the one-pass SwiGLU gate vs
-// silu(a) * b; the one-pass cross-entropy vs torch's; the projection and cross-entropy by chunks of
-// rows vs whole logits; the one-pass float64 gradient norm vs norms of 1M-element slices; bf16 GEMMs
-// natively vs with fp32 accumulation (the start-up probe picks per machine); the data loader's time
-// per batch. Run through bench/kernel_bench.sh (one row: its function's name as second argument).
+// AdamW (at::_fused_adamw_) vs torch.optim's op-by-op form; the clip inside the fused step vs a
+// multiply before it; our one-pass RMSNorm vs at::rms_norm (a composite on the CPU); the one-pass
+// CPU RoPE vs its ATen-op form; the one-pass SwiGLU gate vs silu(a) * b; the one-pass cross-entropy
+// vs torch's; the projection and cross-entropy by chunks of rows vs whole logits; the one-pass
+// float64 gradient norm vs norms of 1M-element slices; bf16 GEMMs natively vs with fp32
+// accumulation (the start-up probe picks per machine); the data loader's time per batch. Run
+// through bench/kernel_bench.sh (one row: its function's name as second argument).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -151,6 +152,45 @@ void adamw(int rounds) {
   std::printf("AdamW step, mid model (158M fp32 parameters): op-by-op %.0f ms, fused (at::_fused_adamw_) %.0f ms: %.2fx "
               "(largest parameter difference after %d steps: %.2g)\n",
               ops_ms, fused_ms, ops_ms / fused_ms, step, diff);
+}
+
+// The clip and the AdamW step of the mid model's parameters: the former form, the gradients multiplied by
+// the coefficient (at::_foreach_mul_, torch's clip_grad_norm_) then the fused step, vs the fused step
+// dividing them by 1 / coefficient as it reads them (AdamW::step's grad_coef). Each form on its own
+// copies of the same parameters and gradients; the largest difference between the two after as many steps.
+void clip(torch::ScalarType dtype, int rounds) {
+  torch::manual_seed(3);
+  std::vector<std::pair<std::string, torch::Tensor>> before, now;
+  std::vector<torch::Tensor> before_grads;
+  for (const auto& shape : mid_model_shapes()) {
+    auto p = torch::randn(shape).to(dtype).requires_grad_(true), q = p.detach().clone().requires_grad_(true);
+    p.mutable_grad() = torch::randn(shape).to(dtype);
+    q.mutable_grad() = p.grad().clone();
+    before_grads.push_back(p.grad());
+    before.emplace_back("p" + std::to_string(before.size()), p);
+    now.emplace_back("p" + std::to_string(now.size()), q);
+  }
+  titan::JobConfig::Optimizer c;
+  titan::AdamW before_opt(before, c), now_opt(now, c);
+  const double lr = 1e-4, coef = 0.999;  // gradients shrink slowly over the repeated steps
+  double before_ms = 0, now_ms = 0;
+  for (int r = 0; r < 2; ++r) {
+    before_ms += best_ms(
+                     [&] {
+                       at::_foreach_mul_(before_grads, coef);
+                       before_opt.step(lr);
+                     },
+                     rounds) /
+                 2;
+    now_ms += best_ms([&] { now_opt.step(lr, coef); }, rounds) / 2;
+  }
+  double diff = 0;
+  for (size_t i = 0; i < before.size(); ++i)
+    diff = std::max(diff, (before[i].second - now[i].second).detach().abs().max().item<double>());
+  std::printf(
+      "clip + AdamW step, mid model (158M %s parameters): multiply then step %.0f ms, clip in the fused step %.0f ms: "
+      "%.2fx (largest parameter difference after %d steps: %.2g)\n",
+      c10::toString(dtype), before_ms, now_ms, before_ms / now_ms, 2 * (rounds + 1), diff);
 }
 
 void rms_norm(torch::ScalarType dtype, int rounds) {
@@ -325,7 +365,7 @@ void grad_norm(int rounds) {
     slices_norm = std::sqrt(torch::stack(norms).pow(2).sum().item<double>());
     at::_foreach_mul_(grads, std::min(1.0, 1e9 / (slices_norm + 1e-6)));
   };
-  auto ours = [&] { ours_norm = titan::clip_grad_norm_(params, std::vector<bool>(params.size(), true), 1e9); };
+  auto ours = [&] { ours_norm = titan::grad_norm(params, std::vector<bool>(params.size(), true)); };
   double slices_ms = 0, ours_ms = 0;
   for (int r = 0; r < 2; ++r) {
     slices_ms += best_ms(slices, rounds) / 2;
@@ -362,7 +402,7 @@ int main(int argc, char** argv) {
   }
   const int rounds = argc > 3 ? std::stoi(argv[3]) : 5;
   const std::string only = argc > 4 ? argv[4] : "";  // one row, by its function's name
-  const std::vector<std::string> rows = {"attention", "adamw", "rms_norm", "rope", "swiglu", "cross_entropy",
+  const std::vector<std::string> rows = {"attention", "adamw", "clip", "rms_norm", "rope", "swiglu", "cross_entropy",
                                          "linear_cross_entropy", "grad_norm", "bf16_gemm", "data"};
   if (!only.empty() && std::find(rows.begin(), rows.end(), only) == rows.end()) {
     std::fprintf(stderr, "kernel_bench: no row '%s' (valid: %s)\n", only.c_str(), c10::Join(", ", rows).c_str());
@@ -378,6 +418,8 @@ int main(int argc, char** argv) {
       attention("mid", 1, 8, 2, 1024, 64, dtype, rounds);
     }
   if (row("adamw")) adamw(rounds);
+  if (row("clip"))
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) clip(dtype, rounds);
   if (row("rms_norm"))
     for (auto dtype : {torch::kFloat32, torch::kBFloat16}) rms_norm(dtype, rounds);
   if (row("rope"))

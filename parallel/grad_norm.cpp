@@ -75,23 +75,16 @@ double sum_of_squares(const std::vector<torch::Tensor>& grads) {
 
 }  // namespace
 
-double clip_grad_norm_(const std::vector<torch::Tensor>& params, const std::vector<bool>& counted, double max_norm,
-                       const std::function<double(double)>& sum_across) {
-  TORCH_CHECK(counted.size() == params.size(), "clip_grad_norm_: one counted flag per parameter");
+double grad_norm(const std::vector<torch::Tensor>& params, const std::vector<bool>& counted,
+                 const std::function<double(double)>& sum_across) {
+  TORCH_CHECK(counted.size() == params.size(), "grad_norm: one counted flag per parameter");
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> grads, summed;  // every local gradient; those this rank counts
-  for (size_t k = 0; k < params.size(); ++k) {
-    if (!params[k].grad().defined()) continue;
-    grads.push_back(params[k].grad());
-    if (counted[k]) summed.push_back(params[k].grad());
-  }
+  std::vector<torch::Tensor> summed;  // the gradients this rank counts
+  for (size_t k = 0; k < params.size(); ++k)
+    if (counted[k] && params[k].grad().defined()) summed.push_back(params[k].grad());
   double sq = summed.empty() ? 0.0 : sum_of_squares(summed);
   if (sum_across) sq = sum_across(sq);
-  const double total = std::sqrt(sq);
-  const double coef = std::min(1.0, max_norm / (total + 1e-6));
-  // Scaling by exactly 1 changes no bit: skipped. On CUDA one fused kernel per batch of tensors.
-  if (coef < 1.0 && !grads.empty()) at::_foreach_mul_(grads, coef);
-  return total;
+  return std::sqrt(sq);
 }
 
 }  // namespace titan

@@ -156,7 +156,7 @@ void ParallelizedModel::finish_gradient_sync() {
     }
 }
 
-double ParallelizedModel::clip_grad_norm_(double max_norm) {
+double ParallelizedModel::grad_norm() {
   std::vector<torch::Tensor> params;
   std::vector<bool> counted;
   for (const auto& [fqn, p] : parameters()) {
@@ -165,7 +165,7 @@ double ParallelizedModel::clip_grad_norm_(double max_norm) {
   }
   std::function<double(double)> across;  // every piece has one owner: one sum over the world
   if (comm_) across = [this](double sq) { return comm_->world().all_reduce_sum(sq); };
-  return titan::clip_grad_norm_(params, counted, max_norm, across);
+  return titan::grad_norm(params, counted, across);
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> ParallelizedModel::full_parameters() {

@@ -74,8 +74,8 @@ class ParallelizedModel {
   // After the last backward: every local gradient holds its sum over the data-parallel ranks, and
   // the gradients of tensor-parallel-replicated weights their sum over the tp ranks.
   void finish_gradient_sync();
-  // The pre-clip global gradient norm (each piece counted once), after clipping to max_norm.
-  double clip_grad_norm_(double max_norm);
+  // The global gradient norm, each piece counted once; a collective (every rank calls it).
+  double grad_norm();
   // Whole parameters in their master dtype, for a Hugging Face export; a collective (every rank
   // calls it), rank 0 holds the result, every pipeline stage's.
   std::vector<std::pair<std::string, torch::Tensor>> full_parameters();

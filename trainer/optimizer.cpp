@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <map>
+#include <optional>
 
 namespace titan {
 
@@ -22,7 +23,7 @@ AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, co
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, double grad_coef) {
   RECORD_USER_SCOPE("Optimizer.step#AdamW.step");  // torch.optim's range name in profiler traces
   torch::NoGradGuard no_grad;
   // libtorch's fused kernels (one pass over each parameter and its state, CPU and CUDA), one call
@@ -43,12 +44,19 @@ void AdamW::step(double lr) {
   }
   for (auto& [key, g] : groups) {
     at::_foreach_add_(g.steps, 1);
+    // The kernels divide each gradient by grad_scale as they read it, store the quotient back and step
+    // on it unrounded: the clip costs one store instead of a pass of its own (and bf16 gradients are
+    // not rounded before the step). At 1 no gradient bit may change: no scale then.
+    std::optional<torch::Tensor> grad_scale;
+    if (grad_coef != 1.0)
+      grad_scale =
+          torch::full({}, 1.0 / grad_coef, torch::TensorOptions().dtype(torch::kFloat32).device(g.params[0].device()));
     if (decoupled_)
       at::_fused_adamw_(g.params, g.grads, g.exp_avgs, g.exp_avg_sqs, {}, g.steps, lr, beta1_, beta2_, weight_decay_,
-                        eps_, /*amsgrad=*/false, /*maximize=*/false);
+                        eps_, /*amsgrad=*/false, /*maximize=*/false, grad_scale);
     else
       at::_fused_adam_(g.params, g.grads, g.exp_avgs, g.exp_avg_sqs, {}, g.steps, lr, beta1_, beta2_, weight_decay_,
-                       eps_, /*amsgrad=*/false, /*maximize=*/false);
+                       eps_, /*amsgrad=*/false, /*maximize=*/false, grad_scale);
   }
 }
 

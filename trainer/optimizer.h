@@ -24,8 +24,9 @@ class AdamW {
   // State (zeros) is made for every parameter at once, so a checkpoint can load into it before step 1.
   AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, const JobConfig::Optimizer& config);
 
-  // One update of every parameter that has a gradient, at learning rate `lr`.
-  void step(double lr);
+  // One update of every parameter that has a gradient, at learning rate `lr`, with the gradients
+  // first multiplied by `grad_coef` (the clip; the gradients keep the product).
+  void step(double lr, double grad_coef = 1.0);
   void zero_grad();
   // Hyper-parameters, as torch's param_groups (FQN-keyed tensors are in state()).
   nlohmann::json param_groups() const;

@@ -22,6 +22,7 @@
 #include "models/llama3/activation_checkpoint.h"
 #include "models/llama3/parallelize.h"
 #include "models/llama4/model_args.h"
+#include "parallel/grad_norm.h"
 #include "parallel/logging.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/rank_exit.h"
@@ -628,10 +629,10 @@ Trainer::StepResult Trainer::train_step() {
     loss_total += loss.detach();
   }
   parallel_->finish_gradient_sync();
-  const double grad_norm = parallel_->clip_grad_norm_(config_.training.max_norm);
+  const double grad_norm = parallel_->grad_norm();
   update_expert_biases();
   const double lr = lr_scheduler_->lr();
-  optimizer_->step(lr);
+  optimizer_->step(lr, clip_coefficient(grad_norm, config_.training.max_norm));  // clipped inside AdamW's pass
   lr_scheduler_->step();
   double loss = loss_total.item<double>();
   if (pipeline_) loss = comm_->group("pp").all_reduce_sum(loss);  // computed by the last stage's rank

@@ -66,5 +66,56 @@ TEST(AdamW, FusedUpdateFollowsTorchOptimInFloat64) {
   EXPECT_NEAR(b[0].item<double>(), 0.98, 0.01);  // ~1*(1-0.001) - 0.01 in bf16
 }
 
+// The clip inside the fused pass on `device`: two steps with coefficient 0.3 against float64 AdamW on
+// the multiplied gradients, which the gradients then hold (fp32 and bf16); at coefficient 1 no
+// gradient bit changes.
+void check_clip_in_fused_pass(torch::Device device) {
+  torch::manual_seed(2);
+  const auto fp32 = torch::TensorOptions().device(device);
+  auto p = torch::randn({70001}, fp32).requires_grad_(true);
+  auto b = torch::randn({4099}, fp32).to(torch::kBFloat16).requires_grad_(true);
+  auto p64 = p.detach().to(torch::kFloat64), b64 = b.detach().to(torch::kFloat64);
+  auto m = torch::zeros_like(p64), v = torch::zeros_like(p64), mb = torch::zeros_like(b64), vb = torch::zeros_like(b64);
+  JobConfig::Optimizer c;
+  AdamW opt({{"p", p}, {"b", b}}, c);
+  const double lr = 1e-3;
+  auto reference = [&](torch::Tensor& x, torch::Tensor& m1, torch::Tensor& v1, const torch::Tensor& g, int step) {
+    x = x * (1 - lr * c.weight_decay);
+    m1 = m1 * c.beta1 + (1 - c.beta1) * g;
+    v1 = v1 * c.beta2 + (1 - c.beta2) * g * g;
+    const double bc1 = 1 - std::pow(c.beta1, step), bc2 = 1 - std::pow(c.beta2, step);
+    x = x - lr / bc1 * m1 / (v1.sqrt() / std::sqrt(bc2) + c.eps);
+  };
+  for (int step = 1; step <= 3; ++step) {
+    const double coef = step < 3 ? 0.3 : 1.0;
+    const auto g = torch::randn({70001}, fp32), gb = torch::randn({4099}, fp32).to(torch::kBFloat16);
+    p.mutable_grad() = g.clone();
+    b.mutable_grad() = gb.clone();
+    opt.step(lr, coef);
+    const auto g64 = g.to(torch::kFloat64) * coef, gb64 = gb.to(torch::kFloat64) * coef;
+    reference(p64, m, v, g64, step);
+    reference(b64, mb, vb, gb64, step);
+    if (coef == 1.0) {
+      EXPECT_TRUE(torch::equal(p.grad(), g) && torch::equal(b.grad(), gb)) << "step " << step;
+    } else {
+      EXPECT_LT((p.grad().to(torch::kFloat64) - g64).abs().max().item<double>(), 1e-6) << "step " << step;
+      EXPECT_LT(((b.grad().to(torch::kFloat64) - gb64).abs() / gb64.abs().clamp_min(1e-30)).max().item<double>(),
+                1 / 256.0)
+          << "step " << step;  // rounded once to bf16
+    }
+  }
+  EXPECT_LT((p.detach().to(torch::kFloat64) - p64).abs().max().item<double>(), 1e-6);
+  EXPECT_LT(((b.detach().to(torch::kFloat64) - b64).abs() / b64.abs().clamp_min(1e-3)).max().item<double>(), 1 / 64.0);
+}
+
+TEST(AdamW, ClipCoefficientScalesTheGradientsInTheFusedPass) {
+  check_clip_in_fused_pass(torch::kCPU);
+}
+
+TEST(AdamW, CudaClipCoefficientScalesTheGradientsInTheFusedPass) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "needs a GPU (none visible)";
+  check_clip_in_fused_pass(torch::kCUDA);
+}
+
 }  // namespace
 }  // namespace titan
