@@ -1,6 +1,7 @@
 // The kernels the trainer uses against the forms they replaced, alternating in one run, with the
 // largest error of each against float64: at::scaled_dot_product_attention (models/common/
-// causal_attention) vs our former attention by query blocks, kept here as the baseline; the fused
+// causal_attention) vs our former attention by query blocks, kept here as the baseline; SDPA's bf16
+// backward vs its forward and vs the fp32 backward on upcast tensors (a lever not built); the fused
 // AdamW (at::_fused_adamw_) vs torch.optim's op-by-op form; the clip inside the fused step vs a
 // multiply before it; our one-pass RMSNorm vs at::rms_norm (a composite on the CPU); the one-pass
 // CPU RoPE vs its ATen-op form; the one-pass SwiGLU gate vs silu(a) * b; the one-pass cross-entropy
@@ -102,6 +103,43 @@ void attention(const char* model, int64_t B, int64_t KV, int64_t rep, int64_t T,
       "error out %.2g dq %.2g; SDPA %.1f ms, error out %.2g dq %.2g: SDPA %.2fx\n",
       c10::toString(dtype), model, B, KV, rep, T, hd, ours_ms, ours_out, ours_dq, sdpa_ms, sdpa_out, sdpa_dq,
       ours_ms / sdpa_ms);
+}
+
+// SDPA's CPU flash attention backward in bf16 against its forward, and against the same backward run in
+// fp32 on the upcast tensors (the gradients rounded once at the end); largest error of dq, dk and dv
+// against float64. q, k, v (B, H, T, hd): grouped heads expanded.
+void attention_backward(const char* model, int64_t B, int64_t H, int64_t T, int64_t hd, int rounds) {
+  torch::manual_seed(0);
+  auto bf16 = [](const torch::Tensor& t) { return t.to(torch::kBFloat16); };
+  auto fp32 = [](const torch::Tensor& t) { return t.to(torch::kFloat32); };
+  const auto q = bf16(torch::randn({B, H, T, hd})), k = bf16(torch::randn({B, H, T, hd})),
+             v = bf16(torch::randn({B, H, T, hd})), grad = bf16(torch::randn({B, H, T, hd}));  // (B, H, T, hd)
+  const auto forward = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, true);
+  const torch::Tensor out = std::get<0>(forward), lse = std::get<1>(forward);  // (B, H, T, hd), (B, H, T) fp32
+  auto native = [&] { return at::_scaled_dot_product_flash_attention_for_cpu_backward(grad, q, k, v, out, lse, 0.0, true); };
+  auto via_fp32 = [&] {
+    const auto d = at::_scaled_dot_product_flash_attention_for_cpu_backward(fp32(grad), fp32(q), fp32(k), fp32(v),
+                                                                             fp32(out), lse, 0.0, true);
+    return std::make_tuple(bf16(std::get<0>(d)), bf16(std::get<1>(d)), bf16(std::get<2>(d)));
+  };
+  auto q64 = q.to(torch::kFloat64).requires_grad_(true), k64 = k.to(torch::kFloat64).requires_grad_(true),
+       v64 = v.to(torch::kFloat64).requires_grad_(true);
+  at::scaled_dot_product_attention(q64, k64, v64, {}, 0.0, true).backward(grad.to(torch::kFloat64));
+  auto error = [&](const std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>& d) {
+    return std::max({max_error(std::get<0>(d), q64.grad()), max_error(std::get<1>(d), k64.grad()),
+                     max_error(std::get<2>(d), v64.grad())});
+  };
+  const double native_err = error(native()), fp32_err = error(via_fp32());
+  double forward_ms = 0, native_ms = 0, fp32_ms = 0;
+  for (int r = 0; r < 2; ++r) {
+    forward_ms += best_ms([&] { at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, true); }, rounds) / 2;
+    native_ms += best_ms([&] { native(); }, rounds) / 2;
+    fp32_ms += best_ms([&] { via_fp32(); }, rounds) / 2;
+  }
+  std::printf("attention backward bf16, %s layer (B %ld, %ld heads, T %ld, hd %ld): forward %.1f ms; backward %.1f ms "
+              "(%.1fx the forward), error %.2g; through fp32 %.1f ms, error %.2g: through fp32 %.2fx\n",
+              model, B, H, T, hd, forward_ms, native_ms, native_ms / forward_ms, native_err, fp32_ms, fp32_err,
+              native_ms / fp32_ms);
 }
 
 // The mid model's parameter shapes (158M parameters).
@@ -402,7 +440,7 @@ int main(int argc, char** argv) {
   }
   const int rounds = argc > 3 ? std::stoi(argv[3]) : 5;
   const std::string only = argc > 4 ? argv[4] : "";  // one row, by its function's name
-  const std::vector<std::string> rows = {"attention", "adamw", "clip", "rms_norm", "rope", "swiglu", "cross_entropy",
+  const std::vector<std::string> rows = {"attention", "attention_backward", "adamw", "clip", "rms_norm", "rope", "swiglu", "cross_entropy",
                                          "linear_cross_entropy", "grad_norm", "bf16_gemm", "data"};
   if (!only.empty() && std::find(rows.begin(), rows.end(), only) == rows.end()) {
     std::fprintf(stderr, "kernel_bench: no row '%s' (valid: %s)\n", only.c_str(), c10::Join(", ", rows).c_str());
@@ -417,6 +455,10 @@ int main(int argc, char** argv) {
       attention("debug", 8, 16, 1, 256, 16, dtype, rounds);
       attention("mid", 1, 8, 2, 1024, 64, dtype, rounds);
     }
+  if (row("attention_backward")) {
+    attention_backward("debug", 8, 16, 256, 16, rounds);
+    attention_backward("mid", 1, 16, 1024, 64, rounds);
+  }
   if (row("adamw")) adamw(rounds);
   if (row("clip"))
     for (auto dtype : {torch::kFloat32, torch::kBFloat16}) clip(dtype, rounds);
