@@ -1,0 +1,24 @@
+// The backward of causal flash attention in bf16 on CPUs with AMX. libtorch's CPU flash kernel packs
+// its bf16 blocks for AMX in the forward but not in the backward, which runs 4.5-5.8x its forward
+// (bench/kernel_bench.sh attention_backward); this one runs every block product through libtorch's
+// brgemm (bf16 x bf16 -> fp32, the second operand packed once per block), as that forward does.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <tuple>
+
+namespace titan {
+
+// Whether flash_backward_bf16 takes these: bf16 on the CPU, T a multiple of its 128-row blocks, a
+// head size that is a multiple of 16, and a CPU whose brgemm packs bf16 (AMX).
+bool flash_backward_bf16_supported(const torch::Tensor& q, const torch::Tensor& k);
+
+// grad_out, q, out (B, H, T, hd); k, v (B, KV, T, hd), query head h reading kv head h / (H / KV);
+// lse (B, H, T) fp32, the forward's log-sum-exp of each query's scaled scores (scale 1 / sqrt(hd)).
+// Returns dq (B, H, T, hd), dk, dv (B, KV, T, hd), accumulated in fp32 and rounded once.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward_bf16(
+    const torch::Tensor& grad_out, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+    const torch::Tensor& out, const torch::Tensor& lse);
+
+}  // namespace titan
