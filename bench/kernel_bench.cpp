@@ -135,12 +135,12 @@ void attention_backward(const char* model, int64_t B, int64_t H, int64_t T, int6
   auto ours = [&] { return titan::flash_backward_bf16(grad, q, k, v, out, lse); };
   const bool have_ours = titan::flash_backward_bf16_supported(q, k);
   const double native_err = error(native()), fp32_err = error(via_fp32()), ours_err = have_ours ? error(ours()) : NAN;
-  double forward_ms = 0, native_ms = 0, fp32_ms = 0, ours_ms = NAN;
+  double forward_ms = 0, native_ms = 0, fp32_ms = 0, ours_ms = have_ours ? 0 : NAN;
   for (int r = 0; r < 2; ++r) {
     forward_ms += best_ms([&] { at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, true); }, rounds) / 2;
     native_ms += best_ms([&] { native(); }, rounds) / 2;
     fp32_ms += best_ms([&] { via_fp32(); }, rounds) / 2;
-    if (have_ours) ours_ms = (r == 0 ? 0 : ours_ms) + best_ms([&] { ours(); }, rounds) / 2;
+    if (have_ours) ours_ms += best_ms([&] { ours(); }, rounds) / 2;
   }
   std::printf(
       "attention backward bf16, %s layer (B %ld, %ld heads, T %ld, hd %ld): forward %.1f ms; SDPA's backward %.1f ms "
@@ -154,15 +154,8 @@ void attention_backward(const char* model, int64_t B, int64_t H, int64_t T, int6
 std::vector<std::vector<int64_t>> mid_model_shapes() {
   std::vector<std::vector<int64_t>> shapes = {{32000, 1024}, {32000, 1024}, {1024}};
   for (int l = 0; l < 8; ++l)
-    for (const auto& s : std::vector<std::vector<int64_t>>{{1024, 1024},
-                                                           {512, 1024},
-                                                           {512, 1024},
-                                                           {1024, 1024},
-                                                           {2816, 1024},
-                                                           {1024, 2816},
-                                                           {2816, 1024},
-                                                           {1024},
-                                                           {1024}})
+    for (const auto& s : std::vector<std::vector<int64_t>>{
+             {1024, 1024}, {512, 1024}, {512, 1024}, {1024, 1024}, {2816, 1024}, {1024, 2816}, {2816, 1024}, {1024}, {1024}})
       shapes.push_back(s);
   return shapes;
 }
@@ -455,8 +448,9 @@ int main(int argc, char** argv) {
   }
   const int rounds = argc > 3 ? std::stoi(argv[3]) : 5;
   const std::string only = argc > 4 ? argv[4] : "";  // one row, by its function's name
-  const std::vector<std::string> rows = {"attention", "attention_backward", "adamw", "clip", "rms_norm", "rope", "swiglu", "cross_entropy",
-                                         "linear_cross_entropy", "grad_norm", "bf16_gemm", "data"};
+  const std::vector<std::string> rows = {"attention", "attention_backward", "adamw", "clip", "rms_norm", "rope",
+                                         "swiglu", "cross_entropy", "linear_cross_entropy", "grad_norm", "bf16_gemm",
+                                         "data"};
   if (!only.empty() && std::find(rows.begin(), rows.end(), only) == rows.end()) {
     std::fprintf(stderr, "kernel_bench: no row '%s' (valid: %s)\n", only.c_str(), c10::Join(", ", rows).c_str());
     return 2;

@@ -70,14 +70,13 @@ TITAN_CPU_CLONES void probs_and_grads(const float* s, const float* dp, const flo
   }
 }
 
-// (rows, hd) fp32 -> bf16 rows `ld` apart; transposed: from (hd, ld_src) columns.
-void store_rows(const float* acc, int64_t rows, int64_t hd, bf16* out, int64_t ld) {
-  for (int64_t t = 0; t < rows; ++t)
-    for (int64_t c = 0; c < hd; ++c) out[t * ld + c] = static_cast<bf16>(acc[t * hd + c]);
+// (rows, hd) fp32 -> bf16 (rows, hd); transposed: from (hd, rows).
+void store_rows(const float* acc, int64_t rows, int64_t hd, bf16* out) {
+  for (int64_t i = 0; i < rows * hd; ++i) out[i] = static_cast<bf16>(acc[i]);
 }
-void store_transposed(const float* acc_t, int64_t rows, int64_t hd, bf16* out, int64_t ld) {
+void store_transposed(const float* acc_t, int64_t rows, int64_t hd, bf16* out) {
   for (int64_t t = 0; t < rows; ++t)
-    for (int64_t c = 0; c < hd; ++c) out[t * ld + c] = static_cast<bf16>(acc_t[c * rows + t]);
+    for (int64_t c = 0; c < hd; ++c) out[t * hd + c] = static_cast<bf16>(acc_t[c * rows + t]);
 }
 
 }  // namespace
@@ -153,10 +152,10 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward_bf16(
             gemm(hd, kBlock, kBlock, &qt[i * block_bf16], kBlock, ds_packed.data(), &dkt_acc[j * kBlock], T, true);
             gemm(kBlock, hd, kBlock, ds.data(), kBlock, &k_packed[j * block_bf16], &dq_acc[i * kBlock * hd], hd, true);
           }
-        store_rows(dq_acc.data(), T, hd, dq.data_ptr<bf16>() + b * dq.stride(0) + h * dq.stride(1), hd);
+        store_rows(dq_acc.data(), T, hd, dq.data_ptr<bf16>() + b * dq.stride(0) + h * dq.stride(1));
       }
-      store_transposed(dkt_acc.data(), T, hd, dk.data_ptr<bf16>() + b * dk.stride(0) + kv * dk.stride(1), hd);
-      store_transposed(dvt_acc.data(), T, hd, dv.data_ptr<bf16>() + b * dv.stride(0) + kv * dv.stride(1), hd);
+      store_transposed(dkt_acc.data(), T, hd, dk.data_ptr<bf16>() + b * dk.stride(0) + kv * dk.stride(1));
+      store_transposed(dvt_acc.data(), T, hd, dv.data_ptr<bf16>() + b * dv.stride(0) + kv * dv.stride(1));
     }
     blas::brgemm_release();
   });
