@@ -1,12 +1,13 @@
 #include "parallel/context_parallel.h"
 
-#include <functional>
 #include <cmath>
+#include <functional>
 #include <stdexcept>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "models/common/flash_backward_cpu.h"
 
 namespace titan {
 namespace {
@@ -63,19 +64,34 @@ std::pair<torch::Tensor, torch::Tensor> block_forward(const torch::Tensor& q, co
 
 // The block's share of the gradients given the merged output and log-sum-exp of its query rows:
 // P = exp(S - lse) is the block's part of the whole softmax, so dq, dk, dv are its contributions.
+// k, v (B, KV, Lk, hd); dk, dv come back per kv head, its query heads' shares summed. Our bf16
+// kernel where the CPU has AMX (flash_backward_cpu.h), else libtorch's CPU flash backward, or the
+// formula in fp32 (other devices), on kv heads expanded to the query heads.
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> block_backward(const torch::Tensor& grad_out, const torch::Tensor& q,
                                                                         const torch::Tensor& k, const torch::Tensor& v,
                                                                         const torch::Tensor& out, const torch::Tensor& lse,
                                                                         bool causal, bool flash) {
-  if (flash)
-    return at::_scaled_dot_product_flash_attention_for_cpu_backward(grad_out, q, k, v, out.to(q.scalar_type()), lse, 0.0, causal);
+  if (flash && flash_backward_bf16_supported(q, k, causal))
+    return flash_backward_bf16(grad_out, q, k, v, out.to(q.scalar_type()), lse, causal);
+  const int64_t groups = q.size(1) / k.size(1);
+  auto fold = [&](const torch::Tensor& d) {  // (B, H, Lk, hd) -> (B, KV, Lk, hd) in fp32
+    return d.to(torch::kFloat32).view({d.size(0), k.size(1), groups, d.size(2), d.size(3)}).sum(2);
+  };
+  const auto ke = expand_heads(k, groups), ve = expand_heads(v, groups);  // (B, H, Lk, hd)
+  if (flash) {
+    auto [dq, dk, dv] = at::_scaled_dot_product_flash_attention_for_cpu_backward(
+        grad_out, q, ke, ve, out.to(q.scalar_type()), lse, 0.0, causal);
+    return {dq, fold(dk), fold(dv)};
+  }
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  const auto qf = q.to(torch::kFloat32), kf = k.to(torch::kFloat32), vf = v.to(torch::kFloat32), g = grad_out.to(torch::kFloat32);
+  const auto qf = q.to(torch::kFloat32), kf = ke.to(torch::kFloat32), vf = ve.to(torch::kFloat32),
+             g = grad_out.to(torch::kFloat32);
   auto scores = torch::matmul(qf, kf.transpose(-2, -1)) * scale;
   if (causal) scores.masked_fill_(torch::ones({q.size(2), k.size(2)}, q.options().dtype(torch::kBool)).triu(1), -INFINITY);
   const auto p = torch::exp(scores - lse.unsqueeze(-1));                     // (B, H, Lq, Lk)
   const auto ds = p * (torch::matmul(g, vf.transpose(-2, -1)) - (g * out).sum(-1, true));
-  return {torch::matmul(ds, kf) * scale, torch::matmul(ds.transpose(-2, -1), qf) * scale, torch::matmul(p.transpose(-2, -1), g)};
+  return {torch::matmul(ds, kf) * scale, fold(torch::matmul(ds.transpose(-2, -1), qf) * scale),
+          fold(torch::matmul(p.transpose(-2, -1), g))};
 }
 
 // Every rank's packed keys and values, one per block's source: by one all-gather, or passed
@@ -163,7 +179,7 @@ struct RingAttention : public torch::autograd::Function<RingAttention> {
     const auto saved = ctx->get_saved_variables();
     const auto &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
     auto& group = *reinterpret_cast<ProcessGroup*>(ctx->saved_data["group"].toInt());
-    const int64_t n = group.size(), groups = q.size(1) / k.size(1);
+    const int64_t n = group.size();
     const auto grad_out = grads[0].contiguous();
     KeyValueSource kv(torch::stack({k, v}), group, ctx->saved_data["gather"].toBool());
     auto dq = torch::zeros(q.sizes(), q.options().dtype(torch::kFloat32));
@@ -174,15 +190,11 @@ struct RingAttention : public torch::autograd::Function<RingAttention> {
       const auto both = kv.of(b.source).narrow(3, b.kv_begin, b.kv_len);
       if (b.skipped) continue;
       auto rows = [&](const torch::Tensor& t) { return t.narrow(2, b.q_begin, b.q_len).contiguous(); };
-      auto [dq_b, dk_b, dv_b] = block_backward(rows(grad_out), rows(q), expand_heads(both[0], groups),
-                                               expand_heads(both[1], groups), rows(out), rows(lse), b.causal,
-                                               ctx->saved_data["flash"].toBool());
+      auto [dq_b, dk_b, dv_b] = block_backward(rows(grad_out), rows(q), both[0], both[1], rows(out), rows(lse),
+                                               b.causal, ctx->saved_data["flash"].toBool());
       dq.narrow(2, b.q_begin, b.q_len).add_(dq_b);
-      auto fold = [&](const torch::Tensor& d) {  // the query heads of each kv head summed: (B, KV, L, hd)
-        return d.to(torch::kFloat32).view({d.size(0), k.size(1), groups, d.size(2), d.size(3)}).sum(2);
-      };
-      parts[b.source][0].narrow(2, b.kv_begin, b.kv_len).add_(fold(dk_b));
-      parts[b.source][1].narrow(2, b.kv_begin, b.kv_len).add_(fold(dv_b));
+      parts[b.source][0].narrow(2, b.kv_begin, b.kv_len).add_(dk_b);
+      parts[b.source][1].narrow(2, b.kv_begin, b.kv_len).add_(dv_b);
     }
     auto received = torch::empty({parts.numel()}, parts.options());  // every rank's part for this rank's keys
     group.all_to_all(received, parts.view({-1}), {}, {});

@@ -52,13 +52,13 @@ void transpose(const bf16* src, int64_t ld, int64_t n, int64_t hd, bf16* t) {
     for (int64_t c = 0; c < hd; ++c) t[c * n + r] = src[r * ld + c];
 }
 
-// One block pair's P = exp(S scale - lse), 0 for keys after the query, and dS = P (dP - D) scale,
-// both rounded to bf16 (kBlock, kBlock) row-major. s, dp (kBlock, kBlock) fp32; lse, d: the block's
-// queries'; q0, k0: the first query's and key's positions.
+// One block pair's P = exp(S scale - lse), 0 for keys after the query where causal, and
+// dS = P (dP - D) scale, both rounded to bf16 (kBlock, kBlock) row-major. s, dp (kBlock, kBlock)
+// fp32; lse, d: the block's queries'; q0, k0: the first query's and key's positions.
 TITAN_CPU_CLONES void probs_and_grads(const float* s, const float* dp, const float* lse, const float* d, float scale,
-                                      int64_t q0, int64_t k0, uint16_t* p, uint16_t* ds) {
+                                      bool causal, int64_t q0, int64_t k0, uint16_t* p, uint16_t* ds) {
   for (int64_t a = 0; a < kBlock; ++a) {
-    const int64_t visible = std::clamp<int64_t>(q0 + a - k0 + 1, 0, kBlock);  // keys k0 .. q0 + a
+    const int64_t visible = causal ? std::clamp<int64_t>(q0 + a - k0 + 1, 0, kBlock) : kBlock;  // causal: keys k0 .. q0 + a
     const float l = lse[a], da = d[a];
     const float* sa = s + a * kBlock;
     const float* dpa = dp + a * kBlock;
@@ -81,38 +81,40 @@ void store_transposed(const float* acc_t, int64_t rows, int64_t hd, bf16* out) {
 
 }  // namespace
 
-bool flash_backward_bf16_supported(const torch::Tensor& q, const torch::Tensor& k) {
+bool flash_backward_bf16_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal) {
   static const bool amx = blas::could_pack(at::kBFloat16);
   return amx && q.is_cpu() && q.scalar_type() == torch::kBFloat16 && k.scalar_type() == torch::kBFloat16 &&
-         q.dim() == 4 && k.dim() == 4 && q.size(2) == k.size(2) && q.size(2) % kBlock == 0 && q.size(3) % 16 == 0 &&
-         q.size(3) <= 256 && k.size(1) > 0 && q.size(1) % k.size(1) == 0;
+         q.dim() == 4 && k.dim() == 4 && (!causal || q.size(2) == k.size(2)) && q.size(2) % kBlock == 0 &&
+         k.size(2) % kBlock == 0 && q.size(3) == k.size(3) && q.size(3) % 16 == 0 && q.size(3) <= 256 &&
+         k.size(1) > 0 && q.size(1) % k.size(1) == 0;
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward_bf16(
     const torch::Tensor& grad_out, const torch::Tensor& q_in, const torch::Tensor& k_in, const torch::Tensor& v_in,
-    const torch::Tensor& out_in, const torch::Tensor& lse_in) {
-  TORCH_CHECK(flash_backward_bf16_supported(q_in, k_in), "flash_backward_bf16: unsupported q ", q_in.sizes(), " ",
-              q_in.scalar_type(), ", k ", k_in.sizes());
+    const torch::Tensor& out_in, const torch::Tensor& lse_in, bool causal) {
+  TORCH_CHECK(flash_backward_bf16_supported(q_in, k_in, causal), "flash_backward_bf16: unsupported q ", q_in.sizes(),
+              " ", q_in.scalar_type(), ", k ", k_in.sizes(), causal ? ", causal" : "");
   auto rows_contiguous = [](const torch::Tensor& x) { return x.stride(3) == 1 ? x : x.contiguous(); };
   const auto g = rows_contiguous(grad_out), q = rows_contiguous(q_in), k = rows_contiguous(k_in),
              v = rows_contiguous(v_in), o = rows_contiguous(out_in);
   const auto lse = lse_in.to(torch::kFloat32);
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), hd = q.size(3), KV = k.size(1), rep = H / KV;
-  const int64_t blocks = T / kBlock;
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), hd = q.size(3), KV = k.size(1),
+                rep = H / KV;
+  const int64_t q_blocks = Tq / kBlock, k_blocks = Tk / kBlock;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  auto dq = torch::empty({B, H, T, hd}, q.options()), dk = torch::empty({B, KV, T, hd}, k.options()),
-       dv = torch::empty({B, KV, T, hd}, v.options());
+  auto dq = torch::empty({B, H, Tq, hd}, q.options()), dk = torch::empty({B, KV, Tk, hd}, k.options()),
+       dv = torch::empty({B, KV, Tk, hd}, v.options());
   at::parallel_for(0, B * KV, 1, [&](int64_t begin, int64_t end) {
     const int64_t block_bf16 = hd * kBlock;  // one (kBlock, hd) block, or its transpose
-    std::vector<bf16> kt_packed(T * hd), vt_packed(T * hd), k_packed(T * hd);  // per key block
-    std::vector<bf16> qt(T * hd), got(T * hd), tmp(block_bf16);                // per query block
+    std::vector<bf16> kt_packed(Tk * hd), vt_packed(Tk * hd), k_packed(Tk * hd);  // per key block
+    std::vector<bf16> qt(Tq * hd), got(Tq * hd), tmp(block_bf16);                 // per query block
     std::vector<bf16> p(kBlock * kBlock), ds(kBlock * kBlock), p_packed(kBlock * kBlock), ds_packed(kBlock * kBlock);
-    std::vector<float> s(kBlock * kBlock), dp(kBlock * kBlock), lse_rows(T), d_rows(T);
-    std::vector<float> dq_acc(T * hd), dkt_acc(hd * T), dvt_acc(hd * T);  // dq (T, hd); dk, dv transposed (hd, T)
+    std::vector<float> s(kBlock * kBlock), dp(kBlock * kBlock), lse_rows(Tq), d_rows(Tq);
+    std::vector<float> dq_acc(Tq * hd), dkt_acc(hd * Tk), dvt_acc(hd * Tk);  // dq (Tq, hd); dk, dv transposed (hd, Tk)
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / KV, kv = item % KV;
       const HeadRows kr = head_rows(k, b, kv), vr = head_rows(v, b, kv);
-      for (int64_t j = 0; j < blocks; ++j) {
+      for (int64_t j = 0; j < k_blocks; ++j) {
         transpose(kr.row(j * kBlock), kr.stride, kBlock, hd, tmp.data());
         pack(tmp.data(), kBlock, hd, kBlock, &kt_packed[j * block_bf16]);  // K_j^T (hd, kBlock)
         transpose(vr.row(j * kBlock), vr.stride, kBlock, hd, tmp.data());
@@ -125,37 +127,37 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward_bf16(
         const int64_t h = kv * rep + r;
         const HeadRows qr = head_rows(q, b, h), gr = head_rows(g, b, h), orows = head_rows(o, b, h);
         const float* lse_head = lse.data_ptr<float>() + b * lse.stride(0) + h * lse.stride(1);
-        for (int64_t t = 0; t < T; ++t) {
+        for (int64_t t = 0; t < Tq; ++t) {
           lse_rows[t] = lse_head[t * lse.stride(2)];
           float d = 0;  // D = rowsum(dO * O)
           for (int64_t c = 0; c < hd; ++c) d += static_cast<float>(gr.row(t)[c]) * static_cast<float>(orows.row(t)[c]);
           d_rows[t] = d;
         }
-        for (int64_t i = 0; i < blocks; ++i) {
+        for (int64_t i = 0; i < q_blocks; ++i) {
           transpose(qr.row(i * kBlock), qr.stride, kBlock, hd, &qt[i * block_bf16]);   // Q_i^T (hd, kBlock)
           transpose(gr.row(i * kBlock), gr.stride, kBlock, hd, &got[i * block_bf16]);  // dO_i^T (hd, kBlock)
         }
         std::fill(dq_acc.begin(), dq_acc.end(), 0.f);
-        for (int64_t i = 0; i < blocks; ++i)
-          for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t i = 0; i < q_blocks; ++i)
+          for (int64_t j = 0; j < (causal ? i + 1 : k_blocks); ++j) {
             // S = Q_i K_j^T, dP = dO_i V_j^T: (kBlock, kBlock)
             gemm(kBlock, kBlock, hd, qr.row(i * kBlock), qr.stride, &kt_packed[j * block_bf16], s.data(), kBlock,
                  false);
             gemm(kBlock, kBlock, hd, gr.row(i * kBlock), gr.stride, &vt_packed[j * block_bf16], dp.data(), kBlock,
                  false);
-            probs_and_grads(s.data(), dp.data(), &lse_rows[i * kBlock], &d_rows[i * kBlock], scale, i * kBlock,
+            probs_and_grads(s.data(), dp.data(), &lse_rows[i * kBlock], &d_rows[i * kBlock], scale, causal, i * kBlock,
                             j * kBlock, reinterpret_cast<uint16_t*>(p.data()), reinterpret_cast<uint16_t*>(ds.data()));
             pack(p.data(), kBlock, kBlock, kBlock, p_packed.data());
             pack(ds.data(), kBlock, kBlock, kBlock, ds_packed.data());
-            // dV^T_j += dO_i^T P, dK^T_j += Q_i^T dS: (hd, kBlock) columns of (hd, T); dQ_i += dS K_j
-            gemm(hd, kBlock, kBlock, &got[i * block_bf16], kBlock, p_packed.data(), &dvt_acc[j * kBlock], T, true);
-            gemm(hd, kBlock, kBlock, &qt[i * block_bf16], kBlock, ds_packed.data(), &dkt_acc[j * kBlock], T, true);
+            // dV^T_j += dO_i^T P, dK^T_j += Q_i^T dS: (hd, kBlock) columns of (hd, Tk); dQ_i += dS K_j
+            gemm(hd, kBlock, kBlock, &got[i * block_bf16], kBlock, p_packed.data(), &dvt_acc[j * kBlock], Tk, true);
+            gemm(hd, kBlock, kBlock, &qt[i * block_bf16], kBlock, ds_packed.data(), &dkt_acc[j * kBlock], Tk, true);
             gemm(kBlock, hd, kBlock, ds.data(), kBlock, &k_packed[j * block_bf16], &dq_acc[i * kBlock * hd], hd, true);
           }
-        store_rows(dq_acc.data(), T, hd, dq.data_ptr<bf16>() + b * dq.stride(0) + h * dq.stride(1));
+        store_rows(dq_acc.data(), Tq, hd, dq.data_ptr<bf16>() + b * dq.stride(0) + h * dq.stride(1));
       }
-      store_transposed(dkt_acc.data(), T, hd, dk.data_ptr<bf16>() + b * dk.stride(0) + kv * dk.stride(1));
-      store_transposed(dvt_acc.data(), T, hd, dv.data_ptr<bf16>() + b * dv.stride(0) + kv * dv.stride(1));
+      store_transposed(dkt_acc.data(), Tk, hd, dk.data_ptr<bf16>() + b * dk.stride(0) + kv * dk.stride(1));
+      store_transposed(dvt_acc.data(), Tk, hd, dv.data_ptr<bf16>() + b * dv.stride(0) + kv * dv.stride(1));
     }
     blas::brgemm_release();
   });

@@ -2,7 +2,8 @@
 // sequence (libtorch's SDPA): each rank holds its positions of seeded full q, k, v; the outputs
 // and the gradients of q, k and v (through the gathers or the ring, backward included) must be
 // the full results' rows at those positions within 1e-6 (relative to the largest), for both rotate
-// methods, cp 2 and cp 4, head-tail and contiguous chunks, both block kernels, GQA.
+// methods, cp 2 and cp 4, head-tail and contiguous chunks, both block kernels, GQA; in bf16 within
+// 2% of float64's.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -53,13 +54,51 @@ void exact_over_ranks(ProcessGroup& group, const std::string& method, bool head_
   expect_rows(lv.grad(), fv.grad(), pos, what + " dv");
 }
 
+// bf16 with blocks of 128 rows and more (head-tail halves included), where the CPU flash path's
+// backward is our kernel on CPUs with AMX (flash_backward_cpu.h): outputs and gradients within 2%
+// of the largest of float64's on the same bf16 inputs.
+void bf16_over_ranks(ProcessGroup& group, const std::string& method, bool head_tail) {
+  const int64_t cp = group.size(), rank = group.rank(), T = 256 * cp;
+  torch::manual_seed(6);
+  auto bf16 = [](const torch::Tensor& t) { return t.to(torch::kBFloat16); };
+  const auto q = bf16(torch::randn({1, 4, T, 16})), k = bf16(torch::randn({1, 2, T, 16})),
+             v = bf16(torch::randn({1, 2, T, 16})), w = bf16(torch::randn({1, 4, T, 16}));  // GQA 4:2
+  auto fq = q.to(torch::kFloat64).requires_grad_(true), fk = k.to(torch::kFloat64).requires_grad_(true),
+       fv = v.to(torch::kFloat64).requires_grad_(true);
+  auto full =
+      at::scaled_dot_product_attention(fq, fk, fv, {}, 0.0, /*is_causal=*/true, std::nullopt, /*enable_gqa=*/true);
+  (full * w.to(torch::kFloat64)).sum().backward();
+
+  ContextParallel context(group, T, head_tail, method, /*formula_blocks=*/false);
+  const auto pos = context_parallel_positions(T, cp, rank, head_tail);
+  auto mine = [&](const torch::Tensor& t) { return t.index_select(2, pos).clone().requires_grad_(true); };
+  auto lq = mine(q), lk = mine(k), lv = mine(v);
+  auto out = context.attention(lq, lk, lv);
+  (out * w.index_select(2, pos)).sum().backward();
+  const std::string what = method + (head_tail ? " head-tail" : " contiguous") + " bf16 cp " + std::to_string(cp) +
+                           " rank " + std::to_string(rank);
+  auto near = [&](const torch::Tensor& local, const torch::Tensor& exact, const std::string& name) {
+    const auto expected = exact.index_select(2, pos);  // (1, heads, T/cp, 16)
+    ASSERT_EQ(local.scalar_type(), torch::kBFloat16) << what << name;
+    ASSERT_EQ(local.sizes(), expected.sizes()) << what << name;
+    const double err = (local.to(torch::kFloat64) - expected).abs().max().item<double>();
+    EXPECT_LT(err, 0.02 * expected.abs().max().item<double>()) << what << name;
+  };
+  near(out.detach(), full.detach(), " output");
+  near(lq.grad(), fq.grad(), " dq");
+  near(lk.grad(), fk.grad(), " dk");
+  near(lv.grad(), fv.grad(), " dv");
+}
+
 // Every rank runs both rotate methods, with and without load balancing, with the CPU flash kernel
-// and with the formula other devices use.
+// and with the formula other devices use, and in bf16.
 void all_variants(int rank) {
   auto group = testing::world_group(rank);  // once per process: a second group would meet under the same keys
   for (const char* method : {"allgather", "alltoall"})
-    for (bool head_tail : {true, false})
+    for (bool head_tail : {true, false}) {
       for (bool formula : {false, true}) exact_over_ranks(*group, method, head_tail, formula);
+      bf16_over_ranks(*group, method, head_tail);
+    }
 }
 
 TEST(ContextParallelRanks, TwoRanksAreExact) {
