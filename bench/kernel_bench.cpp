@@ -196,7 +196,7 @@ void adamw(int rounds) {
   }
   double diff = 0;  // the same steps from the same start agree to fp32 rounding
   for (size_t i = 0; i < ref.size(); ++i) diff = std::max(diff, (ref[i] - params[i].second.detach()).abs().max().item<double>());
-  std::printf("AdamW step, mid model (158M fp32 parameters): op-by-op %.0f ms, fused (at::_fused_adamw_) %.0f ms: %.2fx "
+  std::printf("AdamW step, mid model (158M fp32 parameters): op-by-op %.0f ms, fused (AdamW::step: trainer/adam_cpu.h) %.0f ms: %.2fx "
               "(largest parameter difference after %d steps: %.2g)\n",
               ops_ms, fused_ms, ops_ms / fused_ms, step, diff);
 }
@@ -238,6 +238,43 @@ void clip(torch::ScalarType dtype, int rounds) {
       "clip + AdamW step, mid model (158M %s parameters): multiply then step %.0f ms, clip in the fused step %.0f ms: "
       "%.2fx (largest parameter difference after %d steps: %.2g)\n",
       c10::toString(dtype), before_ms, now_ms, before_ms / now_ms, 2 * (rounds + 1), diff);
+}
+
+// The clipped AdamW step of the mid model's parameters: libtorch's fused kernel (at::_fused_adamw_ with
+// grad_scale, which stores every divided gradient back) vs ours (trainer/adam_cpu.h, AdamW::step on
+// the CPU: the same arithmetic, the gradients only read). Each on its own copies of the same
+// parameters, state and gradients (their agreement: tests/unit/trainer/test_adam_cpu.cpp).
+void adam_step(torch::ScalarType dtype, int rounds) {
+  torch::manual_seed(4);
+  std::vector<std::pair<std::string, torch::Tensor>> ours;
+  std::vector<torch::Tensor> params, grads, m, v, steps;
+  for (const auto& shape : mid_model_shapes()) {
+    auto p = torch::randn(shape).to(dtype), g = torch::randn(shape).to(dtype);
+    params.push_back(p);
+    grads.push_back(g);
+    m.push_back(torch::zeros_like(p));
+    v.push_back(torch::zeros_like(p));
+    steps.push_back(torch::zeros({}));
+    auto q = p.clone().requires_grad_(true);
+    q.mutable_grad() = g.clone();
+    ours.emplace_back("p" + std::to_string(ours.size()), q);
+  }
+  titan::JobConfig::Optimizer c;
+  titan::AdamW opt(ours, c);
+  const double lr = 1e-4, coef = 0.999;
+  const auto scale = torch::full({}, 1.0 / coef);
+  auto libtorch = [&] {
+    at::_foreach_add_(steps, 1);
+    at::_fused_adamw_(params, grads, m, v, {}, steps, lr, c.beta1, c.beta2, c.weight_decay, c.eps, false, false, scale);
+  };
+  double libtorch_ms = 0, ours_ms = 0;
+  for (int r = 0; r < 2; ++r) {
+    libtorch_ms += best_ms(libtorch, rounds) / 2;
+    ours_ms += best_ms([&] { opt.step(lr, coef); }, rounds) / 2;
+  }
+  std::printf(
+      "clipped AdamW step, mid model (158M %s parameters): libtorch's fused kernel %.0f ms, ours %.0f ms: %.2fx\n",
+      c10::toString(dtype), libtorch_ms, ours_ms, libtorch_ms / ours_ms);
 }
 
 void rms_norm(torch::ScalarType dtype, int rounds) {
@@ -449,9 +486,9 @@ int main(int argc, char** argv) {
   }
   const int rounds = argc > 3 ? std::stoi(argv[3]) : 5;
   const std::string only = argc > 4 ? argv[4] : "";  // one row, by its function's name
-  const std::vector<std::string> rows = {"attention", "attention_backward", "adamw", "clip", "rms_norm", "rope",
-                                         "swiglu", "cross_entropy", "linear_cross_entropy", "grad_norm", "bf16_gemm",
-                                         "data"};
+  const std::vector<std::string> rows = {
+      "attention",     "attention_backward",   "adamw",     "clip",      "adam_step", "rms_norm", "rope", "swiglu",
+      "cross_entropy", "linear_cross_entropy", "grad_norm", "bf16_gemm", "data"};
   if (!only.empty() && std::find(rows.begin(), rows.end(), only) == rows.end()) {
     std::fprintf(stderr, "kernel_bench: no row '%s' (valid: %s)\n", only.c_str(), c10::Join(", ", rows).c_str());
     return 2;
@@ -474,6 +511,8 @@ int main(int argc, char** argv) {
   if (row("adamw")) adamw(rounds);
   if (row("clip"))
     for (auto dtype : {torch::kFloat32, torch::kBFloat16}) clip(dtype, rounds);
+  if (row("adam_step"))
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) adam_step(dtype, rounds);
   if (row("rms_norm"))
     for (auto dtype : {torch::kFloat32, torch::kBFloat16}) rms_norm(dtype, rounds);
   if (row("rope"))

@@ -6,6 +6,8 @@
 #include <map>
 #include <optional>
 
+#include "trainer/adam_cpu.h"
+
 namespace titan {
 
 AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, const JobConfig::Optimizer& config)
@@ -26,27 +28,37 @@ AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, co
 void AdamW::step(double lr, double grad_coef) {
   RECORD_USER_SCOPE("Optimizer.step#AdamW.step");  // torch.optim's range name in profiler traces
   torch::NoGradGuard no_grad;
-  // libtorch's fused kernels (one pass over each parameter and its state, CPU and CUDA), one call
-  // per device and dtype as torch.optim groups them; they read the step count, bumped here first.
+  // CPU parameters in fp32 or bf16: our kernel (trainer/adam_cpu.h, libtorch's arithmetic without its
+  // gradient stores). The rest: libtorch's fused kernels (one pass over each parameter and its state),
+  // one call per device and dtype as torch.optim groups them. Both read the step count, bumped first.
   struct Group {
     std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
   };
+  Group ours;
   std::map<std::pair<std::string, torch::ScalarType>, Group> groups;
   for (auto& [name, param] : params_) {
     if (!param.grad().defined()) continue;
     auto& s = state_.at(name);
-    Group& g = groups[{param.device().str(), param.scalar_type()}];
+    Group& g = adam_step_cpu_supported(param, param.grad(), s.exp_avg, s.exp_avg_sq)
+                   ? ours
+                   : groups[{param.device().str(), param.scalar_type()}];
     g.params.push_back(param);
     g.grads.push_back(param.grad());
     g.exp_avgs.push_back(s.exp_avg);
     g.exp_avg_sqs.push_back(s.exp_avg_sq);
     g.steps.push_back(s.step);
   }
+  if (!ours.params.empty()) {
+    at::_foreach_add_(ours.steps, 1);
+    const AdamStep args{lr, beta1_, beta2_, eps_, weight_decay_, decoupled_, 1.0 / grad_coef};
+    for (size_t i = 0; i < ours.params.size(); ++i)
+      adam_step_cpu(ours.params[i], ours.grads[i], ours.exp_avgs[i], ours.exp_avg_sqs[i], ours.steps[i].item<double>(),
+                    args);
+  }
   for (auto& [key, g] : groups) {
     at::_foreach_add_(g.steps, 1);
-    // The kernels divide each gradient by grad_scale as they read it, store the quotient back and step
-    // on it unrounded: the clip costs one store instead of a pass of its own (and bf16 gradients are
-    // not rounded before the step). At 1 no gradient bit may change: no scale then.
+    // libtorch's kernels divide each gradient by grad_scale as they read it, store the quotient back
+    // and step on it unrounded. At 1 no gradient bit may change: no scale then.
     std::optional<torch::Tensor> grad_scale;
     if (grad_coef != 1.0)
       grad_scale =

@@ -67,8 +67,8 @@ TEST(AdamW, FusedUpdateFollowsTorchOptimInFloat64) {
 }
 
 // The clip inside the fused pass on `device`: two steps with coefficient 0.3 against float64 AdamW on
-// the multiplied gradients, which the gradients then hold (fp32 and bf16); at coefficient 1 no
-// gradient bit changes.
+// the multiplied gradients (fp32 and bf16), which the gradients then hold on CUDA (libtorch's kernel
+// stores them) and not on the CPU (ours reads them only); at coefficient 1 no gradient bit changes.
 void check_clip_in_fused_pass(torch::Device device) {
   torch::manual_seed(2);
   const auto fp32 = torch::TensorOptions().device(device);
@@ -95,9 +95,9 @@ void check_clip_in_fused_pass(torch::Device device) {
     const auto g64 = g.to(torch::kFloat64) * coef, gb64 = gb.to(torch::kFloat64) * coef;
     reference(p64, m, v, g64, step);
     reference(b64, mb, vb, gb64, step);
-    if (coef == 1.0) {
+    if (coef == 1.0 || device.is_cpu()) {  // our CPU kernel only reads them
       EXPECT_TRUE(torch::equal(p.grad(), g) && torch::equal(b.grad(), gb)) << "step " << step;
-    } else {
+    } else {  // libtorch's CUDA kernel stores the products
       EXPECT_LT((p.grad().to(torch::kFloat64) - g64).abs().max().item<double>(), 1e-6) << "step " << step;
       EXPECT_LT(((b.grad().to(torch::kFloat64) - gb64).abs() / gb64.abs().clamp_min(1e-30)).max().item<double>(),
                 1 / 256.0)
