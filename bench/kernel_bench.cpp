@@ -425,13 +425,13 @@ void linear_cross_entropy(const char* model, int64_t N, int64_t D, int64_t V, to
 
 // The gradient norm of the mid model's parameters (158M fp32, not clipped): the former form, float64
 // norms of 1M-element slices then a multiply by the coefficient, vs one float64 pass (no multiply by 1).
-void grad_norm(int rounds) {
+void grad_norm(torch::ScalarType dtype, int rounds) {
   torch::manual_seed(5);
   std::vector<torch::Tensor> params;
   double exact = 0;
   for (const auto& shape : mid_model_shapes()) {
     params.push_back(torch::zeros(shape).requires_grad_(true));
-    params.back().mutable_grad() = torch::randn(shape) * 1e-3;
+    params.back().mutable_grad() = (torch::randn(shape) * 1e-3).to(dtype);
     exact += params.back().grad().to(torch::kFloat64).pow(2).sum().item<double>();
   }
   exact = std::sqrt(exact);
@@ -455,10 +455,11 @@ void grad_norm(int rounds) {
     slices_ms += best_ms(slices, rounds) / 2;
     ours_ms += best_ms(ours, rounds) / 2;
   }
-  std::printf("gradient norm, mid model (158M fp32): 1M slices %.1f ms, relative error %.2g; one float64 pass %.1f ms, "
-              "relative error %.2g: one pass %.2fx\n",
-              slices_ms, std::abs(slices_norm - exact) / exact, ours_ms, std::abs(ours_norm - exact) / exact,
-              slices_ms / ours_ms);
+  std::printf(
+      "gradient norm, mid model (158M %s): 1M slices %.1f ms, relative error %.2g; one float64 pass %.1f ms, "
+      "relative error %.2g: one pass %.2fx\n",
+      c10::toString(dtype), slices_ms, std::abs(slices_norm - exact) / exact, ours_ms,
+      std::abs(ours_norm - exact) / exact, slices_ms / ours_ms);
 }
 
 void bf16_gemm() {
@@ -536,7 +537,8 @@ int main(int argc, char** argv) {
       linear_cross_entropy("mid", 1024, 1024, 32000, dtype, rounds);
       linear_cross_entropy("many tokens", 4096, 256, 32000, dtype, rounds);  // N >> D: where chunks save memory
     }
-  if (row("grad_norm")) grad_norm(rounds);
+  if (row("grad_norm"))
+    for (auto dtype : {torch::kFloat32, torch::kBFloat16}) grad_norm(dtype, rounds);
   if (row("bf16_gemm")) bf16_gemm();
   if (row("data")) data(argv[1], argv[2], rounds);
 }
