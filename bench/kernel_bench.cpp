@@ -423,7 +423,7 @@ void linear_cross_entropy(const char* model, int64_t N, int64_t D, int64_t V, to
               (chunk * V * h.element_size() + V * D * (chunk < N ? 4.0 : h.element_size())) / 1e6, separate_ms / fused_ms);
 }
 
-// The gradient norm of the mid model's parameters (158M fp32, not clipped): the former form, float64
+// The gradient norm of the mid model's parameters (158M fp32 or bf16, not clipped): the former form, float64
 // norms of 1M-element slices then a multiply by the coefficient, vs one float64 pass (no multiply by 1).
 void grad_norm(torch::ScalarType dtype, int rounds) {
   torch::manual_seed(5);

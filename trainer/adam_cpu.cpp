@@ -12,13 +12,14 @@ namespace {
 
 // The step's constants in fp32 (libtorch's opmath). The loop runs every operation (no branch, so it
 // vectorizes): multiplying by an inverse grad_scale of 1, decaying by 1 (Adam) or adding 0 * param
-// (AdamW) changes no bit.
+// (AdamW) changes no bit of a finite parameter.
 struct Constants {
   float inv_grad_scale, decay, coupled_decay, lerp_coef, beta2, sq_coef, inv_bc2_sqrt, eps, neg_step_size;
   bool lerp_small;
 };
 
-// libtorch's order of operations, with the two fused multiply-adds its vector path computes:
+// libtorch's order of operations, with the two fused multiply-adds its built vector path computes
+// (the lerp's, written as one in its source, and exp_avg_sq's, which its compiler fuses: measured):
 // exp_avg.lerp_(grad, 1 - beta1), exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad,
 // param += -step_size * exp_avg / (sqrt(exp_avg_sq) / sqrt(bc2) + eps); the gradient's division by
 // grad_scale and the square root's by sqrt(bc2) as products with their reciprocals.
@@ -104,6 +105,8 @@ void adam_step_cpu(const torch::Tensor& param, const torch::Tensor& grad_in, con
       adam_f32(cpu::mutable_ptr<float>(param, begin), cpu::ptr<float>(grad, begin),
                cpu::mutable_ptr<float>(exp_avg, begin), cpu::mutable_ptr<float>(exp_avg_sq, begin), end - begin, k);
   });
+  // Written in place as libtorch's in-place ops write: a graph that saved them sees the change.
+  for (const auto* t : {&param, &exp_avg, &exp_avg_sq}) torch::autograd::impl::bump_version(*t);
 }
 
 }  // namespace titan

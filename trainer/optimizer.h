@@ -25,8 +25,9 @@ class AdamW {
   AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, const JobConfig::Optimizer& config);
 
   // One update of every parameter that has a gradient, at learning rate `lr`, with the gradients
-  // first multiplied by `grad_coef` (the clip) as they are read. Afterwards the gradients are
-  // those of the backward on the CPU, the products on other devices (libtorch's kernel stores them).
+  // first multiplied by `grad_coef` (the clip) as they are read. Afterwards the gradients of fp32 and
+  // bf16 CPU parameters are as the backward left them (our kernel); the others hold the products
+  // (libtorch's fused kernel stores them).
   void step(double lr, double grad_coef = 1.0);
   void zero_grad();
   // Hyper-parameters, as torch's param_groups (FQN-keyed tensors are in state()).

@@ -1,8 +1,9 @@
 #include "models/common/flash_backward_cpu.h"
 
-// fbgemm's transpose and AVX512-BF16's rounding: x86-64 only (elsewhere SDPA's backward runs).
-#if defined(__x86_64__) && defined(__GNUC__)
-#define TITAN_FLASH_BACKWARD_CPU 1
+// fbgemm's transpose and AVX512-BF16's rounding: x86-64 with a libtorch that ships fbgemm only
+// (elsewhere SDPA's backward runs).
+#if defined(__x86_64__) && defined(__GNUC__) && __has_include(<fbgemm/Utils.h>)
+#define TITAN_FLASH_BACKWARD_CPU
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
 #include <fbgemm/Utils.h>
@@ -16,7 +17,7 @@
 #endif
 
 namespace titan {
-#if TITAN_FLASH_BACKWARD_CPU
+#ifdef TITAN_FLASH_BACKWARD_CPU
 namespace {
 
 namespace blas = at::native::cpublas;
@@ -120,6 +121,12 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward_bf16(
     const torch::Tensor& out_in, const torch::Tensor& lse_in, bool causal) {
   TORCH_CHECK(flash_backward_bf16_supported(q_in, k_in, causal), "flash_backward_bf16: unsupported q ", q_in.sizes(),
               " ", q_in.scalar_type(), ", k ", k_in.sizes(), causal ? ", causal" : "");
+  TORCH_CHECK(v_in.sizes() == k_in.sizes() && v_in.scalar_type() == torch::kBFloat16 &&
+                  grad_out.sizes() == q_in.sizes() && grad_out.scalar_type() == torch::kBFloat16 &&
+                  out_in.sizes() == q_in.sizes() && out_in.scalar_type() == torch::kBFloat16 &&
+                  lse_in.sizes() == q_in.sizes().slice(0, 3),
+              "flash_backward_bf16: v ", v_in.sizes(), ", grad_out ", grad_out.sizes(), ", out ", out_in.sizes(),
+              " (bf16) and lse ", lse_in.sizes(), " do not match q ", q_in.sizes(), " and k ", k_in.sizes());
   auto rows_contiguous = [](const torch::Tensor& x) { return x.stride(3) == 1 ? x : x.contiguous(); };
   const auto g = rows_contiguous(grad_out), q = rows_contiguous(q_in), k = rows_contiguous(k_in),
              v = rows_contiguous(v_in), o = rows_contiguous(out_in);

@@ -12,8 +12,8 @@
 namespace titan {
 
 // Whether flash_backward_bf16 takes these: bf16 on the CPU, query and key lengths multiples of its
-// 128-row blocks (equal where causal), a head size that is a multiple of 16, and a CPU whose brgemm
-// packs bf16 (AMX).
+// 128-row blocks (equal where causal), a head size that is a multiple of 16, and an x86-64 CPU whose
+// brgemm packs bf16 (AMX) and that has AVX512-BF16.
 bool flash_backward_bf16_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal);
 
 // grad_out, q, out (B, H, Tq, hd); k, v (B, KV, Tk, hd), query head h reading kv head h / (H / KV);
