@@ -47,19 +47,22 @@ torch::Tensor expand_heads(const torch::Tensor& t, int64_t groups) {
 }
 
 // A block's attention: out (B, H, Lq, hd) in fp32 and the log-sum-exp of each query's scaled
-// scores (B, H, Lq). libtorch's CPU flash kernel (no L x L matrix is kept), or the formula in fp32,
-// one block at a time (other devices).
+// scores (B, H, Lq); k, v (B, KV, Lk, hd). libtorch's CPU flash kernel (no L x L matrix is kept; it
+// reads grouped kv heads itself, as causal_attention relies on), or the formula in fp32 on kv heads
+// expanded to the query heads, one block at a time (other devices).
 std::pair<torch::Tensor, torch::Tensor> block_forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                                        bool causal, bool flash) {
   if (flash) {
     auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal);
     return {out.to(torch::kFloat32), lse};
   }
-  auto scores = torch::matmul(q.to(torch::kFloat32), k.to(torch::kFloat32).transpose(-2, -1)) /
+  const int64_t groups = q.size(1) / k.size(1);
+  const auto kf = expand_heads(k, groups).to(torch::kFloat32), vf = expand_heads(v, groups).to(torch::kFloat32);
+  auto scores = torch::matmul(q.to(torch::kFloat32), kf.transpose(-2, -1)) /
                 std::sqrt(static_cast<double>(q.size(-1)));  // (B, H, Lq, Lk)
   if (causal) scores.masked_fill_(torch::ones({q.size(2), k.size(2)}, q.options().dtype(torch::kBool)).triu(1), -INFINITY);
   auto lse = torch::logsumexp(scores, -1);
-  return {torch::matmul(torch::exp(scores - lse.unsqueeze(-1)), v.to(torch::kFloat32)), lse};
+  return {torch::matmul(torch::exp(scores - lse.unsqueeze(-1)), vf), lse};
 }
 
 // The block's share of the gradients given the merged output and log-sum-exp of its query rows:
@@ -149,15 +152,14 @@ struct RingAttention : public torch::autograd::Function<RingAttention> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                int64_t group_address, bool head_tail, bool gather, bool flash) {
     auto& group = *reinterpret_cast<ProcessGroup*>(group_address);
-    const int64_t groups = q.size(1) / k.size(1);
     const auto blocks = ring_blocks(group.rank(), group.size(), q.size(2), head_tail);
     KeyValueSource kv(torch::stack({k, v}), group, gather);  // (2, B, KV, T', hd)
     torch::Tensor out, lse;                                   // (B, H, T', hd) fp32, (B, H, T')
     for (const Block& b : blocks) {
       const auto both = kv.of(b.source).narrow(3, b.kv_begin, b.kv_len);
       if (b.skipped) continue;
-      auto [out_b, lse_b] = block_forward(q.narrow(2, b.q_begin, b.q_len).contiguous(), expand_heads(both[0], groups),
-                                          expand_heads(both[1], groups), b.causal, flash);
+      auto [out_b, lse_b] =
+          block_forward(q.narrow(2, b.q_begin, b.q_len).contiguous(), both[0], both[1], b.causal, flash);
       if (!out.defined()) {
         out = out_b, lse = lse_b;
         continue;

@@ -45,18 +45,15 @@ TITAN_CPU_CLONES void adam_f32(float* param, const float* grad, float* exp_avg, 
   adam_loop(param, grad, exp_avg, exp_avg_sq, n, k);
 }
 
-// bf16 through fp32 chunks (the widening is exact, the rounding on the way back is cpu::store's): the
-// fp32 loop vectorizes, a loop mixing 16- and 32-bit lanes did not.
+// bf16 through fp32 chunks (cpu::widen; the rounding on the way back is cpu::store's).
 TITAN_CPU_CLONES void adam_bf16(uint16_t* param, const uint16_t* grad, uint16_t* exp_avg, uint16_t* exp_avg_sq,
                                 int64_t n, const Constants& k) {
   constexpr int64_t kChunk = 512;
   alignas(64) float p[kChunk], g[kChunk], m[kChunk], v[kChunk];
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int64_t c = std::min(kChunk, n - begin);
-    for (int64_t i = 0; i < c; ++i) {
-      p[i] = cpu::load(param[begin + i]), g[i] = cpu::load(grad[begin + i]);
-      m[i] = cpu::load(exp_avg[begin + i]), v[i] = cpu::load(exp_avg_sq[begin + i]);
-    }
+    cpu::widen(param + begin, c, p), cpu::widen(grad + begin, c, g);
+    cpu::widen(exp_avg + begin, c, m), cpu::widen(exp_avg_sq + begin, c, v);
     adam_loop(p, g, m, v, c, k);
     for (int64_t i = 0; i < c; ++i) {
       cpu::store(p[i], param + begin + i), cpu::store(m[i], exp_avg + begin + i);

@@ -61,6 +61,12 @@ TITAN_ALWAYS_INLINE float exp_f32(float x) {
   return p * scale;
 }
 
+// n bf16 values widened (exactly) to fp32: loops that mix 16-bit loads with wider arithmetic did not
+// vectorize, so kernels widen a chunk first and run their fp32 loop on it.
+TITAN_ALWAYS_INLINE void widen(const uint16_t* x, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = load(x[i]);
+}
+
 // A tensor's elements from `offset` on, as the kernels' storage type (uint16_t for bf16).
 template <typename T>
 const T* ptr(const torch::Tensor& t, int64_t offset = 0) {
