@@ -106,16 +106,17 @@ void attention(const char* model, int64_t B, int64_t KV, int64_t rep, int64_t T,
       ours_ms / sdpa_ms);
 }
 
-// SDPA's CPU flash attention backward in bf16 against its forward, and against the same backward run in
-// fp32 on the upcast tensors (the gradients rounded once at the end); largest error of dq, dk and dv
-// against float64. q, k, v (B, H, T, hd): grouped heads expanded; causal, or a full block of context
-// parallelism's ring.
-void attention_backward(const char* model, int64_t B, int64_t H, int64_t T, int64_t hd, bool causal, int rounds) {
+// SDPA's CPU flash attention backward against its forward and against ours; in bf16 also the same
+// backward run in fp32 on the upcast tensors (the gradients rounded once at the end); largest error of
+// dq, dk and dv against float64. q, k, v (B, H, T, hd): grouped heads expanded; causal, or a full block
+// of context parallelism's ring.
+void attention_backward(const char* model, int64_t B, int64_t H, int64_t T, int64_t hd, bool causal,
+                        torch::ScalarType dtype, int rounds) {
   torch::manual_seed(0);
-  auto bf16 = [](const torch::Tensor& t) { return t.to(torch::kBFloat16); };
+  auto as_dtype = [&](const torch::Tensor& t) { return t.to(dtype); };
   auto fp32 = [](const torch::Tensor& t) { return t.to(torch::kFloat32); };
-  const auto q = bf16(torch::randn({B, H, T, hd})), k = bf16(torch::randn({B, H, T, hd})),
-             v = bf16(torch::randn({B, H, T, hd})), grad = bf16(torch::randn({B, H, T, hd}));  // (B, H, T, hd)
+  const auto q = as_dtype(torch::randn({B, H, T, hd})), k = as_dtype(torch::randn({B, H, T, hd})),
+             v = as_dtype(torch::randn({B, H, T, hd})), grad = as_dtype(torch::randn({B, H, T, hd}));  // (B, H, T, hd)
   const auto forward = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal);
   const torch::Tensor out = std::get<0>(forward), lse = std::get<1>(forward);  // (B, H, T, hd), (B, H, T) fp32
   auto native = [&] {
@@ -124,7 +125,7 @@ void attention_backward(const char* model, int64_t B, int64_t H, int64_t T, int6
   auto via_fp32 = [&] {
     const auto d = at::_scaled_dot_product_flash_attention_for_cpu_backward(fp32(grad), fp32(q), fp32(k), fp32(v),
                                                                             fp32(out), lse, 0.0, causal);
-    return std::make_tuple(bf16(std::get<0>(d)), bf16(std::get<1>(d)), bf16(std::get<2>(d)));
+    return std::make_tuple(as_dtype(std::get<0>(d)), as_dtype(std::get<1>(d)), as_dtype(std::get<2>(d)));
   };
   auto q64 = q.to(torch::kFloat64).requires_grad_(true), k64 = k.to(torch::kFloat64).requires_grad_(true),
        v64 = v.to(torch::kFloat64).requires_grad_(true);
@@ -133,22 +134,24 @@ void attention_backward(const char* model, int64_t B, int64_t H, int64_t T, int6
     return std::max({max_error(std::get<0>(d), q64.grad()), max_error(std::get<1>(d), k64.grad()),
                      max_error(std::get<2>(d), v64.grad())});
   };
-  auto ours = [&] { return titan::flash_backward_bf16(grad, q, k, v, out, lse, causal); };
-  const bool have_ours = titan::flash_backward_bf16_supported(q, k, causal);
-  const double native_err = error(native()), fp32_err = error(via_fp32()), ours_err = have_ours ? error(ours()) : NAN;
-  double forward_ms = 0, native_ms = 0, fp32_ms = 0, ours_ms = have_ours ? 0 : NAN;
+  auto ours = [&] { return titan::flash_backward(grad, q, k, v, out, lse, causal); };
+  const bool have_ours = titan::flash_backward_supported(q, k, causal), bf16 = dtype == torch::kBFloat16;
+  const double native_err = error(native()), fp32_err = bf16 ? error(via_fp32()) : NAN,
+               ours_err = have_ours ? error(ours()) : NAN;
+  double forward_ms = 0, native_ms = 0, fp32_ms = bf16 ? 0 : NAN, ours_ms = have_ours ? 0 : NAN;
   for (int r = 0; r < 2; ++r) {
     forward_ms += best_ms([&] { at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal); }, rounds) / 2;
     native_ms += best_ms([&] { native(); }, rounds) / 2;
-    fp32_ms += best_ms([&] { via_fp32(); }, rounds) / 2;
+    if (bf16) fp32_ms += best_ms([&] { via_fp32(); }, rounds) / 2;
     if (have_ours) ours_ms += best_ms([&] { ours(); }, rounds) / 2;
   }
   std::printf(
-      "attention backward bf16, %s layer, %s (B %ld, %ld heads, T %ld, hd %ld): forward %.1f ms; "
-      "SDPA's backward %.1f ms (%.1fx the forward), error %.2g; through fp32 %.1f ms, error %.2g (%.2fx); "
-      "ours (brgemm) %.1f ms, error %.2g (%.2fx)\n",
-      model, causal ? "causal" : "full block", B, H, T, hd, forward_ms, native_ms, native_ms / forward_ms, native_err,
-      fp32_ms, fp32_err, native_ms / fp32_ms, ours_ms, ours_err, native_ms / ours_ms);
+      "attention backward %s, %s layer, %s (B %ld, %ld heads, T %ld, hd %ld): forward %.1f ms; "
+      "SDPA's backward %.1f ms (%.1fx the forward), error %.2g; ",
+      c10::toString(dtype), model, causal ? "causal" : "full block", B, H, T, hd, forward_ms, native_ms,
+      native_ms / forward_ms, native_err);
+  if (bf16) std::printf("through fp32 %.1f ms, error %.2g (%.2fx); ", fp32_ms, fp32_err, native_ms / fp32_ms);
+  std::printf("ours (brgemm) %.1f ms, error %.2g (%.2fx)\n", ours_ms, ours_err, native_ms / ours_ms);
 }
 
 // The mid model's parameter shapes (158M parameters).
@@ -504,10 +507,13 @@ int main(int argc, char** argv) {
       attention("mid", 1, 8, 2, 1024, 64, dtype, rounds);
     }
   if (row("attention_backward")) {
-    attention_backward("debug", 8, 16, 256, 16, /*causal=*/true, rounds);
-    attention_backward("mid", 1, 16, 1024, 64, /*causal=*/true, rounds);
-    // a full block of context parallelism's ring: cp 2 at seq 1024, contiguous, rank 1 against rank 0
-    attention_backward("mid", 1, 16, 512, 64, /*causal=*/false, rounds);
+    for (const auto dtype : {torch::kBFloat16, torch::kFloat32}) {
+      attention_backward("debug", 8, 16, 256, 16, /*causal=*/true, dtype, rounds);
+      attention_backward("long", 4, 16, 2048, 16, /*causal=*/true, dtype, rounds);
+      attention_backward("mid", 1, 16, 1024, 64, /*causal=*/true, dtype, rounds);
+      // a full block of context parallelism's ring: cp 2 at seq 1024, contiguous, rank 1 against rank 0
+      attention_backward("mid", 1, 16, 512, 64, /*causal=*/false, dtype, rounds);
+    }
   }
   if (row("adamw")) adamw(rounds);
   if (row("clip"))

@@ -67,15 +67,15 @@ std::pair<torch::Tensor, torch::Tensor> block_forward(const torch::Tensor& q, co
 
 // The block's share of the gradients given the merged output and log-sum-exp of its query rows:
 // P = exp(S - lse) is the block's part of the whole softmax, so dq, dk, dv are its contributions.
-// k, v (B, KV, Lk, hd); dk, dv come back per kv head, its query heads' shares summed. Our bf16
-// kernel where the CPU has AMX (flash_backward_cpu.h), else libtorch's CPU flash backward, or the
-// formula in fp32 (other devices), on kv heads expanded to the query heads.
+// k, v (B, KV, Lk, hd); dk, dv come back per kv head, its query heads' shares summed. Our kernel
+// where the CPU has AMX (bf16) or AVX-512 (fp32) (flash_backward_cpu.h), else libtorch's CPU flash
+// backward, or the formula in fp32 (other devices), on kv heads expanded to the query heads.
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> block_backward(const torch::Tensor& grad_out, const torch::Tensor& q,
                                                                         const torch::Tensor& k, const torch::Tensor& v,
                                                                         const torch::Tensor& out, const torch::Tensor& lse,
                                                                         bool causal, bool flash) {
-  if (flash && flash_backward_bf16_supported(q, k, causal))
-    return flash_backward_bf16(grad_out, q, k, v, out.to(q.scalar_type()), lse, causal);
+  if (flash && flash_backward_supported(q, k, causal))
+    return flash_backward(grad_out, q, k, v, out.to(q.scalar_type()), lse, causal);
   const int64_t groups = q.size(1) / k.size(1);
   auto fold = [&](const torch::Tensor& d) {  // (B, H, Lk, hd) -> (B, KV, Lk, hd) in fp32
     return d.to(torch::kFloat32).view({d.size(0), k.size(1), groups, d.size(2), d.size(3)}).sum(2);

@@ -5,8 +5,8 @@
 namespace titan {
 namespace {
 
-// libtorch's CPU flash forward, our bf16 backward (flash_backward_cpu.h).
-struct FlashAttentionBf16 : torch::autograd::Function<FlashAttentionBf16> {
+// libtorch's CPU flash forward, our backward (flash_backward_cpu.h).
+struct FlashAttention : torch::autograd::Function<FlashAttention> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v) {
     auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, /*dropout_p=*/0.0, /*is_causal=*/true);
@@ -16,7 +16,7 @@ struct FlashAttentionBf16 : torch::autograd::Function<FlashAttentionBf16> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad) {
     const auto s = ctx->get_saved_variables();
-    auto [dq, dk, dv] = flash_backward_bf16(grad[0], s[0], s[1], s[2], s[3], s[4], /*causal=*/true);
+    auto [dq, dk, dv] = flash_backward(grad[0], s[0], s[1], s[2], s[3], s[4], /*causal=*/true);
     return {dq, dk, dv};
   }
 };
@@ -24,7 +24,7 @@ struct FlashAttentionBf16 : torch::autograd::Function<FlashAttentionBf16> {
 }  // namespace
 
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
-  if (flash_backward_bf16_supported(q, k, /*causal=*/true)) return FlashAttentionBf16::apply(q, k, v);
+  if (flash_backward_supported(q, k, /*causal=*/true)) return FlashAttention::apply(q, k, v);
   return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true,
                                           /*scale=*/std::nullopt, /*enable_gqa=*/q.size(1) != k.size(1));
 }

@@ -1,8 +1,8 @@
-// The backward of flash attention (causal, or a full block of context parallelism's ring) in bf16 on
-// CPUs with AMX. libtorch's CPU flash kernel packs its bf16 blocks for AMX in the forward but not in
-// the backward, which runs 4.5-5.8x its forward (bench/kernel_bench.sh attention_backward); this one
-// runs every block product through libtorch's brgemm (bf16 x bf16 -> fp32, the second operand packed
-// once per block), as that forward does.
+// The backward of flash attention (causal, or a full block of context parallelism's ring) on x86-64
+// CPUs, in bf16 (with AMX) and fp32 (with AVX-512). libtorch's CPU flash kernel runs its backward
+// at 4.5-5.8x its forward in bf16 (it packs its blocks for AMX in the forward only) and ~2.2x in
+// fp32 (bench/kernel_bench.sh attention_backward); this one runs every block product through
+// libtorch's brgemm (the bf16 second operand packed once per block, as that forward does).
 #pragma once
 
 #include <torch/torch.h>
@@ -11,17 +11,19 @@
 
 namespace titan {
 
-// Whether flash_backward_bf16 takes these: bf16 on the CPU, query and key lengths multiples of its
-// 128-row blocks (equal where causal), a head size that is a multiple of 16, and an x86-64 CPU whose
-// brgemm packs bf16 (AMX) and that has AVX512-BF16.
-bool flash_backward_bf16_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal);
+// Whether flash_backward takes these: bf16 on a CPU whose brgemm packs bf16 (AMX) and that has
+// AVX512-BF16, or fp32 on one with AVX-512; query and key lengths multiples of its 128-row blocks
+// (equal where causal), and a head size that is a multiple of 16.
+bool flash_backward_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal);
 
 // grad_out, q, out (B, H, Tq, hd); k, v (B, KV, Tk, hd), query head h reading kv head h / (H / KV);
-// lse (B, H, Tq) fp32, the forward's log-sum-exp of each query's scaled scores (scale 1 / sqrt(hd));
-// causal: query t sees keys 0..t, else every key (a block of context parallelism's ring).
-// Returns dq (B, H, Tq, hd), dk, dv (B, KV, Tk, hd), accumulated in fp32 and rounded once.
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward_bf16(
-    const torch::Tensor& grad_out, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-    const torch::Tensor& out, const torch::Tensor& lse, bool causal);
+// all bf16 or all fp32; lse (B, H, Tq) fp32, the forward's log-sum-exp of each query's scaled scores
+// (scale 1 / sqrt(hd)); causal: query t sees keys 0..t, else every key (a block of context
+// parallelism's ring). Returns dq (B, H, Tq, hd), dk, dv (B, KV, Tk, hd), accumulated in fp32
+// (bf16 ones rounded once).
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward(const torch::Tensor& grad_out,
+                                                                       const torch::Tensor& q, const torch::Tensor& k,
+                                                                       const torch::Tensor& v, const torch::Tensor& out,
+                                                                       const torch::Tensor& lse, bool causal);
 
 }  // namespace titan

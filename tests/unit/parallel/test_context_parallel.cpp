@@ -2,8 +2,8 @@
 // sequence (libtorch's SDPA): each rank holds its positions of seeded full q, k, v; the outputs
 // and the gradients of q, k and v (through the gathers or the ring, backward included) must be
 // the full results' rows at those positions within 1e-6 (relative to the largest), for both rotate
-// methods, cp 2 and cp 4, head-tail and contiguous chunks, both block kernels, GQA; in bf16 within
-// 2% of float64's.
+// methods, cp 2 and cp 4, head-tail and contiguous chunks, both block kernels, GQA; on 128-row
+// blocks, against float64, within 2% in bf16 and 2e-6 in fp32.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -54,15 +54,15 @@ void exact_over_ranks(ProcessGroup& group, const std::string& method, bool head_
   expect_rows(lv.grad(), fv.grad(), pos, what + " dv");
 }
 
-// bf16 with blocks of 128 rows and more (head-tail halves included), where the CPU flash path's
-// backward is our kernel on CPUs with AMX (flash_backward_cpu.h): outputs and gradients within 2%
-// of the largest of float64's on the same bf16 inputs.
-void bf16_over_ranks(ProcessGroup& group, const std::string& method, bool head_tail) {
+// bf16 and fp32 with blocks of 128 rows and more (head-tail halves included), where the CPU flash
+// path's backward is our kernel on CPUs with AMX (bf16) or AVX-512 (fp32) (flash_backward_cpu.h):
+// outputs and gradients within 2% (bf16) or 2e-6 (fp32) of the largest of float64's on the same inputs.
+void blocks_over_ranks(ProcessGroup& group, const std::string& method, bool head_tail, torch::ScalarType dtype) {
   const int64_t cp = group.size(), rank = group.rank(), T = 256 * cp;
   torch::manual_seed(6);
-  auto bf16 = [](const torch::Tensor& t) { return t.to(torch::kBFloat16); };
-  const auto q = bf16(torch::randn({1, 4, T, 16})), k = bf16(torch::randn({1, 2, T, 16})),
-             v = bf16(torch::randn({1, 2, T, 16})), w = bf16(torch::randn({1, 4, T, 16}));  // GQA 4:2
+  auto as_dtype = [&](const torch::Tensor& t) { return t.to(dtype); };
+  const auto q = as_dtype(torch::randn({1, 4, T, 16})), k = as_dtype(torch::randn({1, 2, T, 16})),
+             v = as_dtype(torch::randn({1, 2, T, 16})), w = as_dtype(torch::randn({1, 4, T, 16}));  // GQA 4:2
   auto fq = q.to(torch::kFloat64).requires_grad_(true), fk = k.to(torch::kFloat64).requires_grad_(true),
        fv = v.to(torch::kFloat64).requires_grad_(true);
   auto full =
@@ -75,14 +75,15 @@ void bf16_over_ranks(ProcessGroup& group, const std::string& method, bool head_t
   auto lq = mine(q), lk = mine(k), lv = mine(v);
   auto out = context.attention(lq, lk, lv);
   (out * w.index_select(2, pos)).sum().backward();
-  const std::string what = method + (head_tail ? " head-tail" : " contiguous") + " bf16 cp " + std::to_string(cp) +
-                           " rank " + std::to_string(rank);
+  const std::string what = method + (head_tail ? " head-tail " : " contiguous ") + c10::toString(dtype) + " cp " +
+                           std::to_string(cp) + " rank " + std::to_string(rank);
+  const double tolerance = dtype == torch::kBFloat16 ? 0.02 : 2e-6;
   auto near = [&](const torch::Tensor& local, const torch::Tensor& exact, const std::string& name) {
     const auto expected = exact.index_select(2, pos);  // (1, heads, T/cp, 16)
-    ASSERT_EQ(local.scalar_type(), torch::kBFloat16) << what << name;
+    ASSERT_EQ(local.scalar_type(), dtype) << what << name;
     ASSERT_EQ(local.sizes(), expected.sizes()) << what << name;
     const double err = (local.to(torch::kFloat64) - expected).abs().max().item<double>();
-    EXPECT_LT(err, 0.02 * expected.abs().max().item<double>()) << what << name;
+    EXPECT_LT(err, tolerance * expected.abs().max().item<double>()) << what << name;
   };
   near(out.detach(), full.detach(), " output");
   near(lq.grad(), fq.grad(), " dq");
@@ -91,13 +92,13 @@ void bf16_over_ranks(ProcessGroup& group, const std::string& method, bool head_t
 }
 
 // Every rank runs both rotate methods, with and without load balancing, with the CPU flash kernel
-// and with the formula other devices use, and in bf16.
+// and with the formula other devices use, and on 128-row blocks in bf16 and fp32.
 void all_variants(int rank) {
   auto group = testing::world_group(rank);  // once per process: a second group would meet under the same keys
   for (const char* method : {"allgather", "alltoall"})
     for (bool head_tail : {true, false}) {
       for (bool formula : {false, true}) exact_over_ranks(*group, method, head_tail, formula);
-      bf16_over_ranks(*group, method, head_tail);
+      for (const auto dtype : {torch::kBFloat16, torch::kFloat32}) blocks_over_ranks(*group, method, head_tail, dtype);
     }
 }
 

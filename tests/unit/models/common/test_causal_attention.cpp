@@ -47,45 +47,52 @@ TEST(CausalAttention, EqualsTheFullMatrixInFloat64WithGroupedHeads) {
   EXPECT_TRUE(torch::allclose(out.select(2, 0), v.select(2, 0).repeat_interleave(rep, 1)));
 }
 
-// bf16, the model's layout (q a transposed (B, T, H, hd) view), several 128-row blocks, grouped heads,
-// head sizes 16, 64 and 128 (two packed column blocks): gradients against float64 of the same bf16
-// inputs within 2% of their largest, and at most 1.5x the error of SDPA's own bf16 backward. Where the
-// CPU has no AMX, or T is no multiple of 128, the model's attention is SDPA's: the same bounds hold.
-TEST(CausalAttention, Bf16BackwardMatchesFloat64) {
+// bf16 and fp32, the model's layout (q a transposed (B, T, H, hd) view), several 128-row blocks,
+// grouped heads, head sizes 16, 64 and 128 (two packed bf16 column blocks): gradients against float64
+// of the same inputs within 2% of their largest and at most 1.5x the error of SDPA's own backward
+// (bf16), or within 2e-6 of their largest (fp32). Where the CPU lacks AMX (bf16) or AVX-512 (fp32),
+// or T is no multiple of 128, the model's attention is SDPA's: the same bounds hold.
+TEST(CausalAttention, BackwardMatchesFloat64InBf16AndFp32) {
   torch::manual_seed(6);
   struct Shape {
     int64_t B, KV, rep, T, hd;
   };
-  for (const Shape sh :
-       {Shape{2, 2, 3, 256, 16}, Shape{1, 2, 2, 384, 64}, Shape{1, 1, 1, 128, 128}, Shape{1, 2, 2, 200, 64}}) {
-    const int64_t H = sh.KV * sh.rep;
-    const std::string where = c10::str("B ", sh.B, " KV ", sh.KV, " rep ", sh.rep, " T ", sh.T, " hd ", sh.hd);
-    const auto q0 = torch::randn({sh.B, sh.T, H, sh.hd}).to(torch::kBFloat16).transpose(1, 2);  // (B, H, T, hd)
-    const auto k0 = torch::randn({sh.B, sh.KV, sh.T, sh.hd}).to(torch::kBFloat16);
-    const auto v0 = torch::randn({sh.B, sh.KV, sh.T, sh.hd}).to(torch::kBFloat16);
-    const auto g = torch::randn({sh.B, H, sh.T, sh.hd}).to(torch::kBFloat16);
-    auto q64 = q0.to(torch::kFloat64).requires_grad_(true), k64 = k0.to(torch::kFloat64).requires_grad_(true),
-         v64 = v0.to(torch::kFloat64).requires_grad_(true);
-    full_matrix_attention(q64, k64, v64).backward(g.to(torch::kFloat64));
-    auto grads = [&](bool ours) {
-      auto q = q0.detach().requires_grad_(true), k = k0.detach().requires_grad_(true),
-           v = v0.detach().requires_grad_(true);
-      auto out = ours ? causal_attention(q, k, v)
-                      : at::scaled_dot_product_attention(q, k, v, {}, 0.0, true, std::nullopt, sh.rep > 1);
-      out.backward(g);
-      return std::vector<torch::Tensor>{q.grad(), k.grad(), v.grad()};
-    };
-    const auto ours = grads(true), sdpa = grads(false);
-    const std::vector<torch::Tensor> exact = {q64.grad(), k64.grad(), v64.grad()};
-    for (size_t n = 0; n < 3; ++n) {
-      const double scale = exact[n].abs().max().item<double>();
-      const double ours_err = (ours[n].to(torch::kFloat64) - exact[n]).abs().max().item<double>();
-      const double sdpa_err = (sdpa[n].to(torch::kFloat64) - exact[n]).abs().max().item<double>();
-      EXPECT_EQ(ours[n].scalar_type(), torch::kBFloat16) << where;
-      EXPECT_LT(ours_err, 0.02 * scale) << where << " gradient " << n;
-      EXPECT_LE(ours_err, 1.5 * sdpa_err) << where << " gradient " << n;
+  for (const auto dtype : {torch::kBFloat16, torch::kFloat32})
+    for (const Shape sh :
+         {Shape{2, 2, 3, 256, 16}, Shape{1, 2, 2, 384, 64}, Shape{1, 1, 1, 128, 128}, Shape{1, 2, 2, 200, 64}}) {
+      const int64_t H = sh.KV * sh.rep;
+      const std::string where =
+          c10::str(dtype, " B ", sh.B, " KV ", sh.KV, " rep ", sh.rep, " T ", sh.T, " hd ", sh.hd);
+      const auto q0 = torch::randn({sh.B, sh.T, H, sh.hd}).to(dtype).transpose(1, 2);  // (B, H, T, hd)
+      const auto k0 = torch::randn({sh.B, sh.KV, sh.T, sh.hd}).to(dtype);
+      const auto v0 = torch::randn({sh.B, sh.KV, sh.T, sh.hd}).to(dtype);
+      const auto g = torch::randn({sh.B, H, sh.T, sh.hd}).to(dtype);
+      auto q64 = q0.to(torch::kFloat64).requires_grad_(true), k64 = k0.to(torch::kFloat64).requires_grad_(true),
+           v64 = v0.to(torch::kFloat64).requires_grad_(true);
+      full_matrix_attention(q64, k64, v64).backward(g.to(torch::kFloat64));
+      auto grads = [&](bool ours) {
+        auto q = q0.detach().requires_grad_(true), k = k0.detach().requires_grad_(true),
+             v = v0.detach().requires_grad_(true);
+        auto out = ours ? causal_attention(q, k, v)
+                        : at::scaled_dot_product_attention(q, k, v, {}, 0.0, true, std::nullopt, sh.rep > 1);
+        out.backward(g);
+        return std::vector<torch::Tensor>{q.grad(), k.grad(), v.grad()};
+      };
+      const auto ours = grads(true), sdpa = grads(false);
+      const std::vector<torch::Tensor> exact = {q64.grad(), k64.grad(), v64.grad()};
+      for (size_t n = 0; n < 3; ++n) {
+        const double scale = exact[n].abs().max().item<double>();
+        const double ours_err = (ours[n].to(torch::kFloat64) - exact[n]).abs().max().item<double>();
+        const double sdpa_err = (sdpa[n].to(torch::kFloat64) - exact[n]).abs().max().item<double>();
+        EXPECT_EQ(ours[n].scalar_type(), dtype) << where;
+        if (dtype == torch::kBFloat16) {
+          EXPECT_LT(ours_err, 0.02 * scale) << where << " gradient " << n;
+          EXPECT_LE(ours_err, 1.5 * sdpa_err) << where << " gradient " << n;
+        } else {  // both at fp32's rounding (measured: ours 3e-7 to 7e-7 of the largest, SDPA's 2e-7 to 6e-7)
+          EXPECT_LT(ours_err, 2e-6 * scale) << where << " gradient " << n;
+        }
+      }
     }
-  }
 }
 
 }  // namespace

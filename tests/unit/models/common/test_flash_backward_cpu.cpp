@@ -1,9 +1,9 @@
-// Our bf16 flash backward on full blocks whose query and key lengths differ, as context
-// parallelism's ring hands them over (the causal case runs through the model's attention in
-// test_causal_attention.cpp): gradients against float64 of the same bf16 inputs within 2% of their
-// largest, and at most 1.5x the error of SDPA's own bf16 backward (its kv gradients summed over the
-// query heads in float64); head sizes 16, 64 and 80 (packed as 64 + 16 columns). Skipped where the
-// CPU's brgemm packs no bf16 (no AMX).
+// Our flash backward on full blocks whose query and key lengths differ, as context parallelism's ring
+// hands them over (the causal case runs through the model's attention in test_causal_attention.cpp):
+// gradients against float64 of the same inputs within 2% of their largest and at most 1.5x the error
+// of SDPA's own backward (its kv gradients summed over the query heads in float64) in bf16, within
+// 2e-6 of their largest in fp32; head sizes 16, 64 and 80 (bf16 packed as 64 + 16 columns). Skipped
+// where the CPU's brgemm packs no bf16 (no AMX) or, for fp32, has no AVX-512.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -12,46 +12,52 @@
 namespace titan {
 namespace {
 
-TEST(FlashBackwardBf16, FullBlocksOfOtherLengthsMatchFloat64) {
+TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
   torch::manual_seed(7);
   struct Shape {
     int64_t B, KV, rep, Tq, Tk, hd;
   };
-  for (const Shape sh : {Shape{1, 2, 2, 256, 128, 16}, Shape{2, 1, 3, 128, 384, 64}, Shape{1, 1, 2, 128, 256, 80}}) {
-    const int64_t H = sh.KV * sh.rep;
-    const std::string where =
-        c10::str("B ", sh.B, " KV ", sh.KV, " rep ", sh.rep, " Tq ", sh.Tq, " Tk ", sh.Tk, " hd ", sh.hd);
-    const auto q = torch::randn({sh.B, H, sh.Tq, sh.hd}).to(torch::kBFloat16);      // (B, H, Tq, hd)
-    const auto k = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd}).to(torch::kBFloat16);  // (B, KV, Tk, hd)
-    const auto v = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd}).to(torch::kBFloat16);
-    const auto g = torch::randn({sh.B, H, sh.Tq, sh.hd}).to(torch::kBFloat16);
-    if (!flash_backward_bf16_supported(q, k, /*causal=*/false)) GTEST_SKIP() << "this CPU's brgemm packs no bf16 (AMX)";
-    const auto ke = k.repeat_interleave(sh.rep, 1), ve = v.repeat_interleave(sh.rep, 1);  // (B, H, Tk, hd)
-    const auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, ke, ve, 0.0, /*is_causal=*/false);
+  for (const auto dtype : {torch::kBFloat16, torch::kFloat32})
+    for (const Shape sh : {Shape{1, 2, 2, 256, 128, 16}, Shape{2, 1, 3, 128, 384, 64}, Shape{1, 1, 2, 128, 256, 80}}) {
+      const int64_t H = sh.KV * sh.rep;
+      const std::string where =
+          c10::str(dtype, " B ", sh.B, " KV ", sh.KV, " rep ", sh.rep, " Tq ", sh.Tq, " Tk ", sh.Tk, " hd ", sh.hd);
+      const auto q = torch::randn({sh.B, H, sh.Tq, sh.hd}).to(dtype);      // (B, H, Tq, hd)
+      const auto k = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd}).to(dtype);  // (B, KV, Tk, hd)
+      const auto v = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd}).to(dtype);
+      const auto g = torch::randn({sh.B, H, sh.Tq, sh.hd}).to(dtype);
+      if (!flash_backward_supported(q, k, /*causal=*/false))
+        GTEST_SKIP() << "this CPU lacks AMX (bf16) or AVX-512 (fp32)";
+      const auto ke = k.repeat_interleave(sh.rep, 1), ve = v.repeat_interleave(sh.rep, 1);  // (B, H, Tk, hd)
+      const auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, ke, ve, 0.0, /*is_causal=*/false);
 
-    auto q64 = q.to(torch::kFloat64).requires_grad_(true), k64 = k.to(torch::kFloat64).requires_grad_(true),
-         v64 = v.to(torch::kFloat64).requires_grad_(true);
-    const auto scores = torch::matmul(q64, k64.repeat_interleave(sh.rep, 1).transpose(2, 3)) /
-                        std::sqrt(static_cast<double>(sh.hd));  // (B, H, Tq, Tk)
-    torch::matmul(torch::softmax(scores, -1), v64.repeat_interleave(sh.rep, 1)).backward(g.to(torch::kFloat64));
+      auto q64 = q.to(torch::kFloat64).requires_grad_(true), k64 = k.to(torch::kFloat64).requires_grad_(true),
+           v64 = v.to(torch::kFloat64).requires_grad_(true);
+      const auto scores = torch::matmul(q64, k64.repeat_interleave(sh.rep, 1).transpose(2, 3)) /
+                          std::sqrt(static_cast<double>(sh.hd));  // (B, H, Tq, Tk)
+      torch::matmul(torch::softmax(scores, -1), v64.repeat_interleave(sh.rep, 1)).backward(g.to(torch::kFloat64));
 
-    const auto [dq, dk, dv] = flash_backward_bf16(g, q, k, v, out, lse, /*causal=*/false);
-    const auto sdpa = at::_scaled_dot_product_flash_attention_for_cpu_backward(g, q, ke, ve, out, lse, 0.0, false);
-    auto fold = [&](const torch::Tensor& d) {  // (B, H, Tk, hd) -> (B, KV, Tk, hd)
-      return d.to(torch::kFloat64).view({sh.B, sh.KV, sh.rep, sh.Tk, sh.hd}).sum(2);
-    };
-    const std::vector<torch::Tensor> ours = {dq, dk, dv}, exact = {q64.grad(), k64.grad(), v64.grad()},
-                                     theirs = {std::get<0>(sdpa), fold(std::get<1>(sdpa)), fold(std::get<2>(sdpa))};
-    for (size_t n = 0; n < 3; ++n) {
-      const double scale = exact[n].abs().max().item<double>();
-      const double ours_err = (ours[n].to(torch::kFloat64) - exact[n]).abs().max().item<double>();
-      const double sdpa_err = (theirs[n].to(torch::kFloat64) - exact[n]).abs().max().item<double>();
-      EXPECT_EQ(ours[n].sizes(), exact[n].sizes()) << where << " gradient " << n;
-      EXPECT_EQ(ours[n].scalar_type(), torch::kBFloat16) << where;
-      EXPECT_LT(ours_err, 0.02 * scale) << where << " gradient " << n;
-      EXPECT_LE(ours_err, 1.5 * sdpa_err) << where << " gradient " << n;
+      const auto [dq, dk, dv] = flash_backward(g, q, k, v, out, lse, /*causal=*/false);
+      const auto sdpa = at::_scaled_dot_product_flash_attention_for_cpu_backward(g, q, ke, ve, out, lse, 0.0, false);
+      auto fold = [&](const torch::Tensor& d) {  // (B, H, Tk, hd) -> (B, KV, Tk, hd)
+        return d.to(torch::kFloat64).view({sh.B, sh.KV, sh.rep, sh.Tk, sh.hd}).sum(2);
+      };
+      const std::vector<torch::Tensor> ours = {dq, dk, dv}, exact = {q64.grad(), k64.grad(), v64.grad()},
+                                       theirs = {std::get<0>(sdpa), fold(std::get<1>(sdpa)), fold(std::get<2>(sdpa))};
+      for (size_t n = 0; n < 3; ++n) {
+        const double scale = exact[n].abs().max().item<double>();
+        const double ours_err = (ours[n].to(torch::kFloat64) - exact[n]).abs().max().item<double>();
+        const double sdpa_err = (theirs[n].to(torch::kFloat64) - exact[n]).abs().max().item<double>();
+        EXPECT_EQ(ours[n].sizes(), exact[n].sizes()) << where << " gradient " << n;
+        EXPECT_EQ(ours[n].scalar_type(), dtype) << where;
+        if (dtype == torch::kBFloat16) {
+          EXPECT_LT(ours_err, 0.02 * scale) << where << " gradient " << n;
+          EXPECT_LE(ours_err, 1.5 * sdpa_err) << where << " gradient " << n;
+        } else {
+          EXPECT_LT(ours_err, 2e-6 * scale) << where << " gradient " << n;
+        }
+      }
     }
-  }
 }
 
 }  // namespace
