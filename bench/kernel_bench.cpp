@@ -19,7 +19,7 @@
 
 #include "models/common/causal_attention.h"
 #include "models/common/cross_entropy.h"
-#include "models/common/flash_backward_cpu.h"
+#include "models/common/flash_attention_cpu.h"
 #include "models/common/matmul.h"
 #include "models/common/rms_norm.h"
 #include "models/common/swiglu.h"
@@ -152,6 +152,32 @@ void attention_backward(const char* model, int64_t B, int64_t H, int64_t T, int6
       native_ms / forward_ms, native_err);
   if (bf16) std::printf("through fp32 %.1f ms, error %.2g (%.2fx); ", fp32_ms, fp32_err, native_ms / fp32_ms);
   std::printf("ours (brgemm) %.1f ms, error %.2g (%.2fx)\n", ours_ms, ours_err, native_ms / ours_ms);
+}
+
+// SDPA's CPU flash attention forward in fp32 against ours (flash_attention_cpu.h); largest error of
+// the output against float64. q, k, v (B, H, T, hd); causal, or a full block of context parallelism's ring.
+void attention_forward(const char* model, int64_t B, int64_t H, int64_t T, int64_t hd, bool causal, int rounds) {
+  torch::manual_seed(0);
+  const auto q = torch::randn({B, H, T, hd}), k = torch::randn({B, H, T, hd}), v = torch::randn({B, H, T, hd});
+  const auto exact = at::scaled_dot_product_attention(q.to(torch::kFloat64), k.to(torch::kFloat64),
+                                                      v.to(torch::kFloat64), {}, 0.0, causal);
+  auto sdpa = [&] { return at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal); };
+  auto ours = [&] { return titan::flash_forward(q, k, v, causal); };
+  const bool have_ours = titan::flash_forward_supported(q, k, causal);
+  const double sdpa_err = max_error(std::get<0>(sdpa()), exact),
+               ours_err = have_ours ? max_error(ours().first, exact) : NAN;
+  const double lse_diff =
+      have_ours ? (ours().second - std::get<1>(sdpa())).abs().max().item<double>() : NAN;  // the backward reads it
+  double sdpa_ms = 0, ours_ms = have_ours ? 0 : NAN;
+  for (int r = 0; r < 2; ++r) {
+    sdpa_ms += best_ms([&] { sdpa(); }, rounds) / 2;
+    if (have_ours) ours_ms += best_ms([&] { ours(); }, rounds) / 2;
+  }
+  std::printf(
+      "attention forward fp32, %s layer, %s (B %ld, %ld heads, T %ld, hd %ld): SDPA %.1f ms, error %.2g; ours "
+      "(brgemm) %.1f ms, error %.2g, log-sum-exp within %.2g of SDPA's (%.2fx)\n",
+      model, causal ? "causal" : "full block", B, H, T, hd, sdpa_ms, sdpa_err, ours_ms, ours_err, lse_diff,
+      sdpa_ms / ours_ms);
 }
 
 // The mid model's parameter shapes (158M parameters).
@@ -490,9 +516,20 @@ int main(int argc, char** argv) {
   }
   const int rounds = argc > 3 ? std::stoi(argv[3]) : 5;
   const std::string only = argc > 4 ? argv[4] : "";  // one row, by its function's name
-  const std::vector<std::string> rows = {
-      "attention",     "attention_backward",   "adamw",     "clip",      "adam_step", "rms_norm", "rope", "swiglu",
-      "cross_entropy", "linear_cross_entropy", "grad_norm", "bf16_gemm", "data"};
+  const std::vector<std::string> rows = {"attention",
+                                         "attention_forward",
+                                         "attention_backward",
+                                         "adamw",
+                                         "clip",
+                                         "adam_step",
+                                         "rms_norm",
+                                         "rope",
+                                         "swiglu",
+                                         "cross_entropy",
+                                         "linear_cross_entropy",
+                                         "grad_norm",
+                                         "bf16_gemm",
+                                         "data"};
   if (!only.empty() && std::find(rows.begin(), rows.end(), only) == rows.end()) {
     std::fprintf(stderr, "kernel_bench: no row '%s' (valid: %s)\n", only.c_str(), c10::Join(", ", rows).c_str());
     return 2;
@@ -506,6 +543,12 @@ int main(int argc, char** argv) {
       attention("debug", 8, 16, 1, 256, 16, dtype, rounds);
       attention("mid", 1, 8, 2, 1024, 64, dtype, rounds);
     }
+  if (row("attention_forward")) {
+    attention_forward("debug", 8, 16, 256, 16, /*causal=*/true, rounds);
+    attention_forward("long", 4, 16, 2048, 16, /*causal=*/true, rounds);
+    attention_forward("mid", 1, 16, 1024, 64, /*causal=*/true, rounds);
+    attention_forward("mid", 1, 16, 512, 64, /*causal=*/false, rounds);
+  }
   if (row("attention_backward")) {
     for (const auto dtype : {torch::kBFloat16, torch::kFloat32}) {
       attention_backward("debug", 8, 16, 256, 16, /*causal=*/true, dtype, rounds);

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "models/common/flash_backward_cpu.h"
+#include "models/common/flash_attention_cpu.h"
 
 namespace titan {
 namespace {
@@ -47,13 +47,16 @@ torch::Tensor expand_heads(const torch::Tensor& t, int64_t groups) {
 }
 
 // A block's attention: out (B, H, Lq, hd) in fp32 and the log-sum-exp of each query's scaled
-// scores (B, H, Lq); k, v (B, KV, Lk, hd). libtorch's CPU flash kernel (no L x L matrix is kept; it
-// reads grouped kv heads itself, as causal_attention relies on), or the formula in fp32 on kv heads
-// expanded to the query heads, one block at a time (other devices).
+// scores (B, H, Lq); k, v (B, KV, Lk, hd). A CPU flash kernel, ours in fp32 on AVX-512 CPUs
+// (flash_attention_cpu.h), else libtorch's (no L x L matrix is kept; both read grouped kv heads
+// themselves), or the formula in fp32 on kv heads expanded to the query heads, one block at a time
+// (other devices).
 std::pair<torch::Tensor, torch::Tensor> block_forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                                        bool causal, bool flash) {
   if (flash) {
-    auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal);
+    auto [out, lse] = flash_forward_supported(q, k, causal)
+                          ? flash_forward(q, k, v, causal)
+                          : at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal);
     return {out.to(torch::kFloat32), lse};
   }
   const int64_t groups = q.size(1) / k.size(1);
@@ -68,7 +71,7 @@ std::pair<torch::Tensor, torch::Tensor> block_forward(const torch::Tensor& q, co
 // The block's share of the gradients given the merged output and log-sum-exp of its query rows:
 // P = exp(S - lse) is the block's part of the whole softmax, so dq, dk, dv are its contributions.
 // k, v (B, KV, Lk, hd); dk, dv come back per kv head, its query heads' shares summed. Our kernel
-// where the CPU has AMX (bf16) or AVX-512 (fp32) (flash_backward_cpu.h), else libtorch's CPU flash
+// where the CPU has AMX (bf16) or AVX-512 (fp32) (flash_attention_cpu.h), else libtorch's CPU flash
 // backward, or the formula in fp32 (other devices), on kv heads expanded to the query heads.
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> block_backward(const torch::Tensor& grad_out, const torch::Tensor& q,
                                                                         const torch::Tensor& k, const torch::Tensor& v,

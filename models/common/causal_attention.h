@@ -3,7 +3,7 @@
 // block are skipped, bf16 accumulates in fp32, backward keeps only the log-sum-exp); fp32 on CUDA
 // takes its memory-efficient kernel. It replaced our query-block kernel, which it beat in fp32 and
 // in bf16 accuracy (bench/kernel_bench.sh, README). On x86-64 CPUs with AMX (bf16) or AVX-512 (fp32)
-// its forward is kept and the backward is ours (flash_backward_cpu.h): 1.6-1.9x faster than its own
+// its forward is kept and the backward is ours (flash_attention_cpu.h): 1.6-1.9x faster than its own
 // in fp32, 2.5-5.9x in bf16.
 #pragma once
 

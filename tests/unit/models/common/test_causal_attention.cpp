@@ -7,7 +7,7 @@
 #include <limits>
 
 #include "models/common/causal_attention.h"
-#include "models/common/flash_backward_cpu.h"
+#include "models/common/flash_attention_cpu.h"
 
 namespace titan {
 namespace {
@@ -48,11 +48,11 @@ TEST(CausalAttention, EqualsTheFullMatrixInFloat64WithGroupedHeads) {
 }
 
 // bf16 and fp32, the model's layout (q a transposed (B, T, H, hd) view), several 128-row blocks,
-// grouped heads, head sizes 16, 64 and 128 (two packed bf16 column blocks): gradients against float64
-// of the same inputs within 2% of their largest and at most 1.5x the error of SDPA's own backward
-// (bf16), or within 2e-6 of their largest (fp32). Where the CPU lacks AMX (bf16) or AVX-512 (fp32),
+// grouped heads, head sizes 16, 64 and 128 (two packed bf16 column blocks): output and gradients
+// against float64 of the same inputs within 2% of their largest and at most 1.5x the error of SDPA's
+// own (bf16), or within 2e-6 of their largest (fp32). Where the CPU lacks AMX (bf16) or AVX-512 (fp32),
 // or T is no multiple of 128, the model's attention is SDPA's: the same bounds hold.
-TEST(CausalAttention, BackwardMatchesFloat64InBf16AndFp32) {
+TEST(CausalAttention, OutputAndGradientsMatchFloat64InBf16AndFp32) {
   torch::manual_seed(6);
   struct Shape {
     int64_t B, KV, rep, T, hd;
@@ -69,27 +69,28 @@ TEST(CausalAttention, BackwardMatchesFloat64InBf16AndFp32) {
       const auto g = torch::randn({sh.B, H, sh.T, sh.hd}).to(dtype);
       auto q64 = q0.to(torch::kFloat64).requires_grad_(true), k64 = k0.to(torch::kFloat64).requires_grad_(true),
            v64 = v0.to(torch::kFloat64).requires_grad_(true);
-      full_matrix_attention(q64, k64, v64).backward(g.to(torch::kFloat64));
+      const auto exact_out = full_matrix_attention(q64, k64, v64);
+      exact_out.backward(g.to(torch::kFloat64));
       auto grads = [&](bool ours) {
         auto q = q0.detach().requires_grad_(true), k = k0.detach().requires_grad_(true),
              v = v0.detach().requires_grad_(true);
         auto out = ours ? causal_attention(q, k, v)
                         : at::scaled_dot_product_attention(q, k, v, {}, 0.0, true, std::nullopt, sh.rep > 1);
         out.backward(g);
-        return std::vector<torch::Tensor>{q.grad(), k.grad(), v.grad()};
+        return std::vector<torch::Tensor>{q.grad(), k.grad(), v.grad(), out.detach()};
       };
       const auto ours = grads(true), sdpa = grads(false);
-      const std::vector<torch::Tensor> exact = {q64.grad(), k64.grad(), v64.grad()};
-      for (size_t n = 0; n < 3; ++n) {
+      const std::vector<torch::Tensor> exact = {q64.grad(), k64.grad(), v64.grad(), exact_out.detach()};
+      for (size_t n = 0; n < exact.size(); ++n) {  // dq, dk, dv, the output
         const double scale = exact[n].abs().max().item<double>();
         const double ours_err = (ours[n].to(torch::kFloat64) - exact[n]).abs().max().item<double>();
         const double sdpa_err = (sdpa[n].to(torch::kFloat64) - exact[n]).abs().max().item<double>();
         EXPECT_EQ(ours[n].scalar_type(), dtype) << where;
         if (dtype == torch::kBFloat16) {
-          EXPECT_LT(ours_err, 0.02 * scale) << where << " gradient " << n;
-          EXPECT_LE(ours_err, 1.5 * sdpa_err) << where << " gradient " << n;
+          EXPECT_LT(ours_err, 0.02 * scale) << where << " tensor " << n;
+          EXPECT_LE(ours_err, 1.5 * sdpa_err) << where << " tensor " << n;
         } else {  // both at fp32's rounding (measured: ours 3e-7 to 7e-7 of the largest, SDPA's 2e-7 to 6e-7)
-          EXPECT_LT(ours_err, 2e-6 * scale) << where << " gradient " << n;
+          EXPECT_LT(ours_err, 2e-6 * scale) << where << " tensor " << n;
         }
       }
     }

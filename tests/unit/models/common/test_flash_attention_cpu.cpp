@@ -1,16 +1,53 @@
-// Our flash backward on full blocks whose query and key lengths differ, as context parallelism's ring
-// hands them over (the causal case runs through the model's attention in test_causal_attention.cpp):
-// gradients against float64 of the same inputs within 2% of their largest and at most 1.5x the error
-// of SDPA's own backward (its kv gradients summed over the query heads in float64) in bf16, within
-// 2e-6 of their largest in fp32; head sizes 16, 64 and 80 (bf16 packed as 64 + 16 columns). Skipped
-// where the CPU's brgemm packs no bf16 (no AMX) or, for fp32, has no AVX-512.
+// Our CPU flash kernels. The forward (fp32), causal and on full blocks whose query and key lengths
+// differ, grouped heads: the output and log-sum-exp against float64's within 2e-6 of the largest
+// output and 2e-6 absolute, every row of a diagonal block (each sees a different number of keys).
+// The backward on full blocks of other lengths, as context parallelism's ring hands them over (the
+// causal case runs through the model's attention in test_causal_attention.cpp): gradients against float64 of the same
+// inputs within 2% of their largest and at most 1.5x the error of SDPA's own backward (its kv gradients summed over the
+// query heads in float64) in bf16, within 2e-6 of their largest in fp32; head sizes 16, 64 and 80 (bf16 packed as 64 +
+// 16 columns). Skipped where the CPU's brgemm packs no bf16 (no AMX) or, for fp32, has no AVX-512.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "models/common/flash_backward_cpu.h"
+#include <limits>
+
+#include "models/common/flash_attention_cpu.h"
 
 namespace titan {
 namespace {
+
+TEST(FlashForward, MatchesFloat64CausalAndOnFullBlocksOfOtherLengths) {
+  torch::manual_seed(8);
+  struct Shape {
+    int64_t B, KV, rep, Tq, Tk, hd;
+    bool causal;
+  };
+  for (const Shape sh : {Shape{2, 2, 3, 256, 256, 16, true}, Shape{1, 1, 2, 384, 384, 64, true},
+                         Shape{1, 2, 2, 256, 128, 16, false}, Shape{2, 1, 3, 128, 384, 80, false}}) {
+    const int64_t H = sh.KV * sh.rep;
+    const std::string where = c10::str("B ", sh.B, " KV ", sh.KV, " rep ", sh.rep, " Tq ", sh.Tq, " Tk ", sh.Tk, " hd ",
+                                       sh.hd, sh.causal ? " causal" : " full");
+    const auto q = torch::randn({sh.B, sh.Tq, H, sh.hd}).transpose(1, 2);  // (B, H, Tq, hd), the model's layout
+    const auto k = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd});              // (B, KV, Tk, hd)
+    const auto v = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd});
+    if (!flash_forward_supported(q, k, sh.causal)) GTEST_SKIP() << "this CPU has no AVX-512";
+    auto scores =
+        torch::matmul(q.to(torch::kFloat64), k.to(torch::kFloat64).repeat_interleave(sh.rep, 1).transpose(2, 3)) /
+        std::sqrt(static_cast<double>(sh.hd));  // (B, H, Tq, Tk)
+    if (sh.causal)
+      scores.masked_fill_(torch::ones({sh.Tq, sh.Tk}, torch::kBool).triu(1), -std::numeric_limits<double>::infinity());
+    const auto exact = torch::matmul(torch::softmax(scores, -1), v.to(torch::kFloat64).repeat_interleave(sh.rep, 1));
+    const auto exact_lse = torch::logsumexp(scores, -1);  // (B, H, Tq)
+
+    const auto [out, lse] = flash_forward(q, k, v, sh.causal);
+    ASSERT_EQ(out.sizes(), exact.sizes()) << where;
+    ASSERT_EQ(lse.sizes(), exact_lse.sizes()) << where;
+    EXPECT_EQ(out.scalar_type(), torch::kFloat32) << where;
+    EXPECT_LT((out.to(torch::kFloat64) - exact).abs().max().item<double>(), 2e-6 * exact.abs().max().item<double>())
+        << where;
+    EXPECT_LT((lse.to(torch::kFloat64) - exact_lse).abs().max().item<double>(), 2e-6) << where;
+  }
+}
 
 TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
   torch::manual_seed(7);

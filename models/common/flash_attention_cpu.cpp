@@ -1,4 +1,4 @@
-#include "models/common/flash_backward_cpu.h"
+#include "models/common/flash_attention_cpu.h"
 
 // fbgemm's transpose and AVX512-BF16's rounding: x86-64 with a libtorch that ships fbgemm only
 // (elsewhere SDPA's backward runs).
@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -218,17 +219,128 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
   });
 }
 
+// One online-softmax step of a query block over key block k0: s (kBlock, kBlock) its scores Q_i K_j^T;
+// each row's running max m (of the scaled scores) and sum l advance, its output accumulator acc
+// (kBlock, hd) is rescaled by exp(m_old - m_new), and p = exp(s scale - m_new) is written (0 for keys
+// after the query where causal). Whole rows go through exp (a fixed trip count vectorizes without
+// masks; exp_f32's clamp keeps the hidden keys finite) and the hidden ones are zeroed after.
+TITAN_CPU_CLONES void softmax_step(const float* s, float scale, bool causal, int64_t q0, int64_t k0, int64_t hd,
+                                   float* m, float* l, float* acc, float* p) {
+  for (int a = 0; a < kBlock; ++a) {
+    const int visible =
+        causal ? static_cast<int>(std::clamp<int64_t>(q0 + a - k0 + 1, 0, kBlock)) : kBlock;  // keys k0 .. q0 + a
+    const float* sa = s + a * kBlock;
+    float* pa = p + a * kBlock;
+    if (visible == 0) {
+      std::fill(pa, pa + kBlock, 0.f);
+      continue;
+    }
+    const float m_new = std::max(m[a], cpu::max16(sa, visible) * scale);
+    for (int c = 0; c < kBlock; ++c) pa[c] = cpu::exp_f32(sa[c] * scale - m_new);
+    std::fill(pa + visible, pa + kBlock, 0.f);
+    // exp(-inf) clamps to e^-87 on the first block, where l and acc are still 0
+    const float correction = cpu::exp_f32(m[a] - m_new);
+    l[a] = l[a] * correction + cpu::sum16<float>(kBlock, [&](int64_t c) { return pa[c]; });
+    m[a] = m_new;
+    float* acc_a = acc + a * hd;
+    if (correction != 1.f)
+      for (int64_t c = 0; c < hd; ++c) acc_a[c] *= correction;
+  }
+}
+
+// A query block's output rows acc / l (rows `ld` apart) and log-sum-exp m + log(l).
+TITAN_CPU_CLONES void finish_rows(const float* acc, const float* m, const float* l, int64_t hd, float* out, int64_t ld,
+                                  float* lse) {
+  for (int a = 0; a < kBlock; ++a) {
+    const float inv = 1.f / l[a];
+    for (int64_t c = 0; c < hd; ++c) out[a * ld + c] = acc[a * hd + c] * inv;
+    lse[a] = m[a] + std::log(l[a]);
+  }
+}
+
+// The fp32 forward on checked, row-contiguous tensors into out (B, H, Tq, hd) and lse (B, H, Tq).
+void forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, bool causal, torch::Tensor& out,
+             torch::Tensor& lse) {
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), hd = q.size(3), KV = k.size(1),
+                rep = H / KV;
+  const int64_t q_blocks = Tq / kBlock, k_blocks = Tk / kBlock;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  at::parallel_for(0, B * KV, 1, [&](int64_t begin, int64_t end) {
+    const int64_t block = hd * kBlock;
+    std::vector<float> kt(Tk * hd), s(kBlock * kBlock), p(kBlock * kBlock), acc(kBlock * hd), m(kBlock), l(kBlock);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / KV, kv = item % KV;
+      const HeadRows<float> kr = head_rows<float>(k, b, kv), vr = head_rows<float>(v, b, kv);
+      for (int64_t j = 0; j < k_blocks; ++j)
+        transpose(kr.row(j * kBlock), kr.stride, kBlock, hd, &kt[j * block]);  // K_j^T (hd, kBlock)
+      for (int64_t r = 0; r < rep; ++r) {
+        const int64_t h = kv * rep + r;
+        const HeadRows<float> qr = head_rows<float>(q, b, h);
+        float* out_head = out.data_ptr<float>() + b * out.stride(0) + h * out.stride(1);
+        float* lse_head = lse.data_ptr<float>() + b * lse.stride(0) + h * lse.stride(1);
+        for (int64_t i = 0; i < q_blocks; ++i) {
+          std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
+          std::fill(l.begin(), l.end(), 0.f);
+          std::fill(acc.begin(), acc.end(), 0.f);
+          for (int64_t j = 0; j < (causal ? i + 1 : k_blocks); ++j) {
+            // S = Q_i K_j^T (kBlock, kBlock); acc += P V_j (kBlock, hd)
+            gemm(kBlock, kBlock, hd, qr.row(i * kBlock), qr.stride,
+                 operand(&kt[j * block], kBlock, hd, kBlock, nullptr), s.data(), kBlock, false);
+            softmax_step(s.data(), scale, causal, i * kBlock, j * kBlock, hd, m.data(), l.data(), acc.data(), p.data());
+            gemm(kBlock, hd, kBlock, p.data(), kBlock, operand(vr.row(j * kBlock), vr.stride, kBlock, hd, nullptr),
+                 acc.data(), hd, true);
+          }
+          finish_rows(acc.data(), m.data(), l.data(), hd, out_head + i * kBlock * out.stride(2), out.stride(2),
+                      lse_head + i * kBlock);
+        }
+      }
+    }
+    blas::brgemm_release(/*is_vnni=*/false);
+  });
+}
+
+// Query and key lengths in whole blocks (equal where causal), a head size that is a multiple of 16,
+// and whole groups of query heads per kv head.
+bool blocks_fit(const torch::Tensor& q, const torch::Tensor& k, bool causal) {
+  return q.is_cpu() && k.scalar_type() == q.scalar_type() && q.dim() == 4 && k.dim() == 4 &&
+         (!causal || q.size(2) == k.size(2)) && q.size(2) % kBlock == 0 && k.size(2) % kBlock == 0 &&
+         q.size(3) == k.size(3) && q.size(3) % 16 == 0 && q.size(3) <= 256 && k.size(1) > 0 &&
+         q.size(1) % k.size(1) == 0;
+}
+
+// fp32: measured against SDPA on AVX-512 CPUs only
+bool fp32_ok() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+}
+
 }  // namespace
+
+bool flash_forward_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal) {
+  return q.scalar_type() == torch::kFloat32 && fp32_ok() && blocks_fit(q, k, causal);
+}
+
+std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor& q_in, const torch::Tensor& k_in,
+                                                      const torch::Tensor& v_in, bool causal) {
+  TORCH_CHECK(flash_forward_supported(q_in, k_in, causal), "flash_forward: unsupported q ", q_in.sizes(), " ",
+              q_in.scalar_type(), ", k ", k_in.sizes(), causal ? ", causal" : "");
+  TORCH_CHECK(v_in.sizes() == k_in.sizes() && v_in.scalar_type() == torch::kFloat32, "flash_forward: v ", v_in.sizes(),
+              " ", v_in.scalar_type(), " does not match k ", k_in.sizes(), " (fp32)");
+  auto rows_contiguous = [](const torch::Tensor& x) { return x.stride(3) == 1 ? x : x.contiguous(); };
+  const auto q = rows_contiguous(q_in), k = rows_contiguous(k_in), v = rows_contiguous(v_in);
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), hd = q.size(3);
+  auto out =
+      torch::empty({B, Tq, H, hd}, q.options()).transpose(1, 2);  // (B, H, Tq, hd) over (B, Tq, H, hd), as SDPA's
+  auto lse = torch::empty({B, H, Tq}, q.options());
+  forward(q, k, v, causal, out, lse);
+  return {out, lse};
+}
 
 bool flash_backward_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal) {
   static const bool bf16_ok = blas::could_pack(at::kBFloat16) && __builtin_cpu_supports("avx512bf16");
-  // fp32: measured against SDPA's backward on AVX-512 CPUs only
-  static const bool fp32_ok = __builtin_cpu_supports("avx512f");
   const auto dtype = q.scalar_type();
-  return ((dtype == torch::kBFloat16 && bf16_ok) || (dtype == torch::kFloat32 && fp32_ok)) && q.is_cpu() &&
-         k.scalar_type() == dtype && q.dim() == 4 && k.dim() == 4 && (!causal || q.size(2) == k.size(2)) &&
-         q.size(2) % kBlock == 0 && k.size(2) % kBlock == 0 && q.size(3) == k.size(3) && q.size(3) % 16 == 0 &&
-         q.size(3) <= 256 && k.size(1) > 0 && q.size(1) % k.size(1) == 0;
+  return ((dtype == torch::kBFloat16 && bf16_ok) || (dtype == torch::kFloat32 && fp32_ok())) &&
+         blocks_fit(q, k, causal);
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward(
@@ -256,6 +368,15 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward(
 }
 
 #else
+bool flash_forward_supported(const torch::Tensor&, const torch::Tensor&, bool) {
+  return false;
+}
+
+std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                                                      bool) {
+  TORCH_CHECK(false, "flash_forward: x86-64 CPUs with AVX-512 only");
+}
+
 bool flash_backward_supported(const torch::Tensor&, const torch::Tensor&, bool) {
   return false;
 }
