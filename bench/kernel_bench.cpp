@@ -1,7 +1,8 @@
 // The kernels the trainer uses against the forms they replaced, alternating in one run, with the
-// largest error of each against float64: at::scaled_dot_product_attention (models/common/
-// causal_attention) vs our former attention by query blocks, kept here as the baseline; SDPA's bf16
-// backward vs its forward and vs the fp32 backward on upcast tensors (a lever not built); the fused
+// largest error of each against float64: the model's attention (models/common/causal_attention:
+// SDPA, with our CPU flash kernels where they are faster) vs our former attention by query blocks,
+// kept here as the baseline; our CPU flash forward (fp32) and backward (bf16, fp32) vs SDPA's, and
+// in bf16 vs SDPA's fp32 backward on upcast tensors (a lever not built); the fused
 // AdamW (at::_fused_adamw_) vs torch.optim's op-by-op form; the clip inside the fused step vs a
 // multiply before it; our one-pass RMSNorm vs at::rms_norm (a composite on the CPU); the one-pass
 // CPU RoPE vs its ATen-op form; the one-pass SwiGLU gate vs silu(a) * b; the one-pass cross-entropy
@@ -101,7 +102,8 @@ void attention(const char* model, int64_t B, int64_t KV, int64_t rep, int64_t T,
   }
   std::printf(
       "attention fwd+bwd %s, %s layer (B %ld, %ld kv x %ld heads, T %ld, hd %ld): query blocks %.1f ms, "
-      "error out %.2g dq %.2g; SDPA %.1f ms, error out %.2g dq %.2g: SDPA %.2fx\n",
+      "error out %.2g dq %.2g; the model's (SDPA, our CPU kernels where faster) %.1f ms, error out %.2g dq %.2g: "
+      "%.2fx\n",
       c10::toString(dtype), model, B, KV, rep, T, hd, ours_ms, ours_out, ours_dq, sdpa_ms, sdpa_out, sdpa_dq,
       ours_ms / sdpa_ms);
 }

@@ -54,9 +54,7 @@ torch::Tensor expand_heads(const torch::Tensor& t, int64_t groups) {
 std::pair<torch::Tensor, torch::Tensor> block_forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                                        bool causal, bool flash) {
   if (flash) {
-    auto [out, lse] = flash_forward_supported(q, k, causal)
-                          ? flash_forward(q, k, v, causal)
-                          : at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal);
+    auto [out, lse] = cpu_flash_forward(q, k, v, causal);
     return {out.to(torch::kFloat32), lse};
   }
   const int64_t groups = q.size(1) / k.size(1);

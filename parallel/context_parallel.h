@@ -24,7 +24,8 @@ torch::Tensor context_parallel_positions(int64_t seq_len, int64_t cp, int64_t ra
 class ContextParallel : public ContextParallelHooks {
  public:
   // rotate_method: "allgather" or "alltoall" (parallelism.context_parallel_rotate_method). The
-  // blocks run libtorch's CPU flash kernel on the CPU, else (or with formula_blocks) the formula.
+  // blocks run a CPU flash kernel on the CPU (flash_attention_cpu.h: ours where it is faster, else
+  // libtorch's), else (or with formula_blocks) the formula.
   ContextParallel(ProcessGroup& group, int64_t seq_len, bool head_tail, std::string rotate_method,
                   bool formula_blocks = false);
 

@@ -5,14 +5,11 @@
 namespace titan {
 namespace {
 
-// Our CPU flash forward in fp32, else libtorch's; our backward (flash_attention_cpu.h).
+// The CPU flash forward (ours in fp32, else libtorch's) and our backward (flash_attention_cpu.h).
 struct FlashAttention : torch::autograd::Function<FlashAttention> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v) {
-    auto [out, lse] =
-        flash_forward_supported(q, k, /*causal=*/true)
-            ? flash_forward(q, k, v, /*causal=*/true)
-            : at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, /*dropout_p=*/0.0, /*is_causal=*/true);
+    auto [out, lse] = cpu_flash_forward(q, k, v, /*causal=*/true);
     ctx->save_for_backward({q, k, v, out, lse});
     return out;
   }

@@ -1,9 +1,9 @@
 #include "models/common/flash_attention_cpu.h"
 
 // fbgemm's transpose and AVX512-BF16's rounding: x86-64 with a libtorch that ships fbgemm only
-// (elsewhere SDPA's backward runs).
+// (elsewhere SDPA's forward and backward run).
 #if defined(__x86_64__) && defined(__GNUC__) && __has_include(<fbgemm/Utils.h>)
-#define TITAN_FLASH_BACKWARD_CPU
+#define TITAN_FLASH_ATTENTION_CPU
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
 #include <fbgemm/Utils.h>
@@ -19,7 +19,7 @@
 #endif
 
 namespace titan {
-#ifdef TITAN_FLASH_BACKWARD_CPU
+#ifdef TITAN_FLASH_ATTENTION_CPU
 namespace {
 
 namespace blas = at::native::cpublas;
@@ -93,6 +93,11 @@ void store(const float* x, int64_t n, float* out) {
   std::copy(x, x + n, out);
 }
 
+// How many of key block k0's keys query q0 + a sees: keys k0 .. q0 + a where causal, else all.
+TITAN_ALWAYS_INLINE int visible_keys(bool causal, int64_t q0, int64_t k0, int a) {
+  return causal ? static_cast<int>(std::clamp<int64_t>(q0 + a - k0 + 1, 0, kBlock)) : kBlock;
+}
+
 // One block pair's P = exp(S scale - lse), 0 for keys after the query where causal, and
 // dS = P (dP - D) scale, both stored as T (kBlock, kBlock) row-major. s, dp (kBlock, kBlock)
 // fp32; lse, d: the block's queries'; q0, k0: the first query's and key's positions.
@@ -101,8 +106,7 @@ TITAN_ALWAYS_INLINE void probs_and_grads_loop(const float* s, const float* dp, c
                                               float scale, bool causal, int64_t q0, int64_t k0, T* p, T* ds) {
   alignas(64) float p_row[kBlock], ds_row[kBlock];
   for (int a = 0; a < kBlock; ++a) {
-    const int visible =
-        causal ? static_cast<int>(std::clamp<int64_t>(q0 + a - k0 + 1, 0, kBlock)) : kBlock;  // keys k0 .. q0 + a
+    const int visible = visible_keys(causal, q0, k0, a);
     const float l = lse[a], da = d[a];
     const float* sa = s + a * kBlock;
     const float* dpa = dp + a * kBlock;
@@ -227,14 +231,9 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
 TITAN_CPU_CLONES void softmax_step(const float* s, float scale, bool causal, int64_t q0, int64_t k0, int64_t hd,
                                    float* m, float* l, float* acc, float* p) {
   for (int a = 0; a < kBlock; ++a) {
-    const int visible =
-        causal ? static_cast<int>(std::clamp<int64_t>(q0 + a - k0 + 1, 0, kBlock)) : kBlock;  // keys k0 .. q0 + a
+    const int visible = visible_keys(causal, q0, k0, a);  // at least 1: causal blocks are at or below the diagonal
     const float* sa = s + a * kBlock;
     float* pa = p + a * kBlock;
-    if (visible == 0) {
-      std::fill(pa, pa + kBlock, 0.f);
-      continue;
-    }
     const float m_new = std::max(m[a], cpu::max16(sa, visible) * scale);
     for (int c = 0; c < kBlock; ++c) pa[c] = cpu::exp_f32(sa[c] * scale - m_new);
     std::fill(pa + visible, pa + kBlock, 0.f);
@@ -299,13 +298,18 @@ void forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor
   });
 }
 
-// Query and key lengths in whole blocks (equal where causal), a head size that is a multiple of 16,
-// and whole groups of query heads per kv head.
+// CPU tensors of one dtype and batch, query and key lengths in whole blocks (equal where causal), a
+// head size that is a multiple of 16 up to 256, and whole groups of query heads per kv head.
 bool blocks_fit(const torch::Tensor& q, const torch::Tensor& k, bool causal) {
-  return q.is_cpu() && k.scalar_type() == q.scalar_type() && q.dim() == 4 && k.dim() == 4 &&
-         (!causal || q.size(2) == k.size(2)) && q.size(2) % kBlock == 0 && k.size(2) % kBlock == 0 &&
-         q.size(3) == k.size(3) && q.size(3) % 16 == 0 && q.size(3) <= 256 && k.size(1) > 0 &&
-         q.size(1) % k.size(1) == 0;
+  return q.is_cpu() && k.is_cpu() && k.scalar_type() == q.scalar_type() && q.dim() == 4 && k.dim() == 4 &&
+         q.size(0) == k.size(0) && (!causal || q.size(2) == k.size(2)) && q.size(2) > 0 && k.size(2) > 0 &&
+         q.size(2) % kBlock == 0 && k.size(2) % kBlock == 0 && q.size(3) == k.size(3) && q.size(3) > 0 &&
+         q.size(3) % 16 == 0 && q.size(3) <= 256 && k.size(1) > 0 && q.size(1) % k.size(1) == 0;
+}
+
+// x with its last dim contiguous (the kernels read rows through their stride).
+torch::Tensor rows_contiguous(const torch::Tensor& x) {
+  return x.stride(3) == 1 ? x : x.contiguous();
 }
 
 // fp32: measured against SDPA on AVX-512 CPUs only
@@ -324,9 +328,9 @@ std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor& q_in,
                                                       const torch::Tensor& v_in, bool causal) {
   TORCH_CHECK(flash_forward_supported(q_in, k_in, causal), "flash_forward: unsupported q ", q_in.sizes(), " ",
               q_in.scalar_type(), ", k ", k_in.sizes(), causal ? ", causal" : "");
-  TORCH_CHECK(v_in.sizes() == k_in.sizes() && v_in.scalar_type() == torch::kFloat32, "flash_forward: v ", v_in.sizes(),
-              " ", v_in.scalar_type(), " does not match k ", k_in.sizes(), " (fp32)");
-  auto rows_contiguous = [](const torch::Tensor& x) { return x.stride(3) == 1 ? x : x.contiguous(); };
+  TORCH_CHECK(v_in.sizes() == k_in.sizes() && v_in.scalar_type() == torch::kFloat32 && v_in.is_cpu(),
+              "flash_forward: v ", v_in.sizes(), " ", v_in.scalar_type(), " on ", v_in.device(), " does not match k ",
+              k_in.sizes(), " (fp32 on the CPU)");
   const auto q = rows_contiguous(q_in), k = rows_contiguous(k_in), v = rows_contiguous(v_in);
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), hd = q.size(3);
   auto out =
@@ -351,10 +355,11 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward(
   const auto dtype = q_in.scalar_type();
   TORCH_CHECK(v_in.sizes() == k_in.sizes() && v_in.scalar_type() == dtype && grad_out.sizes() == q_in.sizes() &&
                   grad_out.scalar_type() == dtype && out_in.sizes() == q_in.sizes() && out_in.scalar_type() == dtype &&
-                  lse_in.sizes() == q_in.sizes().slice(0, 3),
+                  lse_in.sizes() == q_in.sizes().slice(0, 3) && v_in.is_cpu() && grad_out.is_cpu() && out_in.is_cpu() &&
+                  lse_in.is_cpu(),
               "flash_backward: v ", v_in.sizes(), ", grad_out ", grad_out.sizes(), ", out ", out_in.sizes(), " (",
-              dtype, ") and lse ", lse_in.sizes(), " do not match q ", q_in.sizes(), " and k ", k_in.sizes());
-  auto rows_contiguous = [](const torch::Tensor& x) { return x.stride(3) == 1 ? x : x.contiguous(); };
+              dtype, ") and lse ", lse_in.sizes(), " (all on the CPU) do not match q ", q_in.sizes(), " and k ",
+              k_in.sizes());
   const auto g = rows_contiguous(grad_out), q = rows_contiguous(q_in), k = rows_contiguous(k_in),
              v = rows_contiguous(v_in), o = rows_contiguous(out_in);
   const auto lse = lse_in.to(torch::kFloat32);
@@ -374,7 +379,7 @@ bool flash_forward_supported(const torch::Tensor&, const torch::Tensor&, bool) {
 
 std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
                                                       bool) {
-  TORCH_CHECK(false, "flash_forward: x86-64 CPUs with AVX-512 only");
+  TORCH_CHECK(false, "flash_forward: built for x86-64 with libtorch's fbgemm only");
 }
 
 bool flash_backward_supported(const torch::Tensor&, const torch::Tensor&, bool) {
@@ -385,7 +390,15 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward(const tor
                                                                        const torch::Tensor&, const torch::Tensor&,
                                                                        const torch::Tensor&, const torch::Tensor&,
                                                                        bool) {
-  TORCH_CHECK(false, "flash_backward: x86-64 CPUs with AVX-512 only");
+  TORCH_CHECK(false, "flash_backward: built for x86-64 with libtorch's fbgemm only");
 }
 #endif
+
+std::pair<torch::Tensor, torch::Tensor> cpu_flash_forward(const torch::Tensor& q, const torch::Tensor& k,
+                                                          const torch::Tensor& v, bool causal) {
+  if (flash_forward_supported(q, k, causal)) return flash_forward(q, k, v, causal);
+  auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, /*dropout_p=*/0.0, causal);
+  return {out, lse};
+}
+
 }  // namespace titan

@@ -23,6 +23,11 @@ bool flash_forward_supported(const torch::Tensor& q, const torch::Tensor& k, boo
 std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor& q, const torch::Tensor& k,
                                                       const torch::Tensor& v, bool causal);
 
+// The CPU flash forward as flash_forward returns it: ours where flash_forward_supported, else
+// libtorch's (any float dtype; the same layout and log-sum-exp).
+std::pair<torch::Tensor, torch::Tensor> cpu_flash_forward(const torch::Tensor& q, const torch::Tensor& k,
+                                                          const torch::Tensor& v, bool causal);
+
 // Whether flash_backward takes these: bf16 on a CPU whose brgemm packs bf16 (AMX) and that has
 // AVX512-BF16, or fp32 on one with AVX-512; query and key lengths multiples of its 128-row blocks
 // (equal where causal), and a head size that is a multiple of 16.

@@ -1,6 +1,7 @@
 // The model's attention core against the full-matrix formula in float64, with grouped query heads
 // (query head h reads kv head h / rep, as repeat_interleave), a length of no round size, and gradients;
-// in bf16 its backward (ours where the CPU has AMX) against float64 and against SDPA's own backward.
+// in bf16 and fp32 on 128-row blocks (our CPU kernels where the CPU has them) against float64 and, in
+// bf16, against SDPA's own.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 

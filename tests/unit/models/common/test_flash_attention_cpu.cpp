@@ -1,11 +1,11 @@
-// Our CPU flash kernels. The forward (fp32), causal and on full blocks whose query and key lengths
-// differ, grouped heads: the output and log-sum-exp against float64's within 2e-6 of the largest
-// output and 2e-6 absolute, every row of a diagonal block (each sees a different number of keys).
-// The backward on full blocks of other lengths, as context parallelism's ring hands them over (the
-// causal case runs through the model's attention in test_causal_attention.cpp): gradients against float64 of the same
-// inputs within 2% of their largest and at most 1.5x the error of SDPA's own backward (its kv gradients summed over the
-// query heads in float64) in bf16, within 2e-6 of their largest in fp32; head sizes 16, 64 and 80 (bf16 packed as 64 +
-// 16 columns). Skipped where the CPU's brgemm packs no bf16 (no AMX) or, for fp32, has no AVX-512.
+// Our CPU flash kernels: which shapes and dtypes they take. The forward (fp32), causal and on full blocks whose query
+// and key lengths differ, grouped heads: the output and log-sum-exp against float64's within 2e-6 of the largest output
+// and 2e-6 absolute, every row of a diagonal block (each sees a different number of keys). The backward on full blocks
+// of other lengths, as context parallelism's ring hands them over (the causal case runs through the model's attention
+// in test_causal_attention.cpp): gradients against float64 of the same inputs within 2% of their largest and at
+// most 1.5x the error of SDPA's own backward (its kv gradients summed over the query heads in float64) in bf16, within
+// 2e-6 of their largest in fp32; head sizes 16, 64 and 80 (bf16 packed as 64 + 16 columns). Each dtype is left out
+// where the CPU lacks its kernel (AMX for bf16, AVX-512 for fp32).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -15,6 +15,23 @@
 
 namespace titan {
 namespace {
+
+// What the kernels take, and what falls back to SDPA: shapes they would read out of bounds
+// (another batch size), partial blocks, head sizes, dtypes (the forward is fp32 only).
+TEST(FlashAttentionCpu, TakesWholeBlocksOfOneBatchOnly) {
+  const auto q = torch::randn({2, 4, 256, 16}), k = torch::randn({2, 2, 256, 16});
+  if (!flash_forward_supported(q, k, /*causal=*/true)) GTEST_SKIP() << "this CPU has no AVX-512";
+  EXPECT_TRUE(flash_backward_supported(q, k, /*causal=*/true));
+  EXPECT_TRUE(flash_forward_supported(q, k.narrow(2, 0, 128), /*causal=*/false));
+  EXPECT_FALSE(flash_forward_supported(q, k.narrow(2, 0, 128), /*causal=*/true));  // causal needs Tq == Tk
+  EXPECT_FALSE(flash_forward_supported(q, k.narrow(0, 0, 1), /*causal=*/true));
+  EXPECT_FALSE(flash_backward_supported(q, k.narrow(0, 0, 1), /*causal=*/true));
+  EXPECT_FALSE(flash_forward_supported(q.narrow(2, 0, 200), k.narrow(2, 0, 200), /*causal=*/true));
+  EXPECT_FALSE(flash_forward_supported(q.narrow(3, 0, 8), k.narrow(3, 0, 8), /*causal=*/true));
+  EXPECT_FALSE(flash_forward_supported(q.narrow(1, 0, 3), k, /*causal=*/true));  // 3 query heads over 2 kv heads
+  EXPECT_FALSE(flash_forward_supported(q.to(torch::kBFloat16), k.to(torch::kBFloat16), /*causal=*/true));
+  EXPECT_FALSE(flash_forward_supported(q, k.to(torch::kBFloat16), /*causal=*/true));
+}
 
 TEST(FlashForward, MatchesFloat64CausalAndOnFullBlocksOfOtherLengths) {
   torch::manual_seed(8);
@@ -54,6 +71,7 @@ TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
   struct Shape {
     int64_t B, KV, rep, Tq, Tk, hd;
   };
+  int ran = 0;
   for (const auto dtype : {torch::kBFloat16, torch::kFloat32})
     for (const Shape sh : {Shape{1, 2, 2, 256, 128, 16}, Shape{2, 1, 3, 128, 384, 64}, Shape{1, 1, 2, 128, 256, 80}}) {
       const int64_t H = sh.KV * sh.rep;
@@ -63,8 +81,8 @@ TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
       const auto k = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd}).to(dtype);  // (B, KV, Tk, hd)
       const auto v = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd}).to(dtype);
       const auto g = torch::randn({sh.B, H, sh.Tq, sh.hd}).to(dtype);
-      if (!flash_backward_supported(q, k, /*causal=*/false))
-        GTEST_SKIP() << "this CPU lacks AMX (bf16) or AVX-512 (fp32)";
+      if (!flash_backward_supported(q, k, /*causal=*/false)) continue;  // no AMX (bf16) or AVX-512 (fp32) here
+      ++ran;
       const auto ke = k.repeat_interleave(sh.rep, 1), ve = v.repeat_interleave(sh.rep, 1);  // (B, H, Tk, hd)
       const auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, ke, ve, 0.0, /*is_causal=*/false);
 
@@ -95,6 +113,7 @@ TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
         }
       }
     }
+  if (ran == 0) GTEST_SKIP() << "this CPU has neither AMX (bf16) nor AVX-512 (fp32)";
 }
 
 }  // namespace
