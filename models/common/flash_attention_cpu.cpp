@@ -83,6 +83,12 @@ void transpose(const float* src, int64_t ld, int64_t n, int64_t hd, float* t) {
   fbgemm::transpose_simd<float>(n, hd, src, ld, t, n);
 }
 
+// A head's first `blocks` row blocks (kBlock, hd), each transposed into out (hd, kBlock), one after another.
+template <typename T>
+void transpose_blocks(HeadRows<T> x, int64_t blocks, int64_t hd, T* out) {
+  for (int64_t j = 0; j < blocks; ++j) transpose(x.row(j * kBlock), x.stride, kBlock, hd, out + j * hd * kBlock);
+}
+
 // x (n floats, n a multiple of 32) rounded to bf16, to nearest even, by AVX512-BF16's conversion
 // (every CPU with AMX has it): a third of the element-wise work below when written as cpu::store.
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void store(const float* x, int64_t n, bf16* out) {
@@ -180,9 +186,9 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
       const int64_t b = item / KV, kv = item % KV;
       const HeadRows<T> kr = head_rows<T>(k, b, kv), vr = head_rows<T>(v, b, kv);
       auto packed = [&](std::vector<T>& buffer, int64_t j) { return packs ? &buffer[j * block] : nullptr; };
+      transpose_blocks(kr, k_blocks, hd, kt.data());
+      transpose_blocks(vr, k_blocks, hd, vt.data());
       for (int64_t j = 0; j < k_blocks; ++j) {  // K_j^T, V_j^T (hd, kBlock); K_j (kBlock, hd)
-        transpose(kr.row(j * kBlock), kr.stride, kBlock, hd, &kt[j * block]);
-        transpose(vr.row(j * kBlock), vr.stride, kBlock, hd, &vt[j * block]);
         kt_op[j] = operand(&kt[j * block], kBlock, hd, kBlock, packed(kt_packed, j));
         vt_op[j] = operand(&vt[j * block], kBlock, hd, kBlock, packed(vt_packed, j));
         k_op[j] = operand(kr.row(j * kBlock), kr.stride, kBlock, hd, packed(k_packed, j));
@@ -195,10 +201,8 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
         const float* lse_head = lse.data_ptr<float>() + b * lse.stride(0) + h * lse.stride(1);
         for (int64_t t = 0; t < Tq; ++t) lse_rows[t] = lse_head[t * lse.stride(2)];
         row_dots(gr, orows, Tq, hd, d_rows.data());
-        for (int64_t i = 0; i < q_blocks; ++i) {
-          transpose(qr.row(i * kBlock), qr.stride, kBlock, hd, &qt[i * block]);   // Q_i^T (hd, kBlock)
-          transpose(gr.row(i * kBlock), gr.stride, kBlock, hd, &got[i * block]);  // dO_i^T (hd, kBlock)
-        }
+        transpose_blocks(qr, q_blocks, hd, qt.data());   // Q_i^T (hd, kBlock)
+        transpose_blocks(gr, q_blocks, hd, got.data());  // dO_i^T (hd, kBlock)
         std::fill(dq_acc.begin(), dq_acc.end(), 0.f);
         for (int64_t i = 0; i < q_blocks; ++i)
           for (int64_t j = 0; j < (causal ? i + 1 : k_blocks); ++j) {
@@ -270,8 +274,7 @@ void forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / KV, kv = item % KV;
       const HeadRows<float> kr = head_rows<float>(k, b, kv), vr = head_rows<float>(v, b, kv);
-      for (int64_t j = 0; j < k_blocks; ++j)
-        transpose(kr.row(j * kBlock), kr.stride, kBlock, hd, &kt[j * block]);  // K_j^T (hd, kBlock)
+      transpose_blocks(kr, k_blocks, hd, kt.data());  // K_j^T (hd, kBlock)
       for (int64_t r = 0; r < rep; ++r) {
         const int64_t h = kv * rep + r;
         const HeadRows<float> qr = head_rows<float>(q, b, h);
