@@ -550,6 +550,8 @@ int main(int argc, char** argv) {
     attention_forward("long", 4, 16, 2048, 16, /*causal=*/true, rounds);
     attention_forward("mid", 1, 16, 1024, 64, /*causal=*/true, rounds);
     attention_forward("mid", 1, 16, 512, 64, /*causal=*/false, rounds);
+    attention_forward("one head of the mid", 1, 1, 1024, 64, /*causal=*/true,
+                      rounds);  // fewer (batch, kv head)s than threads
   }
   if (row("attention_backward")) {
     for (const auto dtype : {torch::kBFloat16, torch::kFloat32}) {

@@ -23,8 +23,8 @@ bool flash_forward_supported(const torch::Tensor& q, const torch::Tensor& k, boo
 std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor& q, const torch::Tensor& k,
                                                       const torch::Tensor& v, bool causal);
 
-// The CPU flash forward as flash_forward returns it: ours where flash_forward_supported, else
-// libtorch's (any float dtype; the same layout and log-sum-exp).
+// The CPU flash forward as flash_forward returns it: ours where flash_forward_supported and there are
+// as many (batch, kv head)s as threads, else libtorch's (any float dtype; the same layout and log-sum-exp).
 std::pair<torch::Tensor, torch::Tensor> cpu_flash_forward(const torch::Tensor& q, const torch::Tensor& k,
                                                           const torch::Tensor& v, bool causal);
 

@@ -5,7 +5,9 @@
 // in test_causal_attention.cpp): gradients against float64 of the same inputs within 2% of their largest and at
 // most 1.5x the error of SDPA's own backward (its kv gradients summed over the query heads in float64) in bf16, within
 // 2e-6 of their largest in fp32; head sizes 16, 64 and 80 (bf16 packed as 64 + 16 columns). Each dtype is left out
-// where the CPU lacks its kernel (AMX for bf16, AVX-512 for fp32).
+// where the CPU lacks its kernel (AMX for bf16, AVX-512 for fp32). With fewer (batch, kv head)s than threads the
+// model's forward is libtorch's.
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -31,6 +33,21 @@ TEST(FlashAttentionCpu, TakesWholeBlocksOfOneBatchOnly) {
   EXPECT_FALSE(flash_forward_supported(q.narrow(1, 0, 3), k, /*causal=*/true));  // 3 query heads over 2 kv heads
   EXPECT_FALSE(flash_forward_supported(q.to(torch::kBFloat16), k.to(torch::kBFloat16), /*causal=*/true));
   EXPECT_FALSE(flash_forward_supported(q, k.to(torch::kBFloat16), /*causal=*/true));
+}
+
+// cpu_flash_forward takes ours only with a (batch, kv head) for every thread, libtorch's otherwise.
+TEST(FlashForward, FewerBatchKvHeadsThanThreadsTakeLibtorchs) {
+  const auto q = torch::randn({1, 4, 128, 16}), k = torch::randn({1, 2, 128, 16}), v = torch::randn({1, 2, 128, 16});
+  if (!flash_forward_supported(q, k, /*causal=*/true)) GTEST_SKIP() << "this CPU has no AVX-512";
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  const auto one = cpu_flash_forward(q.narrow(1, 0, 2), k.narrow(1, 0, 1), v.narrow(1, 0, 1), /*causal=*/true);
+  const auto sdpa = at::_scaled_dot_product_flash_attention_for_cpu(q.narrow(1, 0, 2), k.narrow(1, 0, 1),
+                                                                    v.narrow(1, 0, 1), 0.0, /*is_causal=*/true);
+  EXPECT_TRUE(torch::equal(one.first, std::get<0>(sdpa)) && torch::equal(one.second, std::get<1>(sdpa)));
+  const auto two = cpu_flash_forward(q, k, v, /*causal=*/true), ours = flash_forward(q, k, v, /*causal=*/true);
+  EXPECT_TRUE(torch::equal(two.first, ours.first) && torch::equal(two.second, ours.second));
+  at::set_num_threads(threads);
 }
 
 TEST(FlashForward, MatchesFloat64CausalAndOnFullBlocksOfOtherLengths) {
