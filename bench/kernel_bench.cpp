@@ -110,15 +110,16 @@ void attention(const char* model, int64_t B, int64_t KV, int64_t rep, int64_t T,
 
 // SDPA's CPU flash attention backward against its forward and against ours; in bf16 also the same
 // backward run in fp32 on the upcast tensors (the gradients rounded once at the end); largest error of
-// dq, dk and dv against float64. q, k, v (B, H, T, hd): grouped heads expanded; causal, or a full block
-// of context parallelism's ring.
+// dq, dk and dv against float64. q, k, v (B, H, T, hd), transposed views as in the model: grouped heads
+// expanded; causal, or a full block of context parallelism's ring.
 void attention_backward(const char* model, int64_t B, int64_t H, int64_t T, int64_t hd, bool causal,
                         torch::ScalarType dtype, int rounds) {
   torch::manual_seed(0);
   auto as_dtype = [&](const torch::Tensor& t) { return t.to(dtype); };
   auto fp32 = [](const torch::Tensor& t) { return t.to(torch::kFloat32); };
-  const auto q = as_dtype(torch::randn({B, H, T, hd})), k = as_dtype(torch::randn({B, H, T, hd})),
-             v = as_dtype(torch::randn({B, H, T, hd})), grad = as_dtype(torch::randn({B, H, T, hd}));  // (B, H, T, hd)
+  // (B, H, T, hd) views of (B, T, H, hd) tensors, as the model hands them over
+  auto randn = [&] { return as_dtype(torch::randn({B, T, H, hd})).transpose(1, 2); };
+  const auto q = randn(), k = randn(), v = randn(), grad = randn();
   const auto forward = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal);
   const torch::Tensor out = std::get<0>(forward), lse = std::get<1>(forward);  // (B, H, T, hd), (B, H, T) fp32
   auto native = [&] {
@@ -157,10 +158,12 @@ void attention_backward(const char* model, int64_t B, int64_t H, int64_t T, int6
 }
 
 // SDPA's CPU flash attention forward in fp32 against ours (flash_attention_cpu.h); largest error of
-// the output against float64. q, k, v (B, H, T, hd); causal, or a full block of context parallelism's ring.
+// the output against float64. q, k, v (B, H, T, hd), transposed views as in the model; causal, or a full block of
+// context parallelism's ring.
 void attention_forward(const char* model, int64_t B, int64_t H, int64_t T, int64_t hd, bool causal, int rounds) {
   torch::manual_seed(0);
-  const auto q = torch::randn({B, H, T, hd}), k = torch::randn({B, H, T, hd}), v = torch::randn({B, H, T, hd});
+  auto randn = [&] { return torch::randn({B, T, H, hd}).transpose(1, 2); };  // as the model hands them over
+  const auto q = randn(), k = randn(), v = randn();
   const auto exact = at::scaled_dot_product_attention(q.to(torch::kFloat64), k.to(torch::kFloat64),
                                                       v.to(torch::kFloat64), {}, 0.0, causal);
   auto sdpa = [&] { return at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal); };
@@ -560,6 +563,8 @@ int main(int argc, char** argv) {
       attention_backward("mid", 1, 16, 1024, 64, /*causal=*/true, dtype, rounds);
       // a full block of context parallelism's ring: cp 2 at seq 1024, contiguous, rank 1 against rank 0
       attention_backward("mid", 1, 16, 512, 64, /*causal=*/false, dtype, rounds);
+      attention_backward("one head of the mid", 1, 1, 1024, 64, /*causal=*/true, dtype,
+                         rounds);  // fewer items than threads
     }
   }
   if (row("adamw")) adamw(rounds);

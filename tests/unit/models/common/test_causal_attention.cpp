@@ -48,7 +48,8 @@ TEST(CausalAttention, EqualsTheFullMatrixInFloat64WithGroupedHeads) {
   EXPECT_TRUE(torch::allclose(out.select(2, 0), v.select(2, 0).repeat_interleave(rep, 1)));
 }
 
-// bf16 and fp32, the model's layout (q a transposed (B, T, H, hd) view), several 128-row blocks,
+// bf16 and fp32, the model's layout (q, k, v and the gradient transposed (B, T, heads, hd) views) and
+// contiguous (B, heads, T, hd) tensors, several 128-row blocks,
 // grouped heads, head sizes 16, 64 and 128 (two packed bf16 column blocks): output and gradients
 // against float64 of the same inputs within 2% of their largest and at most 1.5x the error of SDPA's
 // own (bf16), or within 2e-6 of their largest (fp32). Where the CPU lacks AMX (bf16) or AVX-512 (fp32),
@@ -57,17 +58,22 @@ TEST(CausalAttention, OutputAndGradientsMatchFloat64InBf16AndFp32) {
   torch::manual_seed(6);
   struct Shape {
     int64_t B, KV, rep, T, hd;
+    bool model_layout;
+  };
+  // (B, heads, T, hd): a transposed (B, T, heads, hd) tensor as the model hands them over, or contiguous.
+  auto randn = [](int64_t B, int64_t heads, int64_t T, int64_t hd, bool model_layout) {
+    return model_layout ? torch::randn({B, T, heads, hd}).transpose(1, 2) : torch::randn({B, heads, T, hd});
   };
   for (const auto dtype : {torch::kBFloat16, torch::kFloat32})
-    for (const Shape sh :
-         {Shape{2, 2, 3, 256, 16}, Shape{1, 2, 2, 384, 64}, Shape{1, 1, 1, 128, 128}, Shape{1, 2, 2, 200, 64}}) {
+    for (const Shape sh : {Shape{2, 2, 3, 256, 16, true}, Shape{1, 2, 2, 384, 64, false},
+                           Shape{1, 1, 1, 128, 128, true}, Shape{1, 2, 2, 200, 64, true}}) {
       const int64_t H = sh.KV * sh.rep;
-      const std::string where =
-          c10::str(dtype, " B ", sh.B, " KV ", sh.KV, " rep ", sh.rep, " T ", sh.T, " hd ", sh.hd);
-      const auto q0 = torch::randn({sh.B, sh.T, H, sh.hd}).to(dtype).transpose(1, 2);  // (B, H, T, hd)
-      const auto k0 = torch::randn({sh.B, sh.KV, sh.T, sh.hd}).to(dtype);
-      const auto v0 = torch::randn({sh.B, sh.KV, sh.T, sh.hd}).to(dtype);
-      const auto g = torch::randn({sh.B, H, sh.T, sh.hd}).to(dtype);
+      const std::string where = c10::str(dtype, " B ", sh.B, " KV ", sh.KV, " rep ", sh.rep, " T ", sh.T, " hd ", sh.hd,
+                                         sh.model_layout ? " model layout" : " contiguous");
+      const auto q0 = randn(sh.B, H, sh.T, sh.hd, sh.model_layout).to(dtype);  // (B, H, T, hd)
+      const auto k0 = randn(sh.B, sh.KV, sh.T, sh.hd, sh.model_layout).to(dtype);
+      const auto v0 = randn(sh.B, sh.KV, sh.T, sh.hd, sh.model_layout).to(dtype);
+      const auto g = randn(sh.B, H, sh.T, sh.hd, sh.model_layout).to(dtype);
       auto q64 = q0.to(torch::kFloat64).requires_grad_(true), k64 = k0.to(torch::kFloat64).requires_grad_(true),
            v64 = v0.to(torch::kFloat64).requires_grad_(true);
       const auto exact_out = full_matrix_attention(q64, k64, v64);

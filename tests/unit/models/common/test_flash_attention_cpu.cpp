@@ -63,7 +63,7 @@ TEST(FlashForward, MatchesFloat64CausalAndOnFullBlocksOfOtherLengths) {
                                        sh.hd, sh.causal ? " causal" : " full");
     const auto q = torch::randn({sh.B, sh.Tq, H, sh.hd}).transpose(1, 2);  // (B, H, Tq, hd), the model's layout
     const auto k = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd});              // (B, KV, Tk, hd)
-    const auto v = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd});
+    const auto v = torch::randn({sh.B, sh.Tk, sh.KV, sh.hd}).transpose(1, 2);  // (B, KV, Tk, hd), the model's layout
     if (!flash_forward_supported(q, k, sh.causal)) GTEST_SKIP() << "this CPU has no AVX-512";
     auto scores =
         torch::matmul(q.to(torch::kFloat64), k.to(torch::kFloat64).repeat_interleave(sh.rep, 1).transpose(2, 3)) /
