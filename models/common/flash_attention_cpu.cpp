@@ -83,10 +83,10 @@ void transpose(const float* src, int64_t ld, int64_t n, int64_t hd, float* t) {
   fbgemm::transpose_simd<float>(n, hd, src, ld, t, n);
 }
 
-// A head's `rows` rows, copied into `buffer` (rows, hd) where they are strided (the model hands q, k, v
+// A head's `rows` rows, copied densely into `buffer` (rows, hd) where they are strided (the model hands q, k, v
 // and dO over as (B, T, H, hd) transposed): every key block's products read them again.
 template <typename T>
-HeadRows<T> packed_rows(HeadRows<T> x, int64_t rows, int64_t hd, std::vector<T>& buffer) {
+HeadRows<T> dense_rows(HeadRows<T> x, int64_t rows, int64_t hd, std::vector<T>& buffer) {
   if (x.stride == hd) return x;
   for (int64_t t = 0; t < rows; ++t) std::copy(x.row(t), x.row(t) + hd, &buffer[t * hd]);
   return {buffer.data(), hd};
@@ -191,10 +191,10 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
     std::vector<float> s(kBlock * kBlock), dp(kBlock * kBlock), lse_rows(Tq), d_rows(Tq);
     std::vector<float> dq_acc(Tq * hd), dkt_acc(hd * Tk), dvt_acc(hd * Tk);  // dq (Tq, hd); dk, dv transposed (hd, Tk)
     std::vector<float> scratch(packs ? Tk * hd : 0);
-    std::vector<T> k_rows(Tk * hd), q_rows(Tq * hd), g_rows(Tq * hd);  // strided heads' rows, packed
+    std::vector<T> k_rows(Tk * hd), q_rows(Tq * hd), g_rows(Tq * hd);  // strided heads' rows, made dense
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / KV, kv = item % KV;
-      const HeadRows<T> kr = packed_rows(head_rows<T>(k, b, kv), Tk, hd, k_rows), vr = head_rows<T>(v, b, kv);
+      const HeadRows<T> kr = dense_rows(head_rows<T>(k, b, kv), Tk, hd, k_rows), vr = head_rows<T>(v, b, kv);
       auto packed = [&](std::vector<T>& buffer, int64_t j) { return packs ? &buffer[j * block] : nullptr; };
       transpose_blocks(kr, k_blocks, hd, kt.data());
       transpose_blocks(vr, k_blocks, hd, vt.data());
@@ -207,8 +207,8 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
       std::fill(dvt_acc.begin(), dvt_acc.end(), 0.f);
       for (int64_t r = 0; r < rep; ++r) {
         const int64_t h = kv * rep + r;
-        const HeadRows<T> qr = packed_rows(head_rows<T>(q, b, h), Tq, hd, q_rows),
-                          gr = packed_rows(head_rows<T>(g, b, h), Tq, hd, g_rows), orows = head_rows<T>(o, b, h);
+        const HeadRows<T> qr = dense_rows(head_rows<T>(q, b, h), Tq, hd, q_rows),
+                          gr = dense_rows(head_rows<T>(g, b, h), Tq, hd, g_rows), orows = head_rows<T>(o, b, h);
         const float* lse_head = lse.data_ptr<float>() + b * lse.stride(0) + h * lse.stride(1);
         for (int64_t t = 0; t < Tq; ++t) lse_rows[t] = lse_head[t * lse.stride(2)];
         row_dots(gr, orows, Tq, hd, d_rows.data());
@@ -282,15 +282,15 @@ void forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor
   at::parallel_for(0, B * KV, 1, [&](int64_t begin, int64_t end) {
     const int64_t block = hd * kBlock;
     std::vector<float> kt(Tk * hd), s(kBlock * kBlock), p(kBlock * kBlock), acc(kBlock * hd), m(kBlock), l(kBlock);
-    std::vector<float> v_rows(Tk * hd), q_rows(Tq * hd);  // strided heads' rows, packed
+    std::vector<float> v_rows(Tk * hd), q_rows(Tq * hd);  // strided heads' rows, made dense
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / KV, kv = item % KV;
       const HeadRows<float> kr = head_rows<float>(k, b, kv),
-                            vr = packed_rows(head_rows<float>(v, b, kv), Tk, hd, v_rows);
+                            vr = dense_rows(head_rows<float>(v, b, kv), Tk, hd, v_rows);
       transpose_blocks(kr, k_blocks, hd, kt.data());  // K_j^T (hd, kBlock)
       for (int64_t r = 0; r < rep; ++r) {
         const int64_t h = kv * rep + r;
-        const HeadRows<float> qr = packed_rows(head_rows<float>(q, b, h), Tq, hd, q_rows);
+        const HeadRows<float> qr = dense_rows(head_rows<float>(q, b, h), Tq, hd, q_rows);
         float* out_head = out.data_ptr<float>() + b * out.stride(0) + h * out.stride(1);
         float* lse_head = lse.data_ptr<float>() + b * lse.stride(0) + h * lse.stride(1);
         for (int64_t i = 0; i < q_blocks; ++i) {
