@@ -162,13 +162,24 @@ TITAN_CPU_CLONES void row_dots(HeadRows<float> g, HeadRows<float> o, int64_t row
   row_dots_loop(g.p, g.stride, o.p, o.stride, rows, hd, d);
 }
 
-// (hd, rows) fp32 transposed into T (rows, hd): bf16 through `scratch` (rows, hd) and rounded.
-void store_transposed(const float* acc_t, int64_t rows, int64_t hd, float* scratch, bf16* out) {
-  fbgemm::transpose_simd<float>(hd, rows, acc_t, rows, scratch, hd);
-  store(scratch, rows * hd, out);
+// x (rows, hd) fp32 stored as T into rows `ld` apart (the gradients take their input's layout, so the
+// model's transposed views need no copy after): through `dense` (rows, hd) where they are strided.
+template <typename T>
+void store_rows(const float* x, int64_t rows, int64_t hd, T* out, int64_t ld, std::vector<T>& dense) {
+  if (ld == hd) return store(x, rows * hd, out);
+  store(x, rows * hd, dense.data());
+  for (int64_t t = 0; t < rows; ++t) std::copy(&dense[t * hd], &dense[(t + 1) * hd], out + t * ld);
 }
-void store_transposed(const float* acc_t, int64_t rows, int64_t hd, float*, float* out) {
-  fbgemm::transpose_simd<float>(hd, rows, acc_t, rows, out, hd);
+
+// (hd, rows) fp32 transposed into T rows `ld` apart: bf16 through `scratch` (rows, hd) and rounded.
+void store_transposed(const float* acc_t, int64_t rows, int64_t hd, float* scratch, bf16* out, int64_t ld,
+                      std::vector<bf16>& dense) {
+  fbgemm::transpose_simd<float>(hd, rows, acc_t, rows, scratch, hd);
+  store_rows(scratch, rows, hd, out, ld, dense);
+}
+void store_transposed(const float* acc_t, int64_t rows, int64_t hd, float*, float* out, int64_t ld,
+                      std::vector<float>&) {
+  fbgemm::transpose_simd<float>(hd, rows, acc_t, rows, out, ld);
 }
 
 // The backward in T (bf16 or float) on checked, row-contiguous tensors; lse fp32.
@@ -192,6 +203,7 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
     std::vector<float> dq_acc(Tq * hd), dkt_acc(hd * Tk), dvt_acc(hd * Tk);  // dq (Tq, hd); dk, dv transposed (hd, Tk)
     std::vector<float> scratch(packs ? Tk * hd : 0);
     std::vector<T> k_rows(Tk * hd), q_rows(Tq * hd), g_rows(Tq * hd);  // strided heads' rows, made dense
+    std::vector<T> out_rows(std::max(Tq, Tk) * hd);                    // a gradient's rows before a strided store
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / KV, kv = item % KV;
       const HeadRows<T> kr = dense_rows(head_rows<T>(k, b, kv), Tk, hd, k_rows), vr = head_rows<T>(v, b, kv);
@@ -229,10 +241,13 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
             gemm(hd, kBlock, kBlock, &qt[i * block], kBlock, ds_op, &dkt_acc[j * kBlock], Tk, true);
             gemm(kBlock, hd, kBlock, ds.data(), kBlock, k_op[j], &dq_acc[i * kBlock * hd], hd, true);
           }
-        store(dq_acc.data(), Tq * hd, dq.data_ptr<T>() + b * dq.stride(0) + h * dq.stride(1));
+        store_rows(dq_acc.data(), Tq, hd, dq.data_ptr<T>() + b * dq.stride(0) + h * dq.stride(1), dq.stride(2),
+                   out_rows);
       }
-      store_transposed(dkt_acc.data(), Tk, hd, scratch.data(), dk.data_ptr<T>() + b * dk.stride(0) + kv * dk.stride(1));
-      store_transposed(dvt_acc.data(), Tk, hd, scratch.data(), dv.data_ptr<T>() + b * dv.stride(0) + kv * dv.stride(1));
+      store_transposed(dkt_acc.data(), Tk, hd, scratch.data(), dk.data_ptr<T>() + b * dk.stride(0) + kv * dk.stride(1),
+                       dk.stride(2), out_rows);
+      store_transposed(dvt_acc.data(), Tk, hd, scratch.data(), dv.data_ptr<T>() + b * dv.stride(0) + kv * dv.stride(1),
+                       dv.stride(2), out_rows);
     }
     blas::brgemm_release(/*is_vnni=*/packs);
   });
@@ -379,8 +394,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward(
   const auto g = rows_contiguous(grad_out), q = rows_contiguous(q_in), k = rows_contiguous(k_in),
              v = rows_contiguous(v_in), o = rows_contiguous(out_in);
   const auto lse = lse_in.to(torch::kFloat32);
-  auto dq = torch::empty(q.sizes(), q.options()), dk = torch::empty(k.sizes(), k.options()),
-       dv = torch::empty(k.sizes(), v.options());
+  // Each gradient in its input's layout (rows of hd contiguous either way): the model's transposed
+  // (B, T, heads, hd) views come back as such, and their transposes need no copy.
+  auto dq = torch::empty_like(q), dk = torch::empty_like(k), dv = torch::empty_like(v);
   if (dtype == torch::kBFloat16)
     backward<bf16>(g, q, k, v, o, lse, causal, dq, dk, dv);
   else

@@ -36,7 +36,8 @@ bool flash_backward_supported(const torch::Tensor& q, const torch::Tensor& k, bo
 // grad_out, q, out (B, H, Tq, hd); k, v (B, KV, Tk, hd), query head h reading kv head h / (H / KV);
 // all bf16 or all fp32; lse (B, H, Tq) fp32, the forward's log-sum-exp of each query's scaled scores
 // (scale 1 / sqrt(hd)); causal: query t sees keys 0..t, else every key (a block of context
-// parallelism's ring). Returns dq (B, H, Tq, hd), dk, dv (B, KV, Tk, hd), accumulated in fp32
+// parallelism's ring). Returns dq (B, H, Tq, hd), dk, dv (B, KV, Tk, hd), each laid out as q, k, v
+// are where their rows are dense (the model's transposed views: no copy after), accumulated in fp32
 // (bf16 ones rounded once).
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward(const torch::Tensor& grad_out,
                                                                        const torch::Tensor& q, const torch::Tensor& k,

@@ -4,7 +4,8 @@
 // of other lengths, as context parallelism's ring hands them over (the causal case runs through the model's attention
 // in test_causal_attention.cpp): gradients against float64 of the same inputs within 2% of their largest and at
 // most 1.5x the error of SDPA's own backward (its kv gradients summed over the query heads in float64) in bf16, within
-// 2e-6 of their largest in fp32; head sizes 16, 64 and 80 (bf16 packed as 64 + 16 columns). Each dtype is left out
+// 2e-6 of their largest in fp32; head sizes 16, 64 and 80 (bf16 packed as 64 + 16 columns); inputs in the model's
+// transposed layout give gradients in that layout (no copy after). Each dtype is left out
 // where the CPU lacks its kernel (AMX for bf16, AVX-512 for fp32). With fewer (batch, kv head)s than threads the
 // model's forward is libtorch's.
 #include <ATen/Parallel.h>
@@ -87,17 +88,23 @@ TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
   torch::manual_seed(7);
   struct Shape {
     int64_t B, KV, rep, Tq, Tk, hd;
+    bool model_layout;
+  };
+  // (B, heads, T, hd): a transposed (B, T, heads, hd) tensor as the model hands them over, or contiguous.
+  auto randn = [](int64_t B, int64_t heads, int64_t T, int64_t hd, bool model_layout) {
+    return model_layout ? torch::randn({B, T, heads, hd}).transpose(1, 2) : torch::randn({B, heads, T, hd});
   };
   int ran = 0;
   for (const auto dtype : {torch::kBFloat16, torch::kFloat32})
-    for (const Shape sh : {Shape{1, 2, 2, 256, 128, 16}, Shape{2, 1, 3, 128, 384, 64}, Shape{1, 1, 2, 128, 256, 80}}) {
+    for (const Shape sh : {Shape{1, 2, 2, 256, 128, 16, true}, Shape{2, 1, 3, 128, 384, 64, false},
+                           Shape{1, 1, 2, 128, 256, 80, true}}) {
       const int64_t H = sh.KV * sh.rep;
-      const std::string where =
-          c10::str(dtype, " B ", sh.B, " KV ", sh.KV, " rep ", sh.rep, " Tq ", sh.Tq, " Tk ", sh.Tk, " hd ", sh.hd);
-      const auto q = torch::randn({sh.B, H, sh.Tq, sh.hd}).to(dtype);      // (B, H, Tq, hd)
-      const auto k = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd}).to(dtype);  // (B, KV, Tk, hd)
-      const auto v = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd}).to(dtype);
-      const auto g = torch::randn({sh.B, H, sh.Tq, sh.hd}).to(dtype);
+      const std::string where = c10::str(dtype, " B ", sh.B, " KV ", sh.KV, " rep ", sh.rep, " Tq ", sh.Tq, " Tk ",
+                                         sh.Tk, " hd ", sh.hd, sh.model_layout ? " model layout" : " contiguous");
+      const auto q = randn(sh.B, H, sh.Tq, sh.hd, sh.model_layout).to(dtype);      // (B, H, Tq, hd)
+      const auto k = randn(sh.B, sh.KV, sh.Tk, sh.hd, sh.model_layout).to(dtype);  // (B, KV, Tk, hd)
+      const auto v = randn(sh.B, sh.KV, sh.Tk, sh.hd, sh.model_layout).to(dtype);
+      const auto g = randn(sh.B, H, sh.Tq, sh.hd, sh.model_layout).to(dtype);
       if (!flash_backward_supported(q, k, /*causal=*/false)) continue;  // no AMX (bf16) or AVX-512 (fp32) here
       ++ran;
       const auto ke = k.repeat_interleave(sh.rep, 1), ve = v.repeat_interleave(sh.rep, 1);  // (B, H, Tk, hd)
@@ -114,13 +121,15 @@ TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
       auto fold = [&](const torch::Tensor& d) {  // (B, H, Tk, hd) -> (B, KV, Tk, hd)
         return d.to(torch::kFloat64).view({sh.B, sh.KV, sh.rep, sh.Tk, sh.hd}).sum(2);
       };
-      const std::vector<torch::Tensor> ours = {dq, dk, dv}, exact = {q64.grad(), k64.grad(), v64.grad()},
+      const std::vector<torch::Tensor> ours = {dq, dk, dv}, inputs = {q, k, v},
+                                       exact = {q64.grad(), k64.grad(), v64.grad()},
                                        theirs = {std::get<0>(sdpa), fold(std::get<1>(sdpa)), fold(std::get<2>(sdpa))};
       for (size_t n = 0; n < 3; ++n) {
         const double scale = exact[n].abs().max().item<double>();
         const double ours_err = (ours[n].to(torch::kFloat64) - exact[n]).abs().max().item<double>();
         const double sdpa_err = (theirs[n].to(torch::kFloat64) - exact[n]).abs().max().item<double>();
         EXPECT_EQ(ours[n].sizes(), exact[n].sizes()) << where << " gradient " << n;
+        EXPECT_EQ(ours[n].strides(), inputs[n].strides()) << where << " gradient " << n;
         EXPECT_EQ(ours[n].scalar_type(), dtype) << where;
         if (dtype == torch::kBFloat16) {
           EXPECT_LT(ours_err, 0.02 * scale) << where << " gradient " << n;
