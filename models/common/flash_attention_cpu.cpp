@@ -113,35 +113,43 @@ TITAN_ALWAYS_INLINE int visible_keys(bool causal, int64_t q0, int64_t k0, int a)
   return causal ? static_cast<int>(std::clamp<int64_t>(q0 + a - k0 + 1, 0, kBlock)) : kBlock;
 }
 
-// One block pair's P = exp(S scale - lse), 0 for keys after the query where causal, and
-// dS = P (dP - D) scale, both stored as T (kBlock, kBlock) row-major. s, dp (kBlock, kBlock)
-// fp32; lse, d: the block's queries'; q0, k0: the first query's and key's positions.
+// Lanes c0 .. c0 + 15 of a row whose first `visible` keys count: all of them, the first few, or none.
+TITAN_ALWAYS_INLINE __mmask16 visible_lanes(int visible, int c0) {
+  return static_cast<__mmask16>((1u << std::clamp(visible - c0, 0, 16)) - 1);
+}
+
+// One block pair's P = exp(S scale - lse), 0 for keys after the query where causal (not exponentiated),
+// and dS = P (dP - D) scale, both stored as T (kBlock, kBlock) row-major (bf16 through fp32 rows
+// rounded by `store`). s, dp (kBlock, kBlock) fp32; lse, d: the block's queries'; q0, k0: the first
+// query's and key's positions. AVX-512 only, as every CPU that runs this backward has it.
 template <typename T>
-TITAN_ALWAYS_INLINE void probs_and_grads_loop(const float* s, const float* dp, const float* lse, const float* d,
-                                              float scale, bool causal, int64_t q0, int64_t k0, T* p, T* ds) {
+__attribute__((target("avx512f"))) void probs_and_grads(const float* s, const float* dp, const float* lse,
+                                                        const float* d, float scale, bool causal, int64_t q0,
+                                                        int64_t k0, T* p, T* ds) {
+  constexpr bool rounds = std::is_same_v<T, bf16>;
   alignas(64) float p_row[kBlock], ds_row[kBlock];
+  const __m512 vscale = _mm512_set1_ps(scale);
   for (int a = 0; a < kBlock; ++a) {
     const int visible = visible_keys(causal, q0, k0, a);
-    const float l = lse[a], da = d[a];
-    const float* sa = s + a * kBlock;
-    const float* dpa = dp + a * kBlock;
-    for (int c = 0; c < visible; ++c) {
-      p_row[c] = cpu::exp_f32(sa[c] * scale - l);
-      ds_row[c] = p_row[c] * (dpa[c] - da) * scale;
+    const __m512 l = _mm512_set1_ps(lse[a]), da = _mm512_set1_ps(d[a]);
+    const float *sa = s + a * kBlock, *dpa = dp + a * kBlock;
+    float* pa = rounds ? p_row : reinterpret_cast<float*>(p) + a * kBlock;
+    float* dsa = rounds ? ds_row : reinterpret_cast<float*>(ds) + a * kBlock;
+    for (int c = 0; c < kBlock; c += 16) {
+      const __mmask16 keep = visible_lanes(visible, c);
+      __m512 pc = _mm512_setzero_ps(), dsc = _mm512_setzero_ps();
+      if (keep) {
+        pc = _mm512_maskz_mov_ps(keep, cpu::exp16(_mm512_fmsub_ps(_mm512_loadu_ps(sa + c), vscale, l)));
+        dsc = _mm512_mul_ps(_mm512_mul_ps(pc, _mm512_sub_ps(_mm512_loadu_ps(dpa + c), da)), vscale);
+      }
+      _mm512_storeu_ps(pa + c, pc);
+      _mm512_storeu_ps(dsa + c, dsc);
     }
-    std::fill(p_row + visible, p_row + kBlock, 0.f);  // keys after the query: P = dS = 0
-    std::fill(ds_row + visible, ds_row + kBlock, 0.f);
-    store(p_row, kBlock, p + a * kBlock);
-    store(ds_row, kBlock, ds + a * kBlock);
+    if constexpr (rounds) {
+      store(p_row, kBlock, p + a * kBlock);
+      store(ds_row, kBlock, ds + a * kBlock);
+    }
   }
-}
-TITAN_CPU_CLONES void probs_and_grads(const float* s, const float* dp, const float* lse, const float* d, float scale,
-                                      bool causal, int64_t q0, int64_t k0, bf16* p, bf16* ds) {
-  probs_and_grads_loop(s, dp, lse, d, scale, causal, q0, k0, p, ds);
-}
-TITAN_CPU_CLONES void probs_and_grads(const float* s, const float* dp, const float* lse, const float* d, float scale,
-                                      bool causal, int64_t q0, int64_t k0, float* p, float* ds) {
-  probs_and_grads_loop(s, dp, lse, d, scale, causal, q0, k0, p, ds);
 }
 
 // D = rowsum(dO * O) of a head's `rows` rows, in fp32.
@@ -256,20 +264,31 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
 // One online-softmax step of a query block over key block k0: s (kBlock, kBlock) its scores Q_i K_j^T;
 // each row's running max m (of the scaled scores) and sum l advance, its output accumulator acc
 // (kBlock, hd) is rescaled by exp(m_old - m_new), and p = exp(s scale - m_new) is written (0 for keys
-// after the query where causal). Whole rows go through exp (a fixed trip count vectorizes without
-// masks; exp_f32's clamp keeps the hidden keys finite) and the hidden ones are zeroed after.
-TITAN_CPU_CLONES void softmax_step(const float* s, float scale, bool causal, int64_t q0, int64_t k0, int64_t hd,
-                                   float* m, float* l, float* acc, float* p) {
+// after the query where causal, which are not exponentiated). AVX-512 only, as the forward's CPUs.
+__attribute__((target("avx512f"))) void softmax_step(const float* s, float scale, bool causal, int64_t q0, int64_t k0,
+                                                     int64_t hd, float* m, float* l, float* acc, float* p) {
+  const __m512 vscale = _mm512_set1_ps(scale);
   for (int a = 0; a < kBlock; ++a) {
     const int visible = visible_keys(causal, q0, k0, a);  // at least 1: causal blocks are at or below the diagonal
     const float* sa = s + a * kBlock;
     float* pa = p + a * kBlock;
-    const float m_new = std::max(m[a], cpu::max16(sa, visible) * scale);
-    for (int c = 0; c < kBlock; ++c) pa[c] = cpu::exp_f32(sa[c] * scale - m_new);
-    std::fill(pa + visible, pa + kBlock, 0.f);
+    __m512 top = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    for (int c = 0; c < visible; c += 16)
+      top = _mm512_mask_max_ps(top, visible_lanes(visible, c), top, _mm512_loadu_ps(sa + c));
+    const float m_new = std::max(m[a], _mm512_reduce_max_ps(top) * scale);
+    const __m512 shift = _mm512_set1_ps(m_new);
+    __m512 sum = _mm512_setzero_ps();
+    for (int c = 0; c < kBlock; c += 16) {
+      const __mmask16 keep = visible_lanes(visible, c);
+      const __m512 pc =
+          keep ? _mm512_maskz_mov_ps(keep, cpu::exp16(_mm512_fmsub_ps(_mm512_loadu_ps(sa + c), vscale, shift)))
+               : _mm512_setzero_ps();
+      _mm512_storeu_ps(pa + c, pc);
+      sum = _mm512_add_ps(sum, pc);
+    }
     // exp(-inf) clamps to e^-87 on the first block, where l and acc are still 0
     const float correction = cpu::exp_f32(m[a] - m_new);
-    l[a] = l[a] * correction + cpu::sum16<float>(kBlock, [&](int64_t c) { return pa[c]; });
+    l[a] = l[a] * correction + _mm512_reduce_add_ps(sum);
     m[a] = m_new;
     float* acc_a = acc + a * hd;
     if (correction != 1.f)
