@@ -138,7 +138,7 @@ void attention_backward(const char* model, int64_t B, int64_t H, int64_t T, int6
                      max_error(std::get<2>(d), v64.grad())});
   };
   auto ours = [&] { return titan::flash_backward(grad, q, k, v, out, lse, causal); };
-  const bool have_ours = titan::flash_backward_supported(q, k, causal), bf16 = dtype == torch::kBFloat16;
+  const bool have_ours = titan::flash_supported(q, k, causal), bf16 = dtype == torch::kBFloat16;
   const double native_err = error(native()), fp32_err = bf16 ? error(via_fp32()) : NAN,
                ours_err = have_ours ? error(ours()) : NAN;
   double forward_ms = 0, native_ms = 0, fp32_ms = bf16 ? 0 : NAN, ours_ms = have_ours ? 0 : NAN;
@@ -157,18 +157,19 @@ void attention_backward(const char* model, int64_t B, int64_t H, int64_t T, int6
   std::printf("ours (brgemm) %.1f ms, error %.2g (%.2fx)\n", ours_ms, ours_err, native_ms / ours_ms);
 }
 
-// SDPA's CPU flash attention forward in fp32 against ours (flash_attention_cpu.h); largest error of
+// SDPA's CPU flash attention forward in fp32 or bf16 against ours (flash_attention_cpu.h); largest error of
 // the output against float64. q, k, v (B, H, T, hd), transposed views as in the model; causal, or a full block of
 // context parallelism's ring.
-void attention_forward(const char* model, int64_t B, int64_t H, int64_t T, int64_t hd, bool causal, int rounds) {
+void attention_forward(const char* model, int64_t B, int64_t H, int64_t T, int64_t hd, bool causal,
+                       torch::ScalarType dtype, int rounds) {
   torch::manual_seed(0);
-  auto randn = [&] { return torch::randn({B, T, H, hd}).transpose(1, 2); };  // as the model hands them over
+  auto randn = [&] { return torch::randn({B, T, H, hd}).transpose(1, 2).to(dtype); };  // as the model hands them over
   const auto q = randn(), k = randn(), v = randn();
   const auto exact = at::scaled_dot_product_attention(q.to(torch::kFloat64), k.to(torch::kFloat64),
                                                       v.to(torch::kFloat64), {}, 0.0, causal);
   auto sdpa = [&] { return at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal); };
   auto ours = [&] { return titan::flash_forward(q, k, v, causal); };
-  const bool have_ours = titan::flash_forward_supported(q, k, causal);
+  const bool have_ours = titan::flash_supported(q, k, causal);
   const double sdpa_err = max_error(std::get<0>(sdpa()), exact),
                ours_err = have_ours ? max_error(ours().first, exact) : NAN;
   const double lse_diff =
@@ -179,10 +180,10 @@ void attention_forward(const char* model, int64_t B, int64_t H, int64_t T, int64
     if (have_ours) ours_ms += best_ms([&] { ours(); }, rounds) / 2;
   }
   std::printf(
-      "attention forward fp32, %s layer, %s (B %ld, %ld heads, T %ld, hd %ld): SDPA %.1f ms, error %.2g; ours "
+      "attention forward %s, %s layer, %s (B %ld, %ld heads, T %ld, hd %ld): SDPA %.1f ms, error %.2g; ours "
       "(brgemm) %.1f ms, error %.2g, log-sum-exp within %.2g of SDPA's (%.2fx)\n",
-      model, causal ? "causal" : "full block", B, H, T, hd, sdpa_ms, sdpa_err, ours_ms, ours_err, lse_diff,
-      sdpa_ms / ours_ms);
+      c10::toString(dtype), model, causal ? "causal" : "full block", B, H, T, hd, sdpa_ms, sdpa_err, ours_ms, ours_err,
+      lse_diff, sdpa_ms / ours_ms);
 }
 
 // The mid model's parameter shapes (158M parameters).
@@ -548,25 +549,24 @@ int main(int argc, char** argv) {
       attention("debug", 8, 16, 1, 256, 16, dtype, rounds);
       attention("mid", 1, 8, 2, 1024, 64, dtype, rounds);
     }
-  if (row("attention_forward")) {
-    attention_forward("debug", 8, 16, 256, 16, /*causal=*/true, rounds);
-    attention_forward("long", 4, 16, 2048, 16, /*causal=*/true, rounds);
-    attention_forward("mid", 1, 16, 1024, 64, /*causal=*/true, rounds);
-    attention_forward("mid", 1, 16, 512, 64, /*causal=*/false, rounds);
-    // fewer (batch, kv head)s than threads: the model takes libtorch's forward there
-    attention_forward("one head of the mid", 1, 1, 1024, 64, /*causal=*/true, rounds);
-  }
-  if (row("attention_backward")) {
-    for (const auto dtype : {torch::kBFloat16, torch::kFloat32}) {
-      attention_backward("debug", 8, 16, 256, 16, /*causal=*/true, dtype, rounds);
-      attention_backward("long", 4, 16, 2048, 16, /*causal=*/true, dtype, rounds);
-      attention_backward("mid", 1, 16, 1024, 64, /*causal=*/true, dtype, rounds);
-      // a full block of context parallelism's ring: cp 2 at seq 1024, contiguous, rank 1 against rank 0
-      attention_backward("mid", 1, 16, 512, 64, /*causal=*/false, dtype, rounds);
-      // fewer (batch, kv head)s than threads: SDPA's backward splits no finer, ours stays
-      attention_backward("one head of the mid", 1, 1, 1024, 64, /*causal=*/true, dtype, rounds);
+  // The layers both attention rows time: debug, long and mid; a full block of context parallelism's ring (cp 2 at
+  // seq 1024, rank 1 against rank 0); one head of the mid layer, fewer (batch, kv head)s than threads, where the
+  // model's forward is libtorch's and its backward ours (SDPA's backward splits no finer).
+  struct AttentionLayer {
+    const char* model;
+    int64_t B, H, T, hd;
+    bool causal;
+  };
+  const AttentionLayer attention_layers[] = {{"debug", 8, 16, 256, 16, true},
+                                             {"long", 4, 16, 2048, 16, true},
+                                             {"mid", 1, 16, 1024, 64, true},
+                                             {"mid", 1, 16, 512, 64, false},
+                                             {"one head of the mid", 1, 1, 1024, 64, true}};
+  for (const auto dtype : {torch::kBFloat16, torch::kFloat32})
+    for (const auto& l : attention_layers) {
+      if (row("attention_forward")) attention_forward(l.model, l.B, l.H, l.T, l.hd, l.causal, dtype, rounds);
+      if (row("attention_backward")) attention_backward(l.model, l.B, l.H, l.T, l.hd, l.causal, dtype, rounds);
     }
-  }
   if (row("adamw")) adamw(rounds);
   if (row("clip"))
     for (auto dtype : {torch::kFloat32, torch::kBFloat16}) clip(dtype, rounds);

@@ -47,8 +47,8 @@ torch::Tensor expand_heads(const torch::Tensor& t, int64_t groups) {
 }
 
 // A block's attention: out (B, H, Lq, hd) in fp32 and the log-sum-exp of each query's scaled
-// scores (B, H, Lq); k, v (B, KV, Lk, hd). A CPU flash kernel, ours in fp32 on AVX-512 CPUs
-// (flash_attention_cpu.h), else libtorch's (no L x L matrix is kept; both read grouped kv heads
+// scores (B, H, Lq); k, v (B, KV, Lk, hd). A CPU flash kernel, ours in fp32 on AVX-512 CPUs and in
+// bf16 on AMX ones (flash_attention_cpu.h), else libtorch's (no L x L matrix is kept; both read grouped kv heads
 // themselves), or the formula in fp32 on kv heads expanded to the query heads, one block at a time
 // (other devices).
 std::pair<torch::Tensor, torch::Tensor> block_forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -75,7 +75,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> block_backward(const tor
                                                                         const torch::Tensor& k, const torch::Tensor& v,
                                                                         const torch::Tensor& out, const torch::Tensor& lse,
                                                                         bool causal, bool flash) {
-  if (flash && flash_backward_supported(q, k, causal))
+  if (flash && flash_supported(q, k, causal))
     return flash_backward(grad_out, q, k, v, out.to(q.scalar_type()), lse, causal);
   const int64_t groups = q.size(1) / k.size(1);
   auto fold = [&](const torch::Tensor& d) {  // (B, H, Lk, hd) -> (B, KV, Lk, hd) in fp32

@@ -5,7 +5,8 @@
 namespace titan {
 namespace {
 
-// The CPU flash forward (ours in fp32, else libtorch's) and our backward (flash_attention_cpu.h).
+// The CPU flash forward (ours, or libtorch's with fewer (batch, kv head)s than threads) and our backward
+// (flash_attention_cpu.h).
 struct FlashAttention : torch::autograd::Function<FlashAttention> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v) {
@@ -24,7 +25,7 @@ struct FlashAttention : torch::autograd::Function<FlashAttention> {
 }  // namespace
 
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
-  if (flash_backward_supported(q, k, /*causal=*/true)) return FlashAttention::apply(q, k, v);
+  if (flash_supported(q, k, /*causal=*/true)) return FlashAttention::apply(q, k, v);
   return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true,
                                           /*scale=*/std::nullopt, /*enable_gqa=*/q.size(1) != k.size(1));
 }

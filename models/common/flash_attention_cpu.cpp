@@ -171,12 +171,14 @@ TITAN_CPU_CLONES void row_dots(HeadRows<float> g, HeadRows<float> o, int64_t row
 }
 
 // x (rows, hd) fp32 stored as T into rows `ld` apart (the gradients take their input's layout, so the
-// model's transposed views need no copy after): through `dense` (rows, hd) where they are strided.
-template <typename T>
-void store_rows(const float* x, int64_t rows, int64_t hd, T* out, int64_t ld, std::vector<T>& dense) {
+// model's transposed views need no copy after): bf16 rounded through `dense` (rows, hd) where they are strided.
+void store_rows(const float* x, int64_t rows, int64_t hd, bf16* out, int64_t ld, std::vector<bf16>& dense) {
   if (ld == hd) return store(x, rows * hd, out);
   store(x, rows * hd, dense.data());
   for (int64_t t = 0; t < rows; ++t) std::copy(&dense[t * hd], &dense[(t + 1) * hd], out + t * ld);
+}
+void store_rows(const float* x, int64_t rows, int64_t hd, float* out, int64_t ld, std::vector<float>&) {
+  for (int64_t t = 0; t < rows; ++t) std::copy(x + t * hd, x + (t + 1) * hd, out + t * ld);
 }
 
 // (hd, rows) fp32 transposed into T rows `ld` apart: bf16 through `scratch` (rows, hd) and rounded.
@@ -296,36 +298,59 @@ __attribute__((target("avx512f"))) void softmax_step(const float* s, float scale
   }
 }
 
-// A query block's output rows acc / l (rows `ld` apart) and log-sum-exp m + log(l).
-TITAN_CPU_CLONES void finish_rows(const float* acc, const float* m, const float* l, int64_t hd, float* out, int64_t ld,
+// A query block's output rows acc / l into out (kBlock, hd) and log-sum-exp m + log(l).
+TITAN_CPU_CLONES void finish_rows(const float* acc, const float* m, const float* l, int64_t hd, float* out,
                                   float* lse) {
   for (int a = 0; a < kBlock; ++a) {
     const float inv = 1.f / l[a];
-    for (int64_t c = 0; c < hd; ++c) out[a * ld + c] = acc[a * hd + c] * inv;
+    for (int64_t c = 0; c < hd; ++c) out[a * hd + c] = acc[a * hd + c] * inv;
     lse[a] = m[a] + std::log(l[a]);
   }
 }
 
-// The fp32 forward on checked, row-contiguous tensors into out (B, H, Tq, hd) and lse (B, H, Tq).
+// P (kBlock, kBlock) fp32 as the product P V_j's first operand: as it is, or rounded to bf16 into `rounded`.
+const float* first_operand(const std::vector<float>& p, std::vector<float>&) {
+  return p.data();
+}
+const bf16* first_operand(const std::vector<float>& p, std::vector<bf16>& rounded) {
+  store(p.data(), static_cast<int64_t>(p.size()), rounded.data());
+  return rounded.data();
+}
+
+// The forward in T (bf16 or float) on checked, row-contiguous tensors into out (B, H, Tq, hd) in T and
+// lse (B, H, Tq) fp32.
+template <typename T>
 void forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, bool causal, torch::Tensor& out,
              torch::Tensor& lse) {
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), hd = q.size(3), KV = k.size(1),
                 rep = H / KV;
   const int64_t q_blocks = Tq / kBlock, k_blocks = Tk / kBlock;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  constexpr bool packs = std::is_same_v<T, bf16>;  // fp32 operands are read in place, bf16 ones packed
   at::parallel_for(0, B * KV, 1, [&](int64_t begin, int64_t end) {
     const int64_t block = hd * kBlock;
-    std::vector<float> kt(Tk * hd), s(kBlock * kBlock), p(kBlock * kBlock), acc(kBlock * hd), m(kBlock), l(kBlock);
-    std::vector<float> v_rows(Tk * hd), q_rows(Tq * hd);  // strided heads' rows, made dense
+    const int64_t packed_keys = packs ? Tk * hd : 0;
+    std::vector<T> kt(Tk * hd), kt_packed(packed_keys), v_packed(packed_keys);  // per block: K_j^T; packed K_j^T, V_j
+    std::vector<Operand<T>> kt_op(k_blocks), v_op(k_blocks);
+    std::vector<float> s(kBlock * kBlock), p(kBlock * kBlock), acc(kBlock * hd), m(kBlock), l(kBlock),
+        done(kBlock * hd);
+    std::vector<T> p_rounded(packs ? kBlock * kBlock : 0), out_rows(kBlock * hd);
+    std::vector<T> v_rows(packs ? 0 : Tk * hd), q_rows(Tq * hd);  // strided heads' rows, made dense
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / KV, kv = item % KV;
-      const HeadRows<float> kr = head_rows<float>(k, b, kv),
-                            vr = dense_rows(head_rows<float>(v, b, kv), Tk, hd, v_rows);
-      transpose_blocks(kr, k_blocks, hd, kt.data());  // K_j^T (hd, kBlock)
+      auto packed = [&](std::vector<T>& buffer, int64_t j) { return packs ? &buffer[j * block] : nullptr; };
+      // fp32 V is read in place by every query block (its strided rows made dense), bf16 V packed once
+      const HeadRows<T> kr = head_rows<T>(k, b, kv),
+                        vr = packs ? head_rows<T>(v, b, kv) : dense_rows(head_rows<T>(v, b, kv), Tk, hd, v_rows);
+      transpose_blocks(kr, k_blocks, hd, kt.data());
+      for (int64_t j = 0; j < k_blocks; ++j) {  // K_j^T (hd, kBlock); V_j (kBlock, hd)
+        kt_op[j] = operand(&kt[j * block], kBlock, hd, kBlock, packed(kt_packed, j));
+        v_op[j] = operand(vr.row(j * kBlock), vr.stride, kBlock, hd, packed(v_packed, j));
+      }
       for (int64_t r = 0; r < rep; ++r) {
         const int64_t h = kv * rep + r;
-        const HeadRows<float> qr = dense_rows(head_rows<float>(q, b, h), Tq, hd, q_rows);
-        float* out_head = out.data_ptr<float>() + b * out.stride(0) + h * out.stride(1);
+        const HeadRows<T> qr = dense_rows(head_rows<T>(q, b, h), Tq, hd, q_rows);
+        T* out_head = out.data_ptr<T>() + b * out.stride(0) + h * out.stride(1);
         float* lse_head = lse.data_ptr<float>() + b * lse.stride(0) + h * lse.stride(1);
         for (int64_t i = 0; i < q_blocks; ++i) {
           std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
@@ -333,18 +358,16 @@ void forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor
           std::fill(acc.begin(), acc.end(), 0.f);
           for (int64_t j = 0; j < (causal ? i + 1 : k_blocks); ++j) {
             // S = Q_i K_j^T (kBlock, kBlock); acc += P V_j (kBlock, hd)
-            gemm(kBlock, kBlock, hd, qr.row(i * kBlock), qr.stride,
-                 operand(&kt[j * block], kBlock, hd, kBlock, nullptr), s.data(), kBlock, false);
+            gemm(kBlock, kBlock, hd, qr.row(i * kBlock), qr.stride, kt_op[j], s.data(), kBlock, false);
             softmax_step(s.data(), scale, causal, i * kBlock, j * kBlock, hd, m.data(), l.data(), acc.data(), p.data());
-            gemm(kBlock, hd, kBlock, p.data(), kBlock, operand(vr.row(j * kBlock), vr.stride, kBlock, hd, nullptr),
-                 acc.data(), hd, true);
+            gemm(kBlock, hd, kBlock, first_operand(p, p_rounded), kBlock, v_op[j], acc.data(), hd, true);
           }
-          finish_rows(acc.data(), m.data(), l.data(), hd, out_head + i * kBlock * out.stride(2), out.stride(2),
-                      lse_head + i * kBlock);
+          finish_rows(acc.data(), m.data(), l.data(), hd, done.data(), lse_head + i * kBlock);
+          store_rows(done.data(), kBlock, hd, out_head + i * kBlock * out.stride(2), out.stride(2), out_rows);
         }
       }
     }
-    blas::brgemm_release(/*is_vnni=*/false);
+    blas::brgemm_release(/*is_vnni=*/packs);
   });
 }
 
@@ -368,39 +391,46 @@ bool fp32_ok() {
   return ok;
 }
 
+// bf16: a brgemm that packs bf16 (AMX) and AVX512-BF16's rounding
+bool bf16_ok() {
+  static const bool ok = blas::could_pack(at::kBFloat16) && __builtin_cpu_supports("avx512bf16");
+  return ok;
+}
+
+// The dtypes both kernels take on this CPU.
+bool dtype_ok(const torch::Tensor& q) {
+  return (q.scalar_type() == torch::kBFloat16 && bf16_ok()) || (q.scalar_type() == torch::kFloat32 && fp32_ok());
+}
+
 }  // namespace
 
-bool flash_forward_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal) {
-  return q.scalar_type() == torch::kFloat32 && fp32_ok() && blocks_fit(q, k, causal);
+bool flash_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal) {
+  return dtype_ok(q) && blocks_fit(q, k, causal);
 }
 
 std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor& q_in, const torch::Tensor& k_in,
                                                       const torch::Tensor& v_in, bool causal) {
-  TORCH_CHECK(flash_forward_supported(q_in, k_in, causal), "flash_forward: unsupported q ", q_in.sizes(), " ",
+  TORCH_CHECK(flash_supported(q_in, k_in, causal), "flash_forward: unsupported q ", q_in.sizes(), " ",
               q_in.scalar_type(), ", k ", k_in.sizes(), causal ? ", causal" : "");
-  TORCH_CHECK(v_in.sizes() == k_in.sizes() && v_in.scalar_type() == torch::kFloat32 && v_in.is_cpu(),
+  TORCH_CHECK(v_in.sizes() == k_in.sizes() && v_in.scalar_type() == q_in.scalar_type() && v_in.is_cpu(),
               "flash_forward: v ", v_in.sizes(), " ", v_in.scalar_type(), " on ", v_in.device(), " does not match k ",
-              k_in.sizes(), " (fp32 on the CPU)");
+              k_in.sizes(), " (", q_in.scalar_type(), " on the CPU)");
   const auto q = rows_contiguous(q_in), k = rows_contiguous(k_in), v = rows_contiguous(v_in);
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), hd = q.size(3);
   auto out =
       torch::empty({B, Tq, H, hd}, q.options()).transpose(1, 2);  // (B, H, Tq, hd) over (B, Tq, H, hd), as SDPA's
-  auto lse = torch::empty({B, H, Tq}, q.options());
-  forward(q, k, v, causal, out, lse);
+  auto lse = torch::empty({B, H, Tq}, q.options().dtype(torch::kFloat32));
+  if (q.scalar_type() == torch::kBFloat16)
+    forward<bf16>(q, k, v, causal, out, lse);
+  else
+    forward<float>(q, k, v, causal, out, lse);
   return {out, lse};
-}
-
-bool flash_backward_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal) {
-  static const bool bf16_ok = blas::could_pack(at::kBFloat16) && __builtin_cpu_supports("avx512bf16");
-  const auto dtype = q.scalar_type();
-  return ((dtype == torch::kBFloat16 && bf16_ok) || (dtype == torch::kFloat32 && fp32_ok())) &&
-         blocks_fit(q, k, causal);
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward(
     const torch::Tensor& grad_out, const torch::Tensor& q_in, const torch::Tensor& k_in, const torch::Tensor& v_in,
     const torch::Tensor& out_in, const torch::Tensor& lse_in, bool causal) {
-  TORCH_CHECK(flash_backward_supported(q_in, k_in, causal), "flash_backward: unsupported q ", q_in.sizes(), " ",
+  TORCH_CHECK(flash_supported(q_in, k_in, causal), "flash_backward: unsupported q ", q_in.sizes(), " ",
               q_in.scalar_type(), ", k ", k_in.sizes(), causal ? ", causal" : "");
   const auto dtype = q_in.scalar_type();
   TORCH_CHECK(v_in.sizes() == k_in.sizes() && v_in.scalar_type() == dtype && grad_out.sizes() == q_in.sizes() &&
@@ -424,17 +454,13 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward(
 }
 
 #else
-bool flash_forward_supported(const torch::Tensor&, const torch::Tensor&, bool) {
+bool flash_supported(const torch::Tensor&, const torch::Tensor&, bool) {
   return false;
 }
 
 std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
                                                       bool) {
   TORCH_CHECK(false, "flash_forward: built for x86-64 with libtorch's fbgemm only");
-}
-
-bool flash_backward_supported(const torch::Tensor&, const torch::Tensor&, bool) {
-  return false;
 }
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward(const torch::Tensor&, const torch::Tensor&,
@@ -449,7 +475,7 @@ std::pair<torch::Tensor, torch::Tensor> cpu_flash_forward(const torch::Tensor& q
                                                           const torch::Tensor& v, bool causal) {
   // Ours gives each thread whole (batch, kv head)s: with fewer of them than threads, libtorch's
   // (batch, head, query block) items keep every thread busy (one head on 2 threads: ours 0.97x).
-  if (flash_forward_supported(q, k, causal) && q.size(0) * k.size(1) >= at::get_num_threads())
+  if (flash_supported(q, k, causal) && q.size(0) * k.size(1) >= at::get_num_threads())
     return flash_forward(q, k, v, causal);
   auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, /*dropout_p=*/0.0, causal);
   return {out, lse};

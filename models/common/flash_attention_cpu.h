@@ -1,9 +1,9 @@
-// Flash attention (causal, or a full block of context parallelism's ring) on x86-64 CPUs: the
-// forward in fp32 (with AVX-512), the backward in bf16 (with AMX) and fp32. libtorch's CPU flash
-// kernel runs its backward at 4.5-5.9x its forward in bf16 (it packs its blocks for AMX in the forward
-// only) and 2.1-2.9x in fp32 (bench/kernel_bench.sh attention_backward); these run every 128 x 128
-// block product through libtorch's brgemm (a bf16 second operand packed once per block, as that
-// forward does; fp32 operands read in place).
+// Flash attention (causal, or a full block of context parallelism's ring) on x86-64 CPUs, forward and
+// backward, in fp32 (with AVX-512) and bf16 (with AMX). libtorch's CPU flash kernel runs its backward
+// at 4.5-5.9x its forward in bf16 (it packs its blocks for AMX in the forward only) and 2.1-2.9x in fp32
+// (bench/kernel_bench.sh attention_backward); these run every 128 x 128 block product through
+// libtorch's brgemm (a bf16 second operand packed once per block, as that forward does; fp32 operands
+// read in place).
 #pragma once
 
 #include <torch/torch.h>
@@ -13,13 +13,15 @@
 
 namespace titan {
 
-// Whether flash_forward takes these: fp32 on a CPU with AVX-512, the shapes flash_backward takes.
-// (In bf16 SDPA's forward, its blocks packed for AMX, was faster than ours: README.)
-bool flash_forward_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal);
+// Whether flash_forward and flash_backward take these: bf16 on a CPU whose brgemm packs bf16 (AMX) and
+// that has AVX512-BF16, or fp32 on one with AVX-512; query and key lengths multiples of their 128-row
+// blocks (equal where causal), and a head size that is a multiple of 16.
+bool flash_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal);
 
-// q (B, H, Tq, hd); k, v (B, KV, Tk, hd), query head h reading kv head h / (H / KV); fp32.
-// Returns out (B, H, Tq, hd), laid out as (B, Tq, H, hd) like SDPA's, and lse (B, H, Tq), the
-// log-sum-exp of each query's scaled scores (what flash_backward takes).
+// q (B, H, Tq, hd); k, v (B, KV, Tk, hd), query head h reading kv head h / (H / KV); all bf16 or all
+// fp32. Returns out (B, H, Tq, hd) in their dtype, laid out as (B, Tq, H, hd) like SDPA's, and lse
+// (B, H, Tq) fp32, the log-sum-exp of each query's scaled scores (what flash_backward takes); bf16
+// rounds P once for its product with V, as SDPA's does.
 std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor& q, const torch::Tensor& k,
                                                       const torch::Tensor& v, bool causal);
 
@@ -27,11 +29,6 @@ std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor& q, co
 // as many (batch, kv head)s as threads, else libtorch's (any float dtype; the same layout and log-sum-exp).
 std::pair<torch::Tensor, torch::Tensor> cpu_flash_forward(const torch::Tensor& q, const torch::Tensor& k,
                                                           const torch::Tensor& v, bool causal);
-
-// Whether flash_backward takes these: bf16 on a CPU whose brgemm packs bf16 (AMX) and that has
-// AVX512-BF16, or fp32 on one with AVX-512; query and key lengths multiples of its 128-row blocks
-// (equal where causal), and a head size that is a multiple of 16.
-bool flash_backward_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal);
 
 // grad_out, q, out (B, H, Tq, hd); k, v (B, KV, Tk, hd), query head h reading kv head h / (H / KV);
 // all bf16 or all fp32; lse (B, H, Tq) fp32, the forward's log-sum-exp of each query's scaled scores
