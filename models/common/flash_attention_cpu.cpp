@@ -104,9 +104,6 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void store(const float* x
   for (int64_t i = 0; i < n; i += 32)
     _mm512_storeu_si512(out + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
 }
-void store(const float* x, int64_t n, float* out) {
-  std::copy(x, x + n, out);
-}
 
 // How many of key block k0's keys query q0 + a sees: keys k0 .. q0 + a where causal, else all.
 TITAN_ALWAYS_INLINE int visible_keys(bool causal, int64_t q0, int64_t k0, int a) {
@@ -140,7 +137,7 @@ __attribute__((target("avx512f"))) void probs_and_grads(const float* s, const fl
       __m512 pc = _mm512_setzero_ps(), dsc = _mm512_setzero_ps();
       if (keep) {
         pc = _mm512_maskz_mov_ps(keep, cpu::exp16(_mm512_fmsub_ps(_mm512_loadu_ps(sa + c), vscale, l)));
-        dsc = _mm512_mul_ps(_mm512_mul_ps(pc, _mm512_sub_ps(_mm512_loadu_ps(dpa + c), da)), vscale);
+        dsc = _mm512_maskz_mul_ps(keep, _mm512_mul_ps(pc, _mm512_sub_ps(_mm512_loadu_ps(dpa + c), da)), vscale);
       }
       _mm512_storeu_ps(pa + c, pc);
       _mm512_storeu_ps(dsa + c, dsc);

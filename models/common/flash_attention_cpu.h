@@ -2,8 +2,8 @@
 // backward, in fp32 (with AVX-512) and bf16 (with AMX). libtorch's CPU flash kernel runs its backward
 // at 4.5-5.9x its forward in bf16 (it packs its blocks for AMX in the forward only) and 2.1-2.9x in fp32
 // (bench/kernel_bench.sh attention_backward); these run every 128 x 128 block product through
-// libtorch's brgemm (a bf16 second operand packed once per block, as that forward does; fp32 operands
-// read in place).
+// libtorch's brgemm (bf16 second operands packed for AMX: K^T and V once per kv head, P and dS per block;
+// fp32 operands read in place).
 #pragma once
 
 #include <torch/torch.h>
@@ -14,8 +14,9 @@
 namespace titan {
 
 // Whether flash_forward and flash_backward take these: bf16 on a CPU whose brgemm packs bf16 (AMX) and
-// that has AVX512-BF16, or fp32 on one with AVX-512; query and key lengths multiples of their 128-row
-// blocks (equal where causal), and a head size that is a multiple of 16.
+// that has AVX512-BF16, or fp32 on one with AVX-512; one batch size, query and key lengths multiples of
+// their 128-row blocks (equal where causal), a head size that is a multiple of 16 up to 256, and whole
+// groups of query heads per kv head.
 bool flash_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal);
 
 // q (B, H, Tq, hd); k, v (B, KV, Tk, hd), query head h reading kv head h / (H / KV); all bf16 or all
@@ -25,7 +26,7 @@ bool flash_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal
 std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor& q, const torch::Tensor& k,
                                                       const torch::Tensor& v, bool causal);
 
-// The CPU flash forward as flash_forward returns it: ours where flash_forward_supported and there are
+// The CPU flash forward as flash_forward returns it: ours where flash_supported and there are
 // as many (batch, kv head)s as threads, else libtorch's (any float dtype; the same layout and log-sum-exp).
 std::pair<torch::Tensor, torch::Tensor> cpu_flash_forward(const torch::Tensor& q, const torch::Tensor& k,
                                                           const torch::Tensor& v, bool causal);
@@ -33,9 +34,9 @@ std::pair<torch::Tensor, torch::Tensor> cpu_flash_forward(const torch::Tensor& q
 // grad_out, q, out (B, H, Tq, hd); k, v (B, KV, Tk, hd), query head h reading kv head h / (H / KV);
 // all bf16 or all fp32; lse (B, H, Tq) fp32, the forward's log-sum-exp of each query's scaled scores
 // (scale 1 / sqrt(hd)); causal: query t sees keys 0..t, else every key (a block of context
-// parallelism's ring). Returns dq (B, H, Tq, hd), dk, dv (B, KV, Tk, hd), each laid out as q, k, v
-// are where their rows are dense (the model's transposed views: no copy after), accumulated in fp32
-// (bf16 ones rounded once).
+// parallelism's ring). Returns dq (B, H, Tq, hd), dk, dv (B, KV, Tk, hd), each laid out as q, k, v are
+// where those are dense (the model's transposed views: no copy after), contiguous otherwise;
+// accumulated in fp32 (bf16 ones rounded once).
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward(const torch::Tensor& grad_out,
                                                                        const torch::Tensor& q, const torch::Tensor& k,
                                                                        const torch::Tensor& v, const torch::Tensor& out,
