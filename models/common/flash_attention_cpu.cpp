@@ -73,6 +73,15 @@ void gemm(int64_t M, int64_t N, int64_t K, const float* a, int64_t ld_a, Operand
   blas::brgemm(M, N, K, ld_a, b.ld, ld_c, add, a, b.p, c, /*is_vnni=*/false);
 }
 
+// Every key block j's second operand (K, N), rows `ld` apart from src + j * step: bf16 packed into `packed`
+// (K x N per block), fp32 read in place (`packed` empty).
+template <typename T>
+void key_block_operands(const T* src, int64_t step, int64_t ld, int64_t K, int64_t N, std::vector<T>& packed,
+                        std::vector<Operand<T>>& ops) {
+  for (size_t j = 0; j < ops.size(); ++j)
+    ops[j] = operand(src + j * step, ld, K, N, packed.empty() ? nullptr : &packed[j * K * N]);
+}
+
 // n rows of hd, rows `ld` apart, transposed into t (hd, n): fbgemm's SIMD transpose, as libtorch's
 // own CPU kernels use it (a scalar loop took half the time outside the block products).
 void transpose(const bf16* src, int64_t ld, int64_t n, int64_t hd, bf16* t) {
@@ -214,14 +223,11 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / KV, kv = item % KV;
       const HeadRows<T> kr = dense_rows(head_rows<T>(k, b, kv), Tk, hd, k_rows), vr = head_rows<T>(v, b, kv);
-      auto packed = [&](std::vector<T>& buffer, int64_t j) { return packs ? &buffer[j * block] : nullptr; };
       transpose_blocks(kr, k_blocks, hd, kt.data());
       transpose_blocks(vr, k_blocks, hd, vt.data());
-      for (int64_t j = 0; j < k_blocks; ++j) {  // K_j^T, V_j^T (hd, kBlock); K_j (kBlock, hd)
-        kt_op[j] = operand(&kt[j * block], kBlock, hd, kBlock, packed(kt_packed, j));
-        vt_op[j] = operand(&vt[j * block], kBlock, hd, kBlock, packed(vt_packed, j));
-        k_op[j] = operand(kr.row(j * kBlock), kr.stride, kBlock, hd, packed(k_packed, j));
-      }
+      key_block_operands(kt.data(), block, kBlock, hd, kBlock, kt_packed, kt_op);           // K_j^T (hd, kBlock)
+      key_block_operands(vt.data(), block, kBlock, hd, kBlock, vt_packed, vt_op);           // V_j^T (hd, kBlock)
+      key_block_operands(kr.p, kBlock * kr.stride, kr.stride, kBlock, hd, k_packed, k_op);  // K_j (kBlock, hd)
       std::fill(dkt_acc.begin(), dkt_acc.end(), 0.f);
       std::fill(dvt_acc.begin(), dvt_acc.end(), 0.f);
       for (int64_t r = 0; r < rep; ++r) {
@@ -335,15 +341,12 @@ void forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor
     std::vector<T> v_rows(packs ? 0 : Tk * hd), q_rows(Tq * hd);  // strided heads' rows, made dense
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / KV, kv = item % KV;
-      auto packed = [&](std::vector<T>& buffer, int64_t j) { return packs ? &buffer[j * block] : nullptr; };
       // fp32 V is read in place by every query block (its strided rows made dense), bf16 V packed once
       const HeadRows<T> kr = head_rows<T>(k, b, kv),
                         vr = packs ? head_rows<T>(v, b, kv) : dense_rows(head_rows<T>(v, b, kv), Tk, hd, v_rows);
       transpose_blocks(kr, k_blocks, hd, kt.data());
-      for (int64_t j = 0; j < k_blocks; ++j) {  // K_j^T (hd, kBlock); V_j (kBlock, hd)
-        kt_op[j] = operand(&kt[j * block], kBlock, hd, kBlock, packed(kt_packed, j));
-        v_op[j] = operand(vr.row(j * kBlock), vr.stride, kBlock, hd, packed(v_packed, j));
-      }
+      key_block_operands(kt.data(), block, kBlock, hd, kBlock, kt_packed, kt_op);           // K_j^T (hd, kBlock)
+      key_block_operands(vr.p, kBlock * vr.stride, vr.stride, kBlock, hd, v_packed, v_op);  // V_j (kBlock, hd)
       for (int64_t r = 0; r < rep; ++r) {
         const int64_t h = kv * rep + r;
         const HeadRows<T> qr = dense_rows(head_rows<T>(q, b, h), Tq, hd, q_rows);
