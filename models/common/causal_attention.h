@@ -3,8 +3,8 @@
 // block are skipped, bf16 accumulates in fp32, backward keeps only the log-sum-exp); fp32 on CUDA
 // takes its memory-efficient kernel. It replaced our query-block kernel, which it beat in fp32 and
 // in bf16 accuracy (bench/kernel_bench.sh, README). On x86-64 CPUs the flash kernels are ours where
-// they beat it (flash_attention_cpu.h): the backward in bf16 with AMX (3.3-5.9x its own) and in fp32
-// with AVX-512 (1.6-1.9x), the forward in fp32 with AVX-512 (1.13-1.36x); bf16 keeps its forward.
+// they beat it (flash_attention_cpu.h): the backward in bf16 with AMX (3.3-6.8x its own), through fp32
+// without (14-19x), in fp32 with AVX-512 or AVX2 (1.5-1.9x); the forward 1.2-1.7x (bf16 with AMX, fp32).
 #pragma once
 
 #include <torch/torch.h>

@@ -48,7 +48,7 @@ TITAN_ALWAYS_INLINE void store(float v, uint16_t* out) {  // round to nearest ev
   *out = v != v ? uint16_t{0x7fc0} : rounded;
 }
 
-// exp_f32's (and exp16's) terms: ln2 split in two (n * hi is exact), e^r's Taylor coefficients 1/7! .. 1/0!.
+// exp_f32's (and the lanes' exp's) terms: ln2 split in two (n * hi is exact), e^r's Taylor coefficients 1/7! .. 1/0!.
 namespace exp_terms {
 constexpr float log2e = 1.44269504f, ln2_hi = 0.693145752f, ln2_lo = 1.42860677e-6f;
 constexpr float taylor[8] = {1.f / 5040, 1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f};
@@ -72,19 +72,86 @@ TITAN_ALWAYS_INLINE float exp_f32(float x) {
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-// exp_f32 on 16 lanes, for kernels that run on AVX-512 only: 2^n applied by vscalefps (one instruction
-// for exp_f32's four that build it; past 88.7 it gives inf). Its loop over 128 x 128 scores, with their
-// sum: 1.42x exp_f32's, within the same 2 ulp. NaN stays NaN (the clamps keep x, their second operand).
-__attribute__((target("avx512f"))) inline __m512 exp16(__m512 x) {
-  using namespace exp_terms;
-  x = _mm512_min_ps(_mm512_set1_ps(89.f), _mm512_max_ps(_mm512_set1_ps(-87.f), x));
-  const __m512 n =
-      _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ln2_lo), _mm512_fnmadd_ps(n, _mm512_set1_ps(ln2_hi), x));
-  __m512 p = _mm512_set1_ps(taylor[0]);
-  for (int i = 1; i < 8; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(taylor[i]));
-  return _mm512_scalef_ps(p, n);
-}
+#define TITAN_AVX512 __attribute__((target("avx512f")))
+#define TITAN_AVX2 __attribute__((target("avx2,fma")))
+
+// One register's fp32 lanes, for kernels written once for AVX-512 (Lanes16) and AVX2 (Lanes8): a
+// kernel's body is a template on them, called from a `flatten` function of their target. GCC inlines
+// intrinsics only into a function of their own target, so nothing here is forced inline: flatten
+// inlines it all where the target matches. Mask: lanes chosen by first(n), the lanes below n.
+struct Lanes16 {
+  using V = __m512;
+  using Mask = __mmask16;
+  static constexpr int kWidth = 16;
+  TITAN_AVX512 static V zero() { return _mm512_setzero_ps(); }
+  TITAN_AVX512 static V set1(float x) { return _mm512_set1_ps(x); }
+  TITAN_AVX512 static V load(const float* p) { return _mm512_loadu_ps(p); }
+  TITAN_AVX512 static void store(float* p, V x) { _mm512_storeu_ps(p, x); }
+  TITAN_AVX512 static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  TITAN_AVX512 static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  TITAN_AVX512 static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  TITAN_AVX512 static V fmsub(V a, V b, V c) { return _mm512_fmsub_ps(a, b, c); }  // a b - c
+  TITAN_AVX512 static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  TITAN_AVX512 static Mask first(int n) { return static_cast<Mask>((1u << std::clamp(n, 0, kWidth)) - 1); }
+  TITAN_AVX512 static V keep(Mask m, V x) { return _mm512_maskz_mov_ps(m, x); }             // x on m, 0 elsewhere
+  TITAN_AVX512 static V select(Mask m, V x, V y) { return _mm512_mask_blend_ps(m, y, x); }  // x on m, y elsewhere
+  TITAN_AVX512 static float reduce_max(V x) { return _mm512_reduce_max_ps(x); }
+  TITAN_AVX512 static float reduce_add(V x) { return _mm512_reduce_add_ps(x); }
+  // exp_f32 with 2^n applied by vscalefps (one instruction for the four that build it; past 88.7 it gives
+  // inf). Its loop over 128 x 128 scores, with their sum: 1.42x exp_f32's, within the same 2 ulp. NaN
+  // stays NaN (the clamps keep x, their second operand).
+  TITAN_AVX512 static V exp(V x) {
+    using namespace exp_terms;
+    x = _mm512_min_ps(_mm512_set1_ps(89.f), _mm512_max_ps(_mm512_set1_ps(-87.f), x));
+    const V n =
+        _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const V r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ln2_lo), _mm512_fnmadd_ps(n, _mm512_set1_ps(ln2_hi), x));
+    V p = _mm512_set1_ps(taylor[0]);
+    for (int i = 1; i < 8; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(taylor[i]));
+    return _mm512_scalef_ps(p, n);
+  }
+};
+
+struct Lanes8 {
+  using V = __m256;
+  using Mask = __m256;  // all ones on the chosen lanes
+  static constexpr int kWidth = 8;
+  TITAN_AVX2 static V zero() { return _mm256_setzero_ps(); }
+  TITAN_AVX2 static V set1(float x) { return _mm256_set1_ps(x); }
+  TITAN_AVX2 static V load(const float* p) { return _mm256_loadu_ps(p); }
+  TITAN_AVX2 static void store(float* p, V x) { _mm256_storeu_ps(p, x); }
+  TITAN_AVX2 static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  TITAN_AVX2 static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  TITAN_AVX2 static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  TITAN_AVX2 static V fmsub(V a, V b, V c) { return _mm256_fmsub_ps(a, b, c); }  // a b - c
+  TITAN_AVX2 static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  TITAN_AVX2 static Mask first(int n) {
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+  }
+  TITAN_AVX2 static V keep(Mask m, V x) { return _mm256_and_ps(m, x); }
+  TITAN_AVX2 static V select(Mask m, V x, V y) { return _mm256_blendv_ps(y, x, m); }
+  TITAN_AVX2 static float reduce_max(V x) {
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+  }
+  TITAN_AVX2 static float reduce_add(V x) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+  }
+  // exp_f32 on 8 lanes, the same clamps (e^88 past 88), terms and 2 ulp; NaN stays NaN.
+  TITAN_AVX2 static V exp(V x) {
+    using namespace exp_terms;
+    x = _mm256_min_ps(_mm256_set1_ps(88.f), _mm256_max_ps(_mm256_set1_ps(-87.f), x));
+    const V n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const V r = _mm256_fnmadd_ps(n, _mm256_set1_ps(ln2_lo), _mm256_fnmadd_ps(n, _mm256_set1_ps(ln2_hi), x));
+    V p = _mm256_set1_ps(taylor[0]);
+    for (int i = 1; i < 8; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(taylor[i]));
+    const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
+  }
+};
 #endif
 
 // n bf16 values widened (exactly) to fp32: loops that mix 16-bit loads with wider arithmetic did not

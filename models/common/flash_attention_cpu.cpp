@@ -22,6 +22,9 @@ namespace titan {
 #ifdef TITAN_FLASH_ATTENTION_CPU
 namespace {
 
+// The kernels' lane templates pass vectors by value only once inlined into their flatten functions
+// (target AVX-512 or AVX2), where the ABI is the vector one.
+#pragma GCC diagnostic ignored "-Wpsabi"
 namespace blas = at::native::cpublas;
 using bf16 = at::BFloat16;
 constexpr int64_t kBlock = 128;  // query and key rows of one block product
@@ -119,43 +122,63 @@ TITAN_ALWAYS_INLINE int visible_keys(bool causal, int64_t q0, int64_t k0, int a)
   return causal ? static_cast<int>(std::clamp<int64_t>(q0 + a - k0 + 1, 0, kBlock)) : kBlock;
 }
 
-// Lanes c0 .. c0 + 15 of a row whose first `visible` keys count: all of them, the first few, or none.
-TITAN_ALWAYS_INLINE __mmask16 visible_lanes(int visible, int c0) {
-  return static_cast<__mmask16>((1u << std::clamp(visible - c0, 0, 16)) - 1);
+// AVX-512's 16 lanes where the CPU has them, else AVX2's 8 (flash_supported asks for one of the two).
+bool has_avx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
 }
 
 // One block pair's P = exp(S scale - lse), 0 for keys after the query where causal (not exponentiated),
 // and dS = P (dP - D) scale, both stored as T (kBlock, kBlock) row-major (bf16 through fp32 rows
 // rounded by `store`). s, dp (kBlock, kBlock) fp32; lse, d: the block's queries'; q0, k0: the first
-// query's and key's positions. AVX-512 only, as every CPU that runs this backward has it.
-template <typename T>
-__attribute__((target("avx512f"))) void probs_and_grads(const float* s, const float* dp, const float* lse,
-                                                        const float* d, float scale, bool causal, int64_t q0,
-                                                        int64_t k0, T* p, T* ds) {
+// query's and key's positions. On L's lanes (the flatten functions below).
+template <typename L, typename T>
+void probs_and_grads_on(const float* s, const float* dp, const float* lse, const float* d, float scale, bool causal,
+                        int64_t q0, int64_t k0, T* p, T* ds) {
+  using V = typename L::V;
   constexpr bool rounds = std::is_same_v<T, bf16>;
   alignas(64) float p_row[kBlock], ds_row[kBlock];
-  const __m512 vscale = _mm512_set1_ps(scale);
+  const V vscale = L::set1(scale);
   for (int a = 0; a < kBlock; ++a) {
     const int visible = visible_keys(causal, q0, k0, a);
-    const __m512 l = _mm512_set1_ps(lse[a]), da = _mm512_set1_ps(d[a]);
+    const V l = L::set1(lse[a]), da = L::set1(d[a]);
     const float *sa = s + a * kBlock, *dpa = dp + a * kBlock;
     float* pa = rounds ? p_row : reinterpret_cast<float*>(p) + a * kBlock;
     float* dsa = rounds ? ds_row : reinterpret_cast<float*>(ds) + a * kBlock;
-    for (int c = 0; c < kBlock; c += 16) {
-      const __mmask16 keep = visible_lanes(visible, c);
-      __m512 pc = _mm512_setzero_ps(), dsc = _mm512_setzero_ps();
-      if (keep) {
-        pc = _mm512_maskz_mov_ps(keep, cpu::exp16(_mm512_fmsub_ps(_mm512_loadu_ps(sa + c), vscale, l)));
-        dsc = _mm512_maskz_mul_ps(keep, _mm512_mul_ps(pc, _mm512_sub_ps(_mm512_loadu_ps(dpa + c), da)), vscale);
+    for (int c = 0; c < kBlock; c += L::kWidth) {
+      V pc = L::zero(), dsc = L::zero();
+      if (c < visible) {
+        const auto keep = L::first(visible - c);
+        pc = L::keep(keep, L::exp(L::fmsub(L::load(sa + c), vscale, l)));
+        dsc = L::keep(keep, L::mul(L::mul(pc, L::sub(L::load(dpa + c), da)), vscale));
       }
-      _mm512_storeu_ps(pa + c, pc);
-      _mm512_storeu_ps(dsa + c, dsc);
+      L::store(pa + c, pc);
+      L::store(dsa + c, dsc);
     }
     if constexpr (rounds) {
       store(p_row, kBlock, p + a * kBlock);
       store(ds_row, kBlock, ds + a * kBlock);
     }
   }
+}
+// probs_and_grads_on compiled for each lane width (bf16 runs on AVX-512 only: flash_supported), and the
+// one the CPU takes.
+template <typename T>
+TITAN_AVX512 __attribute__((flatten)) void probs_and_grads16(const float* s, const float* dp, const float* lse,
+                                                             const float* d, float scale, bool causal, int64_t q0,
+                                                             int64_t k0, T* p, T* ds) {
+  probs_and_grads_on<cpu::Lanes16>(s, dp, lse, d, scale, causal, q0, k0, p, ds);
+}
+template <typename T>
+TITAN_AVX2 __attribute__((flatten)) void probs_and_grads8(const float* s, const float* dp, const float* lse,
+                                                          const float* d, float scale, bool causal, int64_t q0,
+                                                          int64_t k0, T* p, T* ds) {
+  probs_and_grads_on<cpu::Lanes8>(s, dp, lse, d, scale, causal, q0, k0, p, ds);
+}
+template <typename T>
+void probs_and_grads(const float* s, const float* dp, const float* lse, const float* d, float scale, bool causal,
+                     int64_t q0, int64_t k0, T* p, T* ds) {
+  (has_avx512() ? probs_and_grads16<T> : probs_and_grads8<T>)(s, dp, lse, d, scale, causal, q0, k0, p, ds);
 }
 
 // D = rowsum(dO * O) of a head's `rows` rows, in fp32.
@@ -269,36 +292,49 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
 // One online-softmax step of a query block over key block k0: s (kBlock, kBlock) its scores Q_i K_j^T;
 // each row's running max m (of the scaled scores) and sum l advance, its output accumulator acc
 // (kBlock, hd) is rescaled by exp(m_old - m_new), and p = exp(s scale - m_new) is written (0 for keys
-// after the query where causal, which are not exponentiated). AVX-512 only, as the forward's CPUs.
-__attribute__((target("avx512f"))) void softmax_step(const float* s, float scale, bool causal, int64_t q0, int64_t k0,
-                                                     int64_t hd, float* m, float* l, float* acc, float* p) {
-  const __m512 vscale = _mm512_set1_ps(scale);
+// after the query where causal, which are not exponentiated). On L's lanes (the flatten functions below).
+template <typename L>
+void softmax_step_on(const float* s, float scale, bool causal, int64_t q0, int64_t k0, int64_t hd, float* m, float* l,
+                     float* acc, float* p) {
+  using V = typename L::V;
+  const V vscale = L::set1(scale);
   for (int a = 0; a < kBlock; ++a) {
     const int visible = visible_keys(causal, q0, k0, a);  // at least 1: causal blocks are at or below the diagonal
     const float* sa = s + a * kBlock;
     float* pa = p + a * kBlock;
-    __m512 top = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    for (int c = 0; c < visible; c += 16)
-      top = _mm512_mask_max_ps(top, visible_lanes(visible, c), top, _mm512_loadu_ps(sa + c));
-    const float m_new = std::max(m[a], _mm512_reduce_max_ps(top) * scale);
-    const __m512 shift = _mm512_set1_ps(m_new);
-    __m512 sum = _mm512_setzero_ps();
-    for (int c = 0; c < kBlock; c += 16) {
-      const __mmask16 keep = visible_lanes(visible, c);
-      const __m512 pc =
-          keep ? _mm512_maskz_mov_ps(keep, cpu::exp16(_mm512_fmsub_ps(_mm512_loadu_ps(sa + c), vscale, shift)))
-               : _mm512_setzero_ps();
-      _mm512_storeu_ps(pa + c, pc);
-      sum = _mm512_add_ps(sum, pc);
+    V top = L::set1(-std::numeric_limits<float>::infinity());
+    for (int c = 0; c < visible; c += L::kWidth)
+      top = L::select(L::first(visible - c), L::max(top, L::load(sa + c)), top);
+    const float m_new = std::max(m[a], L::reduce_max(top) * scale);
+    const V shift = L::set1(m_new);
+    V sum = L::zero();
+    for (int c = 0; c < kBlock; c += L::kWidth) {
+      const V pc =
+          c < visible ? L::keep(L::first(visible - c), L::exp(L::fmsub(L::load(sa + c), vscale, shift))) : L::zero();
+      L::store(pa + c, pc);
+      sum = L::add(sum, pc);
     }
     // exp(-inf) clamps to e^-87 on the first block, where l and acc are still 0
     const float correction = cpu::exp_f32(m[a] - m_new);
-    l[a] = l[a] * correction + _mm512_reduce_add_ps(sum);
+    l[a] = l[a] * correction + L::reduce_add(sum);
     m[a] = m_new;
     float* acc_a = acc + a * hd;
     if (correction != 1.f)
       for (int64_t c = 0; c < hd; ++c) acc_a[c] *= correction;
   }
+}
+TITAN_AVX512 __attribute__((flatten)) void softmax_step16(const float* s, float scale, bool causal, int64_t q0,
+                                                          int64_t k0, int64_t hd, float* m, float* l, float* acc,
+                                                          float* p) {
+  softmax_step_on<cpu::Lanes16>(s, scale, causal, q0, k0, hd, m, l, acc, p);
+}
+TITAN_AVX2 __attribute__((flatten)) void softmax_step8(const float* s, float scale, bool causal, int64_t q0, int64_t k0,
+                                                       int64_t hd, float* m, float* l, float* acc, float* p) {
+  softmax_step_on<cpu::Lanes8>(s, scale, causal, q0, k0, hd, m, l, acc, p);
+}
+void softmax_step(const float* s, float scale, bool causal, int64_t q0, int64_t k0, int64_t hd, float* m, float* l,
+                  float* acc, float* p) {
+  (has_avx512() ? softmax_step16 : softmax_step8)(s, scale, causal, q0, k0, hd, m, l, acc, p);
 }
 
 // A query block's output rows acc / l into out (kBlock, hd) and log-sum-exp m + log(l).
@@ -385,9 +421,9 @@ torch::Tensor rows_contiguous(const torch::Tensor& x) {
   return x.stride(3) == 1 ? x : x.contiguous();
 }
 
-// fp32: measured against SDPA on AVX-512 CPUs only
+// fp32: AVX-512 or AVX2 lanes
 bool fp32_ok() {
-  static const bool ok = __builtin_cpu_supports("avx512f");
+  static const bool ok = has_avx512() || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
   return ok;
 }
 
@@ -397,9 +433,18 @@ bool bf16_ok() {
   return ok;
 }
 
-// The dtypes both kernels take on this CPU.
+// The dtypes both kernels take on this CPU: bf16 through the fp32 kernels where it has no bf16 ones.
 bool dtype_ok(const torch::Tensor& q) {
-  return (q.scalar_type() == torch::kBFloat16 && bf16_ok()) || (q.scalar_type() == torch::kFloat32 && fp32_ok());
+  return (q.scalar_type() == torch::kBFloat16 && (bf16_ok() || fp32_ok())) ||
+         (q.scalar_type() == torch::kFloat32 && fp32_ok());
+}
+
+// bf16 that runs through the fp32 kernels (SDPA's bf16 backward without AMX: 8-13x its fp32 one).
+bool through_fp32(const torch::Tensor& q) {
+  return q.scalar_type() == torch::kBFloat16 && !bf16_ok();
+}
+torch::Tensor fp32(const torch::Tensor& x) {
+  return x.to(torch::kFloat32);  // the layout kept
 }
 
 }  // namespace
@@ -415,6 +460,10 @@ std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor& q_in,
   TORCH_CHECK(v_in.sizes() == k_in.sizes() && v_in.scalar_type() == q_in.scalar_type() && v_in.is_cpu(),
               "flash_forward: v ", v_in.sizes(), " ", v_in.scalar_type(), " on ", v_in.device(), " does not match k ",
               k_in.sizes(), " (", q_in.scalar_type(), " on the CPU)");
+  if (through_fp32(q_in)) {
+    auto [out, lse] = flash_forward(fp32(q_in), fp32(k_in), fp32(v_in), causal);
+    return {out.to(torch::kBFloat16), lse};
+  }
   const auto q = rows_contiguous(q_in), k = rows_contiguous(k_in), v = rows_contiguous(v_in);
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), hd = q.size(3);
   auto out =
@@ -440,6 +489,11 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> flash_backward(
               "flash_backward: v ", v_in.sizes(), ", grad_out ", grad_out.sizes(), ", out ", out_in.sizes(), " (",
               dtype, ") and lse ", lse_in.sizes(), " (all on the CPU) do not match q ", q_in.sizes(), " and k ",
               k_in.sizes());
+  if (through_fp32(q_in)) {
+    const auto [dq, dk, dv] =
+        flash_backward(fp32(grad_out), fp32(q_in), fp32(k_in), fp32(v_in), fp32(out_in), lse_in, causal);
+    return {dq.to(torch::kBFloat16), dk.to(torch::kBFloat16), dv.to(torch::kBFloat16)};
+  }
   const auto g = rows_contiguous(grad_out), q = rows_contiguous(q_in), k = rows_contiguous(k_in),
              v = rows_contiguous(v_in), o = rows_contiguous(out_in);
   const auto lse = lse_in.to(torch::kFloat32);

@@ -1,9 +1,9 @@
 // Flash attention (causal, or a full block of context parallelism's ring) on x86-64 CPUs, forward and
-// backward, in fp32 (with AVX-512) and bf16 (with AMX). libtorch's CPU flash kernel runs its backward
-// at 4.5-5.9x its forward in bf16 (it packs its blocks for AMX in the forward only) and 2.1-2.9x in fp32
-// (bench/kernel_bench.sh attention_backward); these run every 128 x 128 block product through
-// libtorch's brgemm (bf16 second operands packed for AMX: K^T and V once per kv head, P and dS per block;
-// fp32 operands read in place).
+// backward, in fp32 (with AVX-512 or AVX2) and bf16 (with AMX; through fp32 without). libtorch's CPU flash
+// kernel runs its backward at 4.5-5.9x its forward in bf16 with AMX (it packs its blocks for AMX in the
+// forward only), 13-30x without, and 2.1-2.9x in fp32 (bench/kernel_bench.sh attention_backward); these run every 128 x
+// 128 block product through libtorch's brgemm (bf16 second operands packed for AMX: K^T and V once per kv head, P and
+// dS per block; fp32 operands read in place).
 #pragma once
 
 #include <torch/torch.h>
@@ -13,8 +13,9 @@
 
 namespace titan {
 
-// Whether flash_forward and flash_backward take these: bf16 on a CPU whose brgemm packs bf16 (AMX) and
-// that has AVX512-BF16, or fp32 on one with AVX-512; one batch size, query and key lengths multiples of
+// Whether flash_forward and flash_backward take these: fp32 on a CPU with AVX-512 or AVX2, bf16 on one
+// whose brgemm packs bf16 (AMX) and that has AVX512-BF16, else through the fp32 kernels (converted in
+// and out: SDPA's bf16 backward runs at 13-30x its forward there); one batch size, query and key lengths multiples of
 // their 128-row blocks (equal where causal), a head size that is a multiple of 16 up to 256, and whole
 // groups of query heads per kv head.
 bool flash_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal);
@@ -22,7 +23,7 @@ bool flash_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal
 // q (B, H, Tq, hd); k, v (B, KV, Tk, hd), query head h reading kv head h / (H / KV); all bf16 or all
 // fp32. Returns out (B, H, Tq, hd) in their dtype, laid out as (B, Tq, H, hd) like SDPA's, and lse
 // (B, H, Tq) fp32, the log-sum-exp of each query's scaled scores (what flash_backward takes); bf16
-// rounds P once for its product with V, as SDPA's does.
+// rounds P once for its product with V, as SDPA's does (not where it runs through fp32).
 std::pair<torch::Tensor, torch::Tensor> flash_forward(const torch::Tensor& q, const torch::Tensor& k,
                                                       const torch::Tensor& v, bool causal);
 

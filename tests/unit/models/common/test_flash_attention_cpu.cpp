@@ -7,8 +7,8 @@
 // most 1.5x the error of SDPA's own backward (its kv gradients summed over the query heads in float64) in bf16, within
 // 2e-6 of their largest in fp32; head sizes 16, 64 and 80 (bf16 packed as 64 + 16 columns); inputs in the model's
 // transposed layout give gradients in that layout (no copy after). Each dtype is left out
-// where the CPU lacks its kernel (AMX for bf16, AVX-512 for fp32). With fewer (batch, kv head)s than threads the
-// model's forward is libtorch's.
+// where the CPU lacks its kernel (AMX for bf16, AVX-512 or AVX2 for fp32). With fewer (batch, kv head)s than threads
+// the model's forward is libtorch's.
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -24,7 +24,7 @@ namespace {
 // (another batch size), partial blocks, head sizes, mixed dtypes.
 TEST(FlashAttentionCpu, TakesWholeBlocksOfOneBatchOnly) {
   const auto q = torch::randn({2, 4, 256, 16}), k = torch::randn({2, 2, 256, 16});
-  if (!flash_supported(q, k, /*causal=*/true)) GTEST_SKIP() << "this CPU has no AVX-512";
+  if (!flash_supported(q, k, /*causal=*/true)) GTEST_SKIP() << "this CPU has neither AVX-512 nor AVX2";
   EXPECT_TRUE(flash_supported(q, k.narrow(2, 0, 128), /*causal=*/false));
   EXPECT_FALSE(flash_supported(q, k.narrow(2, 0, 128), /*causal=*/true));  // causal needs Tq == Tk
   EXPECT_FALSE(flash_supported(q, k.narrow(0, 0, 1), /*causal=*/true));
@@ -37,7 +37,7 @@ TEST(FlashAttentionCpu, TakesWholeBlocksOfOneBatchOnly) {
 // cpu_flash_forward takes ours only with a (batch, kv head) for every thread, libtorch's otherwise.
 TEST(FlashForward, FewerBatchKvHeadsThanThreadsTakeLibtorchs) {
   const auto q = torch::randn({1, 4, 128, 16}), k = torch::randn({1, 2, 128, 16}), v = torch::randn({1, 2, 128, 16});
-  if (!flash_supported(q, k, /*causal=*/true)) GTEST_SKIP() << "this CPU has no AVX-512";
+  if (!flash_supported(q, k, /*causal=*/true)) GTEST_SKIP() << "this CPU has neither AVX-512 nor AVX2";
   const int threads = at::get_num_threads();
   at::set_num_threads(2);
   const auto one = cpu_flash_forward(q.narrow(1, 0, 2), k.narrow(1, 0, 1), v.narrow(1, 0, 1), /*causal=*/true);
@@ -65,7 +65,7 @@ TEST(FlashForward, MatchesFloat64CausalAndOnFullBlocksOfOtherLengthsInBf16AndFp3
       const auto q = torch::randn({sh.B, sh.Tq, H, sh.hd}).transpose(1, 2).to(dtype);  // (B, H, Tq, hd), the model's
       const auto k = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd}).to(dtype);              // (B, KV, Tk, hd)
       const auto v = torch::randn({sh.B, sh.Tk, sh.KV, sh.hd}).transpose(1, 2).to(dtype);  // the model's layout
-      if (!flash_supported(q, k, sh.causal)) continue;  // no AMX (bf16) or AVX-512 (fp32) here
+      if (!flash_supported(q, k, sh.causal)) continue;  // no AMX (bf16) or AVX-512/AVX2 (fp32) here
       ++ran;
       const auto ke = k.repeat_interleave(sh.rep, 1), ve = v.repeat_interleave(sh.rep, 1);  // (B, H, Tk, hd)
       auto scores = torch::matmul(q.to(torch::kFloat64), ke.to(torch::kFloat64).transpose(2, 3)) /
@@ -92,7 +92,7 @@ TEST(FlashForward, MatchesFloat64CausalAndOnFullBlocksOfOtherLengthsInBf16AndFp3
       }
       EXPECT_LT((lse.to(torch::kFloat64) - exact_lse).abs().max().item<double>(), 2e-6) << where;
     }
-  if (ran == 0) GTEST_SKIP() << "this CPU has neither AMX (bf16) nor AVX-512 (fp32)";
+  if (ran == 0) GTEST_SKIP() << "this CPU has neither AMX (bf16) nor AVX-512 or AVX2 (fp32)";
 }
 
 TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
@@ -116,7 +116,7 @@ TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
       const auto k = randn(sh.B, sh.KV, sh.Tk, sh.hd, sh.model_layout).to(dtype);  // (B, KV, Tk, hd)
       const auto v = randn(sh.B, sh.KV, sh.Tk, sh.hd, sh.model_layout).to(dtype);
       const auto g = randn(sh.B, H, sh.Tq, sh.hd, sh.model_layout).to(dtype);
-      if (!flash_supported(q, k, /*causal=*/false)) continue;  // no AMX (bf16) or AVX-512 (fp32) here
+      if (!flash_supported(q, k, /*causal=*/false)) continue;  // no AMX (bf16) or AVX-512/AVX2 (fp32) here
       ++ran;
       const auto ke = k.repeat_interleave(sh.rep, 1), ve = v.repeat_interleave(sh.rep, 1);  // (B, H, Tk, hd)
       const auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, ke, ve, 0.0, /*is_causal=*/false);
@@ -150,7 +150,7 @@ TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
         }
       }
     }
-  if (ran == 0) GTEST_SKIP() << "this CPU has neither AMX (bf16) nor AVX-512 (fp32)";
+  if (ran == 0) GTEST_SKIP() << "this CPU has neither AMX (bf16) nor AVX-512 or AVX2 (fp32)";
 }
 
 }  // namespace
