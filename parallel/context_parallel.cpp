@@ -47,10 +47,10 @@ torch::Tensor expand_heads(const torch::Tensor& t, int64_t groups) {
 }
 
 // A block's attention: out (B, H, Lq, hd) in fp32 and the log-sum-exp of each query's scaled
-// scores (B, H, Lq); k, v (B, KV, Lk, hd). A CPU flash kernel, ours in fp32 on AVX-512 and AVX2 CPUs and in
-// bf16 on AMX ones (flash_attention_cpu.h), else libtorch's (no L x L matrix is kept; both read grouped kv heads
-// themselves), or the formula in fp32 on kv heads expanded to the query heads, one block at a time
-// (other devices).
+// scores (B, H, Lq); k, v (B, KV, Lk, hd). A CPU flash kernel, ours on CPUs with AVX-512 or AVX2 (bf16 through
+// fp32 where they have no AMX; flash_attention_cpu.h), else libtorch's (no L x L matrix is kept; both read grouped kv
+// heads themselves), or the formula in fp32 on kv heads expanded to the query heads, one block at a time (other
+// devices).
 std::pair<torch::Tensor, torch::Tensor> block_forward(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                                        bool causal, bool flash) {
   if (flash) {
@@ -69,7 +69,7 @@ std::pair<torch::Tensor, torch::Tensor> block_forward(const torch::Tensor& q, co
 // The block's share of the gradients given the merged output and log-sum-exp of its query rows:
 // P = exp(S - lse) is the block's part of the whole softmax, so dq, dk, dv are its contributions.
 // k, v (B, KV, Lk, hd); dk, dv come back per kv head, its query heads' shares summed. Our kernel
-// where the CPU has AMX (bf16) or AVX-512 or AVX2 (fp32) (flash_attention_cpu.h), else libtorch's CPU flash
+// where the CPU has AVX-512 or AVX2 (flash_attention_cpu.h), else libtorch's CPU flash
 // backward, or the formula in fp32 (other devices), on kv heads expanded to the query heads.
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> block_backward(const torch::Tensor& grad_out, const torch::Tensor& q,
                                                                         const torch::Tensor& k, const torch::Tensor& v,

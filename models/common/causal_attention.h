@@ -4,7 +4,7 @@
 // takes its memory-efficient kernel. It replaced our query-block kernel, which it beat in fp32 and
 // in bf16 accuracy (bench/kernel_bench.sh, README). On x86-64 CPUs the flash kernels are ours where
 // they beat it (flash_attention_cpu.h): the backward in bf16 with AMX (3.3-6.8x its own), through fp32
-// without (14-19x), in fp32 with AVX-512 or AVX2 (1.5-1.9x); the forward 1.2-1.7x (bf16 with AMX, fp32).
+// without (14-19x), in fp32 with AVX-512 or AVX2 (1.5-1.9x); the forward 1.2-1.7x (fp32, bf16 either way).
 #pragma once
 
 #include <torch/torch.h>

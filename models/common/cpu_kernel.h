@@ -1,6 +1,7 @@
 // Building blocks of the CPU kernels: one clone of a loop per x86 vector width, picked at load time
 // for the CPU at hand (the build targets baseline x86-64), and fp32 <-> bf16 loads and stores that
 // vectorize. A kernel's loop is an always-inline template called from a cloned function per dtype.
+// Kernels written in intrinsics take lane traits instead (Lanes16, Lanes8), picked at run time.
 #pragma once
 
 #include <torch/torch.h>

@@ -22,9 +22,6 @@ namespace titan {
 #ifdef TITAN_FLASH_ATTENTION_CPU
 namespace {
 
-// The kernels' lane templates pass vectors by value only once inlined into their flatten functions
-// (target AVX-512 or AVX2), where the ABI is the vector one.
-#pragma GCC diagnostic ignored "-Wpsabi"
 namespace blas = at::native::cpublas;
 using bf16 = at::BFloat16;
 constexpr int64_t kBlock = 128;  // query and key rows of one block product
@@ -132,6 +129,9 @@ bool has_avx512() {
 // and dS = P (dP - D) scale, both stored as T (kBlock, kBlock) row-major (bf16 through fp32 rows
 // rounded by `store`). s, dp (kBlock, kBlock) fp32; lse, d: the block's queries'; q0, k0: the first
 // query's and key's positions. On L's lanes (the flatten functions below).
+// The lane templates' vectors pass by value only inlined into their flatten functions (of the lanes' target).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
 template <typename L, typename T>
 void probs_and_grads_on(const float* s, const float* dp, const float* lse, const float* d, float scale, bool causal,
                         int64_t q0, int64_t k0, T* p, T* ds) {
@@ -161,8 +161,9 @@ void probs_and_grads_on(const float* s, const float* dp, const float* lse, const
     }
   }
 }
-// probs_and_grads_on compiled for each lane width (bf16 runs on AVX-512 only: flash_supported), and the
-// one the CPU takes.
+#pragma GCC diagnostic pop
+// probs_and_grads_on compiled for each lane width (T is bf16 only where bf16_ok: AMX and AVX512-BF16),
+// and the one the CPU takes.
 template <typename T>
 TITAN_AVX512 __attribute__((flatten)) void probs_and_grads16(const float* s, const float* dp, const float* lse,
                                                              const float* d, float scale, bool causal, int64_t q0,
@@ -293,6 +294,8 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
 // each row's running max m (of the scaled scores) and sum l advance, its output accumulator acc
 // (kBlock, hd) is rescaled by exp(m_old - m_new), and p = exp(s scale - m_new) is written (0 for keys
 // after the query where causal, which are not exponentiated). On L's lanes (the flatten functions below).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // as probs_and_grads_on
 template <typename L>
 void softmax_step_on(const float* s, float scale, bool causal, int64_t q0, int64_t k0, int64_t hd, float* m, float* l,
                      float* acc, float* p) {
@@ -323,6 +326,7 @@ void softmax_step_on(const float* s, float scale, bool causal, int64_t q0, int64
       for (int64_t c = 0; c < hd; ++c) acc_a[c] *= correction;
   }
 }
+#pragma GCC diagnostic pop
 TITAN_AVX512 __attribute__((flatten)) void softmax_step16(const float* s, float scale, bool causal, int64_t q0,
                                                           int64_t k0, int64_t hd, float* m, float* l, float* acc,
                                                           float* p) {
@@ -439,7 +443,7 @@ bool dtype_ok(const torch::Tensor& q) {
          (q.scalar_type() == torch::kFloat32 && fp32_ok());
 }
 
-// bf16 that runs through the fp32 kernels (SDPA's bf16 backward without AMX: 8-13x its fp32 one).
+// bf16 that runs through the fp32 kernels (SDPA's bf16 backward without AMX: 8-14x its fp32 one).
 bool through_fp32(const torch::Tensor& q) {
   return q.scalar_type() == torch::kBFloat16 && !bf16_ok();
 }

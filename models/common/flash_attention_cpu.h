@@ -1,7 +1,7 @@
 // Flash attention (causal, or a full block of context parallelism's ring) on x86-64 CPUs, forward and
 // backward, in fp32 (with AVX-512 or AVX2) and bf16 (with AMX; through fp32 without). libtorch's CPU flash
 // kernel runs its backward at 4.5-5.9x its forward in bf16 with AMX (it packs its blocks for AMX in the
-// forward only), 13-30x without, and 2.1-2.9x in fp32 (bench/kernel_bench.sh attention_backward); these run every 128 x
+// forward only), 11-30x without, and 2.1-2.9x in fp32 (bench/kernel_bench.sh attention_backward); these run every 128 x
 // 128 block product through libtorch's brgemm (bf16 second operands packed for AMX: K^T and V once per kv head, P and
 // dS per block; fp32 operands read in place).
 #pragma once
@@ -15,7 +15,7 @@ namespace titan {
 
 // Whether flash_forward and flash_backward take these: fp32 on a CPU with AVX-512 or AVX2, bf16 on one
 // whose brgemm packs bf16 (AMX) and that has AVX512-BF16, else through the fp32 kernels (converted in
-// and out: SDPA's bf16 backward runs at 13-30x its forward there); one batch size, query and key lengths multiples of
+// and out: SDPA's bf16 backward runs at 11-30x its forward there); one batch size, query and key lengths multiples of
 // their 128-row blocks (equal where causal), a head size that is a multiple of 16 up to 256, and whole
 // groups of query heads per kv head.
 bool flash_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal);

@@ -55,7 +55,7 @@ void exact_over_ranks(ProcessGroup& group, const std::string& method, bool head_
 }
 
 // bf16 and fp32 with blocks of 128 rows and more (head-tail halves included), where the CPU flash
-// path's backward is our kernel on CPUs with AMX (bf16) or AVX-512 or AVX2 (fp32) (flash_attention_cpu.h):
+// path's backward is our kernel on CPUs with AVX-512 or AVX2 (flash_attention_cpu.h):
 // outputs and gradients within 2% (bf16) or 2e-6 (fp32) of the largest of float64's on the same inputs.
 void blocks_over_ranks(ProcessGroup& group, const std::string& method, bool head_tail, torch::ScalarType dtype) {
   const int64_t cp = group.size(), rank = group.rank(), T = 256 * cp;

@@ -52,7 +52,7 @@ TEST(CausalAttention, EqualsTheFullMatrixInFloat64WithGroupedHeads) {
 // contiguous (B, heads, T, hd) tensors, several 128-row blocks,
 // grouped heads, head sizes 16, 64 and 128 (two packed bf16 column blocks): output and gradients
 // against float64 of the same inputs within 2% of their largest and at most 1.5x the error of SDPA's
-// own (bf16), or within 2e-6 of their largest (fp32). Where the CPU lacks AMX (bf16) or AVX-512 and AVX2 (fp32),
+// own (bf16), or within 2e-6 of their largest (fp32). Where the CPU has neither AVX-512 nor AVX2,
 // or T is no multiple of 128, the model's attention is SDPA's: the same bounds hold.
 TEST(CausalAttention, OutputAndGradientsMatchFloat64InBf16AndFp32) {
   torch::manual_seed(6);

@@ -1,6 +1,7 @@
 // The CPU kernels' exp: exp_f32 (every vector width) and the lanes' (AVX-512's 16, AVX2's 8) against float64's
 // over fp32's whole normal range, within 2 ulp; below it all give e^-87, above it exp_f32 and AVX2's give e^88,
-// AVX-512's inf; NaN stays NaN.
+// AVX-512's inf; NaN stays NaN. The lanes' masks (first n lanes, for n below 0 to past the width) and
+// reductions against hand-computed values.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -33,19 +34,56 @@ TEST(CpuKernel, ExpF32WithinTwoUlpOverTheNormalRange) {
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-// The kernels' lane templates pass vectors by value only once inlined into their flatten functions
-// (target AVX-512 or AVX2), where the ABI is the vector one.
+// The lane templates' vectors pass by value only inlined into their flatten functions (of the lanes' target).
+#pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 // L::exp over x (n a multiple of L's width) into y.
 template <typename L>
 void exp_all(const float* x, int64_t n, float* y) {
   for (int64_t i = 0; i < n; i += L::kWidth) L::store(y + i, L::exp(L::load(x + i)));
 }
+
+// Lane counts the masks are asked for: none, some, all, more than all.
+constexpr int kCounts[] = {-3, 0, 1, 7, 8, 9, 16, 17, 128};
+constexpr int kNumCounts = sizeof kCounts / sizeof kCounts[0];
+
+// What the kernels mask and reduce with, on L: per count n a row of keep(first(n), 1) and one of
+// select(first(n), 1, 2); then reduce_max and reduce_add of 1..width, reduce_max of -(l - width/2)^2
+// (largest in a middle lane) and reduce_max with every lane -inf but one.
+template <typename L>
+void lane_ops(float* keep_rows, float* select_rows, float* reduced) {
+  for (int i = 0; i < kNumCounts; ++i) {
+    L::store(keep_rows + i * L::kWidth, L::keep(L::first(kCounts[i]), L::set1(1.f)));
+    L::store(select_rows + i * L::kWidth, L::select(L::first(kCounts[i]), L::set1(1.f), L::set1(2.f)));
+  }
+  float ramp[16], hill[16], spike[16];
+  for (int l = 0; l < 16; ++l) {
+    ramp[l] = l + 1.f;
+    hill[l] = -static_cast<float>((l - L::kWidth / 2) * (l - L::kWidth / 2));
+    spike[l] = l == 3 ? 7.f : -INFINITY;
+  }
+  reduced[0] = L::reduce_max(L::load(ramp));
+  reduced[1] = L::reduce_add(L::load(ramp));
+  reduced[2] = L::reduce_max(L::load(hill));
+  reduced[3] = L::reduce_max(L::load(spike));
+}
+#pragma GCC diagnostic pop
+
 TITAN_AVX512 __attribute__((flatten)) void exp16_all(const float* x, int64_t n, float* y) {
   exp_all<cpu::Lanes16>(x, n, y);
 }
 TITAN_AVX2 __attribute__((flatten)) void exp8_all(const float* x, int64_t n, float* y) {
   exp_all<cpu::Lanes8>(x, n, y);
+}
+TITAN_AVX512 __attribute__((flatten)) void lane_ops16(float* keep_rows, float* select_rows, float* reduced) {
+  lane_ops<cpu::Lanes16>(keep_rows, select_rows, reduced);
+}
+TITAN_AVX2 __attribute__((flatten)) void lane_ops8(float* keep_rows, float* select_rows, float* reduced) {
+  lane_ops<cpu::Lanes8>(keep_rows, select_rows, reduced);
+}
+
+bool has_avx2() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
 // exp over the normal range, and 16 edge values.
@@ -68,6 +106,31 @@ double worst_error(const LanesExp& r) {
   return worst;
 }
 
+// The masks and reductions of lanes `width` wide, run by lane_ops_fn.
+void expect_lane_ops(void (*lane_ops_fn)(float*, float*, float*), int width) {
+  std::vector<float> keep_rows(kNumCounts * width), select_rows(kNumCounts * width), reduced(4);
+  lane_ops_fn(keep_rows.data(), select_rows.data(), reduced.data());
+  for (int i = 0; i < kNumCounts; ++i)
+    for (int l = 0; l < width; ++l) {
+      EXPECT_EQ(keep_rows[i * width + l], l < kCounts[i] ? 1.f : 0.f) << "first(" << kCounts[i] << "), lane " << l;
+      EXPECT_EQ(select_rows[i * width + l], l < kCounts[i] ? 1.f : 2.f) << "first(" << kCounts[i] << "), lane " << l;
+    }
+  EXPECT_EQ(reduced[0], static_cast<float>(width));
+  EXPECT_EQ(reduced[1], static_cast<float>(width * (width + 1) / 2));
+  EXPECT_EQ(reduced[2], 0.f);
+  EXPECT_EQ(reduced[3], 7.f);
+}
+
+TEST(CpuKernel, Lanes16MasksAndReductions) {
+  if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "this CPU has no AVX-512";
+  expect_lane_ops(lane_ops16, 16);
+}
+
+TEST(CpuKernel, Lanes8MasksAndReductions) {
+  if (!has_avx2()) GTEST_SKIP() << "this CPU has no AVX2";
+  expect_lane_ops(lane_ops8, 8);
+}
+
 TEST(CpuKernel, Lanes16ExpWithinTwoUlpAndLikeExpF32BelowTheRange) {
   if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "this CPU has no AVX-512";
   const auto r = run_exp(exp16_all);
@@ -79,12 +142,13 @@ TEST(CpuKernel, Lanes16ExpWithinTwoUlpAndLikeExpF32BelowTheRange) {
   EXPECT_TRUE(std::isnan(r.out[15]));
 }
 
-TEST(CpuKernel, Lanes8ExpWithinTwoUlpAndEqualToExpF32AtTheEdges) {
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) GTEST_SKIP() << "this CPU has no AVX2";
+TEST(CpuKernel, Lanes8ExpWithinTwoUlpAndClampedAsExpF32) {
+  if (!has_avx2()) GTEST_SKIP() << "this CPU has no AVX2";
   const auto r = run_exp(exp8_all);
   EXPECT_LT(worst_error(r), kTwoUlp);
-  EXPECT_TRUE(r.out[0] == r.out[2] && r.out[1] == r.out[2]);  // clamped to e^-87, as exp_f32
-  EXPECT_TRUE(r.out[3] == r.out[4] && r.out[5] == r.out[4]);  // clamped to e^88, as exp_f32
+  EXPECT_TRUE(r.out[0] == r.out[2] && r.out[1] == r.out[2]);  // below -87: e^-87
+  EXPECT_LT(relative_error(r.out[2], -87.f), kTwoUlp);
+  EXPECT_TRUE(r.out[3] == r.out[5] && r.out[4] == r.out[5]);  // past 88: e^88, finite as exp_f32's
   EXPECT_LT(relative_error(r.out[5], 88.f), kTwoUlp);
   EXPECT_EQ(r.out[6], 1.f);
   EXPECT_TRUE(std::isnan(r.out[15]));

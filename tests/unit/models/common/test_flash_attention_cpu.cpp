@@ -7,8 +7,8 @@
 // most 1.5x the error of SDPA's own backward (its kv gradients summed over the query heads in float64) in bf16, within
 // 2e-6 of their largest in fp32; head sizes 16, 64 and 80 (bf16 packed as 64 + 16 columns); inputs in the model's
 // transposed layout give gradients in that layout (no copy after). Each dtype is left out
-// where the CPU lacks its kernel (AMX for bf16, AVX-512 or AVX2 for fp32). With fewer (batch, kv head)s than threads
-// the model's forward is libtorch's.
+// where the CPU lacks AVX-512 and AVX2 (bf16 runs through fp32 where it has no AMX). With fewer (batch, kv head)s than
+// threads the model's forward is libtorch's.
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -65,7 +65,7 @@ TEST(FlashForward, MatchesFloat64CausalAndOnFullBlocksOfOtherLengthsInBf16AndFp3
       const auto q = torch::randn({sh.B, sh.Tq, H, sh.hd}).transpose(1, 2).to(dtype);  // (B, H, Tq, hd), the model's
       const auto k = torch::randn({sh.B, sh.KV, sh.Tk, sh.hd}).to(dtype);              // (B, KV, Tk, hd)
       const auto v = torch::randn({sh.B, sh.Tk, sh.KV, sh.hd}).transpose(1, 2).to(dtype);  // the model's layout
-      if (!flash_supported(q, k, sh.causal)) continue;  // no AMX (bf16) or AVX-512/AVX2 (fp32) here
+      if (!flash_supported(q, k, sh.causal)) continue;  // neither AVX-512 nor AVX2 here
       ++ran;
       const auto ke = k.repeat_interleave(sh.rep, 1), ve = v.repeat_interleave(sh.rep, 1);  // (B, H, Tk, hd)
       auto scores = torch::matmul(q.to(torch::kFloat64), ke.to(torch::kFloat64).transpose(2, 3)) /
@@ -92,7 +92,7 @@ TEST(FlashForward, MatchesFloat64CausalAndOnFullBlocksOfOtherLengthsInBf16AndFp3
       }
       EXPECT_LT((lse.to(torch::kFloat64) - exact_lse).abs().max().item<double>(), 2e-6) << where;
     }
-  if (ran == 0) GTEST_SKIP() << "this CPU has neither AMX (bf16) nor AVX-512 or AVX2 (fp32)";
+  if (ran == 0) GTEST_SKIP() << "this CPU has neither AVX-512 nor AVX2";
 }
 
 TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
@@ -116,7 +116,7 @@ TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
       const auto k = randn(sh.B, sh.KV, sh.Tk, sh.hd, sh.model_layout).to(dtype);  // (B, KV, Tk, hd)
       const auto v = randn(sh.B, sh.KV, sh.Tk, sh.hd, sh.model_layout).to(dtype);
       const auto g = randn(sh.B, H, sh.Tq, sh.hd, sh.model_layout).to(dtype);
-      if (!flash_supported(q, k, /*causal=*/false)) continue;  // no AMX (bf16) or AVX-512/AVX2 (fp32) here
+      if (!flash_supported(q, k, /*causal=*/false)) continue;  // neither AVX-512 nor AVX2 here
       ++ran;
       const auto ke = k.repeat_interleave(sh.rep, 1), ve = v.repeat_interleave(sh.rep, 1);  // (B, H, Tk, hd)
       const auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, ke, ve, 0.0, /*is_causal=*/false);
@@ -150,7 +150,7 @@ TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
         }
       }
     }
-  if (ran == 0) GTEST_SKIP() << "this CPU has neither AMX (bf16) nor AVX-512 or AVX2 (fp32)";
+  if (ran == 0) GTEST_SKIP() << "this CPU has neither AVX-512 nor AVX2";
 }
 
 }  // namespace
