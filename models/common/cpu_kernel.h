@@ -57,7 +57,8 @@ constexpr float taylor[8] = {1.f / 5040, 1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6
 
 // e^x in fp32 without branches, so loops over it vectorize: x = n ln2 + r with |r| <= ln2/2, e^r by
 // its degree-7 Taylor polynomial (truncation 5e-9, below fp32's rounding), 2^n built in the exponent bits.
-// x is clamped to [-87, 88], where 2^n stays a normal float.
+// x is clamped to [-87, 88], where 2^n stays a normal float. A loop calling it vectorizes on AVX2 only
+// in a file built with -fno-trapping-math (CMakeLists.txt: the clamps stay branches otherwise).
 TITAN_ALWAYS_INLINE float exp_f32(float x) {
   using namespace exp_terms;
   x = std::min(std::max(x, -87.f), 88.f);
