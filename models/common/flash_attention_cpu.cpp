@@ -162,24 +162,26 @@ void probs_and_grads_on(const float* s, const float* dp, const float* lse, const
   }
 }
 #pragma GCC diagnostic pop
-// probs_and_grads_on compiled for each lane width (T is bf16 only where bf16_ok: AMX and AVX512-BF16),
-// and the one the CPU takes.
+// probs_and_grads_on compiled for each lane width, and the one the CPU takes: bf16 runs only where bf16_ok
+// (AMX and AVX512-BF16), so only on 16 lanes.
 template <typename T>
 TITAN_AVX512 __attribute__((flatten)) void probs_and_grads16(const float* s, const float* dp, const float* lse,
                                                              const float* d, float scale, bool causal, int64_t q0,
                                                              int64_t k0, T* p, T* ds) {
   probs_and_grads_on<cpu::Lanes16>(s, dp, lse, d, scale, causal, q0, k0, p, ds);
 }
-template <typename T>
 TITAN_AVX2 __attribute__((flatten)) void probs_and_grads8(const float* s, const float* dp, const float* lse,
                                                           const float* d, float scale, bool causal, int64_t q0,
-                                                          int64_t k0, T* p, T* ds) {
+                                                          int64_t k0, float* p, float* ds) {
   probs_and_grads_on<cpu::Lanes8>(s, dp, lse, d, scale, causal, q0, k0, p, ds);
 }
-template <typename T>
 void probs_and_grads(const float* s, const float* dp, const float* lse, const float* d, float scale, bool causal,
-                     int64_t q0, int64_t k0, T* p, T* ds) {
-  (has_avx512() ? probs_and_grads16<T> : probs_and_grads8<T>)(s, dp, lse, d, scale, causal, q0, k0, p, ds);
+                     int64_t q0, int64_t k0, bf16* p, bf16* ds) {
+  probs_and_grads16(s, dp, lse, d, scale, causal, q0, k0, p, ds);
+}
+void probs_and_grads(const float* s, const float* dp, const float* lse, const float* d, float scale, bool causal,
+                     int64_t q0, int64_t k0, float* p, float* ds) {
+  (has_avx512() ? probs_and_grads16<float> : probs_and_grads8)(s, dp, lse, d, scale, causal, q0, k0, p, ds);
 }
 
 // D = rowsum(dO * O) of a head's `rows` rows, in fp32.
