@@ -13,7 +13,7 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 elapsed() { echo "$(($(date +%s) - $1)) s"; }
 
 PACKAGES=(
-  g++ cmake make procps curl                      # procps: pgrep in the tests; curl: the gloo headers
+  g++ cmake make ninja-build procps curl          # procps: pgrep in the tests; curl: the gloo headers
   python3 python3-venv                            # the project venv (torch, numpy)
   libtcmalloc-minimal4                            # allocator for titan_train (+40% tokens/s here)
   libtomlplusplus-dev nlohmann-json3-dev zlib1g-dev libgtest-dev
