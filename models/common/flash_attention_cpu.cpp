@@ -1,5 +1,7 @@
 #include "models/common/flash_attention_cpu.h"
 
+#include <atomic>
+
 // fbgemm's transpose and AVX512-BF16's rounding: x86-64 with a libtorch that ships fbgemm only
 // (elsewhere SDPA's forward and backward run).
 #if defined(__x86_64__) && defined(__GNUC__) && __has_include(<fbgemm/Utils.h>)
@@ -19,6 +21,17 @@
 #endif
 
 namespace titan {
+namespace {
+std::atomic<FlashIsa> g_isa{FlashIsa::kWidest};
+}  // namespace
+
+void set_flash_isa(FlashIsa isa) {
+  g_isa.store(isa);
+}
+FlashIsa flash_isa() {
+  return g_isa.load();
+}
+
 #ifdef TITAN_FLASH_ATTENTION_CPU
 namespace {
 
@@ -119,10 +132,15 @@ TITAN_ALWAYS_INLINE int visible_keys(bool causal, int64_t q0, int64_t k0, int a)
   return causal ? static_cast<int>(std::clamp<int64_t>(q0 + a - k0 + 1, 0, kBlock)) : kBlock;
 }
 
-// AVX-512's 16 lanes where the CPU has them, else AVX2's 8 (flash_supported asks for one of the two).
+bool widest() {
+  return g_isa.load(std::memory_order_relaxed) == FlashIsa::kWidest;
+}
+
+// AVX-512's 16 lanes where the CPU has them (and the ISA is not narrowed), else AVX2's 8 (flash_supported
+// asks for one of the two).
 bool has_avx512() {
   static const bool ok = __builtin_cpu_supports("avx512f");
-  return ok;
+  return ok && widest();
 }
 
 // One block pair's P = exp(S scale - lse), 0 for keys after the query where causal (not exponentiated),
@@ -429,14 +447,14 @@ torch::Tensor rows_contiguous(const torch::Tensor& x) {
 
 // fp32: AVX-512 or AVX2 lanes
 bool fp32_ok() {
-  static const bool ok = has_avx512() || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
-  return ok;
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has_avx512() || avx2;
 }
 
 // bf16: a brgemm that packs bf16 (AMX) and AVX512-BF16's rounding
 bool bf16_ok() {
   static const bool ok = blas::could_pack(at::kBFloat16) && __builtin_cpu_supports("avx512bf16");
-  return ok;
+  return ok && widest();
 }
 
 // The dtypes both kernels take on this CPU: bf16 through the fp32 kernels where it has no bf16 ones.

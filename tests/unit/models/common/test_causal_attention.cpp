@@ -9,6 +9,7 @@
 
 #include "models/common/causal_attention.h"
 #include "models/common/flash_attention_cpu.h"
+#include "tests/unit/models/common/flash_isa_cases.h"
 
 namespace titan {
 namespace {
@@ -53,8 +54,12 @@ TEST(CausalAttention, EqualsTheFullMatrixInFloat64WithGroupedHeads) {
 // grouped heads, head sizes 16, 64 and 128 (two packed bf16 column blocks): output and gradients
 // against float64 of the same inputs within 2% of their largest and at most 1.5x the error of SDPA's
 // own (bf16), or within 2e-6 of their largest (fp32). Where the CPU has neither AVX-512 nor AVX2,
-// or T is no multiple of 128, the model's attention is SDPA's: the same bounds hold.
-TEST(CausalAttention, OutputAndGradientsMatchFloat64InBf16AndFp32) {
+// or T is no multiple of 128, the model's attention is SDPA's: the same bounds hold. On AVX-512 CPUs
+// again on AVX2's path.
+class CausalAttentionKernels : public FlashIsaCases {};
+INSTANTIATE_TEST_SUITE_P(Isa, CausalAttentionKernels, ::testing::ValuesIn(kFlashIsas), flash_isa_name);
+
+TEST_P(CausalAttentionKernels, OutputAndGradientsMatchFloat64InBf16AndFp32) {
   torch::manual_seed(6);
   struct Shape {
     int64_t B, KV, rep, T, hd;

@@ -7,8 +7,9 @@
 // most 1.5x the error of SDPA's own backward (its kv gradients summed over the query heads in float64) in bf16, within
 // 2e-6 of their largest in fp32; head sizes 16, 64 and 80 (bf16 packed as 64 + 16 columns); inputs in the model's
 // transposed layout give gradients in that layout (no copy after). Each dtype is left out
-// where the CPU lacks AVX-512 and AVX2 (bf16 runs through fp32 where it has no AMX). With fewer (batch, kv head)s than
-// threads the model's forward is libtorch's.
+// where the CPU lacks AVX-512 and AVX2 (bf16 runs through fp32 where it has no AMX); where it has AVX-512, both
+// run again on AVX2's path (8 lanes, bf16 through fp32). With fewer (batch, kv head)s than threads the model's
+// forward is libtorch's.
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -16,6 +17,7 @@
 #include <limits>
 
 #include "models/common/flash_attention_cpu.h"
+#include "tests/unit/models/common/flash_isa_cases.h"
 
 namespace titan {
 namespace {
@@ -49,7 +51,10 @@ TEST(FlashForward, FewerBatchKvHeadsThanThreadsTakeLibtorchs) {
   at::set_num_threads(threads);
 }
 
-TEST(FlashForward, MatchesFloat64CausalAndOnFullBlocksOfOtherLengthsInBf16AndFp32) {
+class FlashKernels : public FlashIsaCases {};
+INSTANTIATE_TEST_SUITE_P(Isa, FlashKernels, ::testing::ValuesIn(kFlashIsas), flash_isa_name);
+
+TEST_P(FlashKernels, ForwardMatchesFloat64CausalAndOnFullBlocksOfOtherLengthsInBf16AndFp32) {
   torch::manual_seed(8);
   struct Shape {
     int64_t B, KV, rep, Tq, Tk, hd;
@@ -95,7 +100,7 @@ TEST(FlashForward, MatchesFloat64CausalAndOnFullBlocksOfOtherLengthsInBf16AndFp3
   if (ran == 0) GTEST_SKIP() << "this CPU has neither AVX-512 nor AVX2";
 }
 
-TEST(FlashBackward, FullBlocksOfOtherLengthsMatchFloat64InBf16AndFp32) {
+TEST_P(FlashKernels, BackwardOnFullBlocksOfOtherLengthsMatchesFloat64InBf16AndFp32) {
   torch::manual_seed(7);
   struct Shape {
     int64_t B, KV, rep, Tq, Tk, hd;

@@ -1,0 +1,34 @@
+// Tests of the CPU attention kernels as parameterized cases: each runs with the widest kernels the CPU
+// has, and again on AVX2's path (8 lanes, bf16 through fp32) where those are AVX-512's.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "models/common/flash_attention_cpu.h"
+
+namespace titan {
+
+class FlashIsaCases : public ::testing::TestWithParam<FlashIsa> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == FlashIsa::kAvx2 && !__builtin_cpu_supports("avx512f"))
+      GTEST_SKIP() << "this CPU has no AVX-512: its widest kernels are AVX2's, run by the Widest case";
+    previous_ = flash_isa();
+    set_flash_isa(GetParam());
+  }
+  void TearDown() override { set_flash_isa(previous_); }
+
+ private:
+  FlashIsa previous_ = FlashIsa::kWidest;
+};
+
+inline const std::vector<FlashIsa> kFlashIsas = {FlashIsa::kWidest, FlashIsa::kAvx2};
+
+inline std::string flash_isa_name(const ::testing::TestParamInfo<FlashIsa>& info) {
+  return info.param == FlashIsa::kWidest ? "Widest" : "Avx2";
+}
+
+}  // namespace titan
