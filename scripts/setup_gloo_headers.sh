@@ -17,7 +17,7 @@ declare -A SHA256=(
 )
 DEST="$TITAN_DEPS/gloo"
 STAMP="$DEST/.checked"
-TORCH_DIR="$("$TITAN_PYTHON" -c 'import importlib.util as u, os; print(os.path.realpath(u.find_spec("torch").submodule_search_locations[0]))')"  # one stamp for a venv reached through links; torch is found, not imported (1.7 s)
+TORCH_DIR="$("$TITAN_PYTHON" -c 'import importlib.util as u, os; print(os.path.dirname(os.path.realpath(u.find_spec("torch").origin)))')"  # one stamp for a venv reached through links; torch is found, not imported (1.7 s)
 WANT="$VERSION $TORCH_DIR"
 [[ "$(cat "$STAMP" 2>/dev/null)" == "$WANT" ]] && exit 0
 

@@ -13,17 +13,18 @@
 
 namespace titan {
 
-// The instruction sets the kernels use: the widest this CPU has (AVX-512's 16 lanes; bf16 natively with
-// AMX), or AVX2's path as on CPUs without AVX-512 (8 lanes, bf16 through the fp32 kernels), so that the
-// tests run that path on AVX-512 machines too. Process-wide; kWidest unless set.
+// The path our kernels take: the widest this CPU has (the softmax on AVX-512's 16 lanes; bf16 natively
+// with AMX), or AVX2's as on CPUs without AVX-512 (8 lanes, bf16 through the fp32 kernels), so that the
+// tests run that path on AVX-512 machines too; libtorch's brgemm and fbgemm's transposes still pick their
+// own instructions by the CPU. Process-wide; kWidest unless set.
 enum class FlashIsa { kWidest, kAvx2 };
 void set_flash_isa(FlashIsa isa);
 FlashIsa flash_isa();
 
 // Whether flash_forward and flash_backward take these: fp32 on a CPU with AVX-512 or AVX2, bf16 on one
-// whose brgemm packs bf16 (AMX) and that has AVX512-BF16, else through the fp32 kernels (converted in
-// and out: SDPA's bf16 backward runs at 11-30x its forward there); one batch size, query and key lengths multiples of
-// their 128-row blocks (equal where causal), a head size that is a multiple of 16 up to 256, and whole
+// whose brgemm packs bf16 (AMX) and that has AVX512-BF16 (under FlashIsa::kWidest), else through the fp32 kernels
+// (converted in and out: SDPA's bf16 backward runs at 11-30x its forward there); one batch size, query and key lengths
+// multiples of their 128-row blocks (equal where causal), a head size that is a multiple of 16 up to 256, and whole
 // groups of query heads per kv head.
 bool flash_supported(const torch::Tensor& q, const torch::Tensor& k, bool causal);
 

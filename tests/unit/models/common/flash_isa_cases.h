@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -12,9 +13,17 @@
 namespace titan {
 
 class FlashIsaCases : public ::testing::TestWithParam<FlashIsa> {
+  static bool has_avx512() {
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx512f");
+#else
+    return false;
+#endif
+  }
+
  protected:
   void SetUp() override {
-    if (GetParam() == FlashIsa::kAvx2 && !__builtin_cpu_supports("avx512f"))
+    if (GetParam() == FlashIsa::kAvx2 && !has_avx512())
       GTEST_SKIP() << "this CPU has no AVX-512: its widest kernels are AVX2's, run by the Widest case";
     previous_ = flash_isa();
     set_flash_isa(GetParam());
@@ -26,6 +35,11 @@ class FlashIsaCases : public ::testing::TestWithParam<FlashIsa> {
 };
 
 inline const std::vector<FlashIsa> kFlashIsas = {FlashIsa::kWidest, FlashIsa::kAvx2};
+
+// ctest's test names print the parameter by name.
+inline void PrintTo(FlashIsa isa, std::ostream* os) {
+  *os << (isa == FlashIsa::kWidest ? "kWidest" : "kAvx2");
+}
 
 inline std::string flash_isa_name(const ::testing::TestParamInfo<FlashIsa>& info) {
   return info.param == FlashIsa::kWidest ? "Widest" : "Avx2";
