@@ -36,13 +36,15 @@ class FlashIsaCases : public ::testing::TestWithParam<FlashIsa> {
 
 inline const std::vector<FlashIsa> kFlashIsas = {FlashIsa::kWidest, FlashIsa::kAvx2};
 
-// ctest's test names print the parameter by name.
-inline void PrintTo(FlashIsa isa, std::ostream* os) {
-  *os << (isa == FlashIsa::kWidest ? "kWidest" : "kAvx2");
+// The case's name in test names; ctest's names print the parameter by it too.
+inline std::string case_name(FlashIsa isa) {
+  return isa == FlashIsa::kWidest ? "Widest" : "Avx2";
 }
-
 inline std::string flash_isa_name(const ::testing::TestParamInfo<FlashIsa>& info) {
-  return info.param == FlashIsa::kWidest ? "Widest" : "Avx2";
+  return case_name(info.param);
+}
+inline void PrintTo(FlashIsa isa, std::ostream* os) {
+  *os << case_name(isa);
 }
 
 }  // namespace titan
