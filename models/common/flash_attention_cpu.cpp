@@ -159,19 +159,30 @@ void probs_and_grads_on(const float* s, const float* dp, const float* lse, const
   const V vscale = L::set1(scale);
   for (int a = 0; a < kBlock; ++a) {
     const int visible = visible_keys(causal, q0, k0, a);
-    const V l = L::set1(lse[a]), da = L::set1(d[a]);
+    const int whole = visible / L::kWidth * L::kWidth;  // the lanes before it all visible: no masks
+    const V l = L::set1(lse[a]), d_scaled = L::set1(d[a] * scale);
     const float *sa = s + a * kBlock, *dpa = dp + a * kBlock;
     float* pa = rounds ? p_row : reinterpret_cast<float*>(p) + a * kBlock;
     float* dsa = rounds ? ds_row : reinterpret_cast<float*>(ds) + a * kBlock;
-    for (int c = 0; c < kBlock; c += L::kWidth) {
-      V pc = L::zero(), dsc = L::zero();
-      if (c < visible) {
-        const auto keep = L::first(visible - c);
-        pc = L::keep(keep, L::exp(L::fmsub(L::load(sa + c), vscale, l)));
-        dsc = L::keep(keep, L::mul(L::mul(pc, L::sub(L::load(dpa + c), da)), vscale));
-      }
+    // P = exp(S scale - lse), dS = P (dP scale - D scale)
+    const auto probs = [&](int c) { return L::exp(L::fmsub(L::load(sa + c), vscale, l)); };
+    const auto grads = [&](int c, V pc) { return L::mul(pc, L::fmsub(L::load(dpa + c), vscale, d_scaled)); };
+    int c = 0;
+    for (; c < whole; c += L::kWidth) {
+      const V pc = probs(c);
       L::store(pa + c, pc);
-      L::store(dsa + c, dsc);
+      L::store(dsa + c, grads(c, pc));
+    }
+    if (c < visible) {
+      const auto keep = L::first(visible - c);
+      const V pc = L::keep(keep, probs(c));
+      L::store(pa + c, pc);
+      L::store(dsa + c, L::keep(keep, grads(c, pc)));
+      c += L::kWidth;
+    }
+    for (; c < kBlock; c += L::kWidth) {
+      L::store(pa + c, L::zero());
+      L::store(dsa + c, L::zero());
     }
     if constexpr (rounds) {
       store(p_row, kBlock, p + a * kBlock);
@@ -323,20 +334,29 @@ void softmax_step_on(const float* s, float scale, bool causal, int64_t q0, int64
   const V vscale = L::set1(scale);
   for (int a = 0; a < kBlock; ++a) {
     const int visible = visible_keys(causal, q0, k0, a);  // at least 1: causal blocks are at or below the diagonal
+    const int whole = visible / L::kWidth * L::kWidth;    // the lanes before it all visible: no masks
     const float* sa = s + a * kBlock;
     float* pa = p + a * kBlock;
     V top = L::set1(-std::numeric_limits<float>::infinity());
-    for (int c = 0; c < visible; c += L::kWidth)
-      top = L::select(L::first(visible - c), L::max(top, L::load(sa + c)), top);
+    for (int c = 0; c < whole; c += L::kWidth) top = L::max(top, L::load(sa + c));
+    if (whole < visible) top = L::select(L::first(visible - whole), L::max(top, L::load(sa + whole)), top);
     const float m_new = std::max(m[a], L::reduce_max(top) * scale);
     const V shift = L::set1(m_new);
+    const auto probs = [&](int c) { return L::exp(L::fmsub(L::load(sa + c), vscale, shift)); };
     V sum = L::zero();
-    for (int c = 0; c < kBlock; c += L::kWidth) {
-      const V pc =
-          c < visible ? L::keep(L::first(visible - c), L::exp(L::fmsub(L::load(sa + c), vscale, shift))) : L::zero();
+    int c = 0;
+    for (; c < whole; c += L::kWidth) {
+      const V pc = probs(c);
       L::store(pa + c, pc);
       sum = L::add(sum, pc);
     }
+    if (c < visible) {
+      const V pc = L::keep(L::first(visible - c), probs(c));
+      L::store(pa + c, pc);
+      sum = L::add(sum, pc);
+      c += L::kWidth;
+    }
+    for (; c < kBlock; c += L::kWidth) L::store(pa + c, L::zero());
     // exp(-inf) clamps to e^-87 on the first block, where l and acc are still 0
     const float correction = cpu::exp_f32(m[a] - m_new);
     l[a] = l[a] * correction + L::reduce_add(sum);
