@@ -50,12 +50,12 @@ TITAN_ALWAYS_INLINE void store(float v, uint16_t* out) {  // round to nearest ev
 }
 
 // exp_f32's and the lanes' exp's terms: ln2 split in two (n * hi is exact), e^r's Taylor coefficients 1/7! .. 1/0!
-// (exp_f32), and the lanes': e^r's degree-5 polynomial of least relative error on |r| <= ln2/2 (0.77 ulp; c5 .. c0),
-// the one libtorch's CPU flash attention evaluates (exp_u20).
+// (exp_f32), and the lanes': libtorch's for its CPU flash attention's exp (exp_u20), a degree-5 polynomial fitted
+// to e^r on |r| <= ln2/2 (0.77 ulp from e^r there; c5 .. c0).
 namespace exp_terms {
 constexpr float log2e = 1.44269504f, ln2_hi = 0.693145752f, ln2_lo = 1.42860677e-6f;
 constexpr float taylor[8] = {1.f / 5040, 1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f};
-constexpr float minimax5[6] = {0.00829030946f, 0.0418979339f, 0.166676357f, 0.499991506f, 0.999999702f, 1.f};
+constexpr float minimax5[6] = {0.00828929059f, 0.0418978221f, 0.166676521f, 0.499991506f, 0.999999701f, 1.f};
 }  // namespace exp_terms
 
 // e^x in fp32 without branches, so loops over it vectorize: x = n ln2 + r with |r| <= ln2/2, e^r by
@@ -103,7 +103,7 @@ struct Lanes16 {
   TITAN_AVX512 static float reduce_max(V x) { return _mm512_reduce_max_ps(x); }
   TITAN_AVX512 static float reduce_add(V x) { return _mm512_reduce_add_ps(x); }
   // e^x for softmax's shifted scores (x <= 0) within 2 ulp, as exp_f32 but by exp_terms::minimax5 and with 2^n
-  // applied by vscalefps; e^-87 below -87, inf past 88.7, NaN stays NaN (the clamp keeps x, its second operand).
+  // applied by vscalefps; e^-87 below -87, valid to 88.7, NaN stays NaN (the clamp keeps x, its second operand).
   // A softmax row's loop on AVX2: 1.2x the same with exp_f32's terms (Taylor's degree 7, two FMAs more).
   TITAN_AVX512 static V exp(V x) {
     using namespace exp_terms;

@@ -143,11 +143,11 @@ bool has_avx512() {
   return ok && widest();
 }
 
-// One block pair's P = exp(S scale - lse), 0 for keys after the query where causal (not exponentiated),
-// and dS = P (dP - D) scale, both stored as T (kBlock, kBlock) row-major (bf16 through fp32 rows
-// rounded by `store`). s, dp (kBlock, kBlock) fp32; lse, d: the block's queries'; q0, k0: the first
-// query's and key's positions. On L's lanes (the flatten functions below).
-// The lane templates' vectors pass by value only inlined into their flatten functions (of the lanes' target).
+// One block pair's P = exp(S scale - lse), 0 for keys after the query where causal (zeroed: the vectors
+// past a row's last visible key are not exponentiated), and dS = P (dP - D) scale, both stored as T (kBlock, kBlock)
+// row-major (bf16 through fp32 rows rounded by `store`). s, dp (kBlock, kBlock) fp32; lse, d: the block's queries'; q0,
+// k0: the first query's and key's positions. On L's lanes (the flatten functions below). The lane templates' vectors
+// pass by value only inlined into their flatten functions (of the lanes' target).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 template <typename L, typename T>
@@ -324,7 +324,8 @@ void backward(const torch::Tensor& g, const torch::Tensor& q, const torch::Tenso
 // One online-softmax step of a query block over key block k0: s (kBlock, kBlock) its scores Q_i K_j^T;
 // each row's running max m (of the scaled scores) and sum l advance, its output accumulator acc
 // (kBlock, hd) is rescaled by exp(m_old - m_new), and p = exp(s scale - m_new) is written (0 for keys
-// after the query where causal, which are not exponentiated). On L's lanes (the flatten functions below).
+// after the query where causal: zeroed, and the vectors past a row's last visible key not exponentiated). On L's lanes
+// (the flatten functions below).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"  // as probs_and_grads_on
 template <typename L>
@@ -363,7 +364,7 @@ void softmax_step_on(const float* s, float scale, bool causal, int64_t q0, int64
     m[a] = m_new;
     float* acc_a = acc + a * hd;
     if (correction != 1.f)
-      for (int64_t c = 0; c < hd; ++c) acc_a[c] *= correction;
+      for (int64_t e = 0; e < hd; ++e) acc_a[e] *= correction;
   }
 }
 #pragma GCC diagnostic pop
