@@ -5,13 +5,13 @@
 // overlap of each saved chunk with the piece it owns.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "models/common/torch_api.h"
 
 namespace titan::checkpoint {
 

@@ -3,8 +3,6 @@
 // model-only exports, seed checkpoints and async saves; with the fixes listed in DESIGN.md.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <functional>
 #include <future>
 #include <map>
@@ -14,6 +12,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint_format.h"
+#include "models/common/torch_api.h"
 #include "models/llama3/model_args.h"
 #include "parallel/collectives.h"
 

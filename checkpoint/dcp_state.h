@@ -4,12 +4,12 @@
 // global data cursor, and ours none in it: neither direction maps it.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "models/common/torch_api.h"
 
 namespace titan::dcp {
 

@@ -3,11 +3,11 @@
 // Metadata, written last and atomically) with each tensor as one whole chunk.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "models/common/torch_api.h"
 
 namespace titan::dcp {
 

@@ -2,14 +2,13 @@
 // permutation (Llama 3's HF files rotate half-split pairs, we interleaved ones), fused experts, config.json.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "models/common/torch_api.h"
 #include "models/llama3/model_args.h"
 
 namespace titan::hf {

@@ -3,12 +3,12 @@
 // optional "__metadata__" map of strings, then the raw little-endian tensor bytes.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
+
+#include "models/common/torch_api.h"
 
 namespace titan::safetensors {
 

@@ -3,13 +3,12 @@
 // as a whole file. Reading goes through the data-only pickle reader, never Python.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <cstdint>
 #include <functional>
 #include <string>
 
 #include "checkpoint/pickle_reader.h"
+#include "models/common/torch_api.h"
 
 namespace titan::torch_archive {
 

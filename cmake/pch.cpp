@@ -1,1 +1,1 @@
-// Anchor for the shared precompiled header (torch/torch.h).
+// Anchor for the shared precompiled header (models/common/torch_api.h).

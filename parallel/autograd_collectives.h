@@ -4,10 +4,9 @@
 // them again in its recompute. Activations are (B, T, ...) with the sequence on dim 1.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <vector>
 
+#include "models/common/torch_api.h"
 #include "parallel/process_group.h"
 
 namespace titan {

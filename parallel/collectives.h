@@ -4,8 +4,6 @@
 // and on Gloo on the CPU; host-side coordination (barriers, CPU tensors) has a Gloo world too.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <chrono>
 #include <map>
 #include <memory>
@@ -13,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "models/common/torch_api.h"
 #include "parallel/parallel_dims.h"
 #include "parallel/process_group.h"
 

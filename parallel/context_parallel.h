@@ -8,11 +8,10 @@
 // all-to-all.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <string>
 
 #include "models/common/parallel_plan.h"
+#include "models/common/torch_api.h"
 #include "parallel/process_group.h"
 
 namespace titan {

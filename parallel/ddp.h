@@ -6,13 +6,12 @@
 // them, and start in bucket order on every rank (the group's collectives must match across ranks).
 #pragma once
 
-#include <torch/torch.h>
-
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "models/common/torch_api.h"
 #include "parallel/process_group.h"
 
 namespace titan {

@@ -5,12 +5,11 @@
 // whose backward sends the gradients the other way.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <utility>
 #include <vector>
 
 #include "models/common/parallel_plan.h"
+#include "models/common/torch_api.h"
 #include "parallel/process_group.h"
 
 namespace titan {

@@ -12,14 +12,13 @@
 // under PP and its REDUCE_GRAD).
 #pragma once
 
-#include <torch/torch.h>
-
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "models/common/parallel_plan.h"
+#include "models/common/torch_api.h"
 #include "parallel/process_group.h"
 
 namespace titan {

@@ -5,11 +5,11 @@
 // (AdamW::step), not in a pass of its own.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <algorithm>
 #include <functional>
 #include <vector>
+
+#include "models/common/torch_api.h"
 
 namespace titan {
 

@@ -7,17 +7,16 @@
 // from which its checkpoint chunk, its saving rank and its share of the gradient norm follow.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <functional>
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "models/common/parallel_plan.h"
+#include "models/common/torch_api.h"
 #include "parallel/collectives.h"
 #include "parallel/context_parallel.h"
 #include "parallel/ddp.h"

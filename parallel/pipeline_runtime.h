@@ -8,13 +8,12 @@
 // intermediate gradients instead).
 #pragma once
 
-#include <torch/torch.h>
-
 #include <functional>
 #include <map>
 #include <utility>
 #include <vector>
 
+#include "models/common/torch_api.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/process_group.h"
 

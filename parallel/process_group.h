@@ -8,13 +8,13 @@
 // falls in its caller's range).
 #pragma once
 
-#include <torch/torch.h>
-
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "models/common/torch_api.h"
 
 namespace c10d {
 class Backend;

@@ -6,9 +6,8 @@
 // rank's vocabulary columns of the logits, gathered only when loss parallel is off.
 #pragma once
 
-#include <torch/torch.h>
-
 #include "models/common/parallel_plan.h"
+#include "models/common/torch_api.h"
 #include "parallel/process_group.h"
 
 namespace titan {

@@ -4,8 +4,7 @@
 // d logits = softmax - one-hot on the slice this rank holds.
 #pragma once
 
-#include <torch/torch.h>
-
+#include "models/common/torch_api.h"
 #include "parallel/process_group.h"
 
 namespace titan {

@@ -6,7 +6,7 @@
 // a bf16 parameter's step moves (4 of 32 in fp32). Within a few fp32 roundings of it (unit test).
 #pragma once
 
-#include <torch/torch.h>
+#include "models/common/torch_api.h"
 
 namespace titan {
 

@@ -3,14 +3,13 @@
 // data-parallel degree, so a checkpointed cursor resumes under any layout.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "models/common/torch_api.h"
 #include "trainer/document_source.h"
 
 namespace titan {

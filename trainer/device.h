@@ -4,11 +4,11 @@
 // device's capacity; and the GPU's peak bf16 FLOP/s from a table of known parts.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <cstdint>
 #include <optional>
 #include <string>
+
+#include "models/common/torch_api.h"
 
 namespace titan {
 

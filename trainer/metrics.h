@@ -1,11 +1,10 @@
 // Throughput, FLOPs and memory figures for the training log line.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <cstdint>
 #include <string>
 
+#include "models/common/torch_api.h"
 #include "models/llama3/model_args.h"
 
 namespace titan {

@@ -2,13 +2,12 @@
 // weight decay on every parameter for AdamW), state keyed by parameter FQN for checkpoints.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "models/common/torch_api.h"
 #include "trainer/job_config.h"
 
 namespace titan {

@@ -1,14 +1,13 @@
 // The training loop: builds model, data, optimizer and schedule from a JobConfig, then trains.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <atomic>
 #include <fstream>
 #include <memory>
 #include <string>
 
 #include "checkpoint/checkpoint_manager.h"
+#include "models/common/torch_api.h"
 #include "models/llama3/model.h"
 #include "parallel/collectives.h"
 #include "parallel/parallel_dims.h"

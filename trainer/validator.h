@@ -3,12 +3,11 @@
 // batches of each global batch's loss per valid token.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <cstdint>
 #include <functional>
 #include <memory>
 
+#include "models/common/torch_api.h"
 #include "parallel/collectives.h"
 #include "trainer/dataloader.h"
 #include "trainer/job_config.h"

@@ -7,7 +7,7 @@
 // without (14-19x), in fp32 with AVX-512 or AVX2 (1.5-1.9x); the forward 1.2-1.7x (fp32, bf16 either way).
 #pragma once
 
-#include <torch/torch.h>
+#include "models/common/torch_api.h"
 
 namespace titan {
 

@@ -4,7 +4,7 @@
 // Kernels written in intrinsics take lane traits instead (Lanes16, Lanes8), picked at run time.
 #pragma once
 
-#include <torch/torch.h>
+#include "models/common/torch_api.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>

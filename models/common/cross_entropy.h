@@ -6,7 +6,7 @@
 // our kernels' on the CPU and on CUDA (models/common/cross_entropy_cuda.cu).
 #pragma once
 
-#include <torch/torch.h>
+#include "models/common/torch_api.h"
 
 namespace titan {
 

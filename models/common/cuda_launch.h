@@ -4,9 +4,9 @@
 
 #if TITAN_CUDA
 #include <c10/cuda/CUDAStream.h>
-#include <torch/torch.h>
 
 #include "models/common/cuda_dtype.h"
+#include "models/common/torch_api.h"
 
 namespace titan {
 

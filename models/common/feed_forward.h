@@ -1,9 +1,8 @@
 // SwiGLU feed-forward, the dense FFN of Llama blocks and the shared expert of MoE layers.
 #pragma once
 
-#include <torch/torch.h>
-
 #include "models/common/layers.h"
+#include "models/common/torch_api.h"
 
 namespace titan {
 

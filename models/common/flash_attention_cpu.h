@@ -6,10 +6,10 @@
 // dS per block; fp32 operands read in place).
 #pragma once
 
-#include <torch/torch.h>
-
 #include <tuple>
 #include <utility>
+
+#include "models/common/torch_api.h"
 
 namespace titan {
 

@@ -4,11 +4,11 @@
 // at construction). Forward reads the members, which FSDP may point at gathered copies.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "models/common/torch_api.h"
 
 namespace titan {
 

@@ -4,9 +4,9 @@
 // instructions ran it far slower, and libtorch 1.13's accumulated in bf16), so a probe decides.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <string>
+
+#include "models/common/torch_api.h"
 
 namespace titan {
 

@@ -3,8 +3,6 @@
 // TorchTitan keeps parallelize.py apart from model.py.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <functional>
 #include <optional>
 #include <string>
@@ -12,6 +10,7 @@
 #include <vector>
 
 #include "models/common/layers.h"
+#include "models/common/torch_api.h"
 
 namespace titan {
 

@@ -3,7 +3,7 @@
 // libtorch's CPU forward is a composite of five ops, differentiated by autograd op by op. CUDA: libtorch's fused op.
 #pragma once
 
-#include <torch/torch.h>
+#include "models/common/torch_api.h"
 
 namespace titan {
 

@@ -4,7 +4,7 @@
 // one kernel each way (models/common/swiglu_cuda.cu). Else libtorch's ops.
 #pragma once
 
-#include <torch/torch.h>
+#include "models/common/torch_api.h"
 
 namespace titan {
 

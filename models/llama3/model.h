@@ -3,14 +3,13 @@
 // on `param_options` (the meta device: nothing allocated) and init_weight fills one by its name.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <string>
 #include <vector>
 
 #include "models/common/feed_forward.h"
 #include "models/common/layers.h"
 #include "models/common/parallel_plan.h"
+#include "models/common/torch_api.h"
 #include "models/llama3/model_args.h"
 #include "models/moe/moe.h"
 

@@ -2,8 +2,7 @@
 // reference; Hugging Face's rotate_half layout differs by a per-head row permutation of wq/wk.
 #pragma once
 
-#include <torch/torch.h>
-
+#include "models/common/torch_api.h"
 #include "models/llama3/model_args.h"
 
 namespace titan::llama3 {

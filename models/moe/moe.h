@@ -5,14 +5,13 @@
 // router.gate.weight, shared_experts.w1|w2|w3.weight; the persistent buffer expert_bias.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <utility>
 #include <vector>
 
 #include "models/common/feed_forward.h"
 #include "models/common/layers.h"
 #include "models/common/parallel_plan.h"
+#include "models/common/torch_api.h"
 #include "models/moe/moe_args.h"
 
 namespace titan {

@@ -2,7 +2,6 @@
 // wrote (tests/reference/dcp_reference.py: one process, and two FSDP2 gloo ranks with an uneven
 // split), into whole and sharded targets; and the data-only pickle reader's refusals.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +10,7 @@
 #include "checkpoint/dcp_reader.h"
 #include "checkpoint/pickle_reader.h"
 #include "checkpoint/safetensors.h"
+#include "models/common/torch_api.h"
 
 namespace titan::dcp {
 namespace {

@@ -1,9 +1,8 @@
 // Our Hugging Face folders against the real transformers (from PyPI, tests/reference/transformers_peer.py):
 // its LlamaForCausalLM and Llama4ForCausalLM give our logits after loading our export, and ours give
 // its logits after we load its save_pretrained folder.
-#include <gtest/gtest.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/torch.h>
+#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -12,6 +11,7 @@
 #include "checkpoint/hf_adapter.h"
 #include "checkpoint/hf_checkpoint.h"
 #include "checkpoint/safetensors.h"
+#include "models/common/torch_api.h"
 #include "models/llama3/model.h"
 
 namespace titan::hf {

@@ -3,10 +3,9 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
-#include <torch/torch.h>
-
 #include <vector>
 
+#include "models/common/torch_api.h"
 #include "models/llama3/model.h"
 #include "trainer/job_config.h"
 

@@ -5,8 +5,8 @@
 // tails and cross parallel chunks, a strided gradient and an empty parameter; the gradients ours
 // reads stay as they were.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
 
+#include "models/common/torch_api.h"
 #include "trainer/adam_cpu.h"
 
 namespace titan {

@@ -3,12 +3,12 @@
 // in bf16 and fp32 on 128-row blocks (our CPU kernels where the CPU has them) against float64 and, in
 // bf16, against SDPA's own.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include <limits>
 
 #include "models/common/causal_attention.h"
 #include "models/common/flash_attention_cpu.h"
+#include "models/common/torch_api.h"
 #include "tests/unit/models/common/flash_isa_cases.h"
 
 namespace titan {

@@ -3,12 +3,12 @@
 // go to 88 only); NaN stays NaN, and the lanes' e^0 is 1. The lanes' masks (first n lanes, for n below 0 to past the
 // width) and reductions against hand-computed values.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include <cmath>
 #include <vector>
 
 #include "models/common/cpu_kernel.h"
+#include "models/common/torch_api.h"
 
 namespace titan {
 namespace {

@@ -12,11 +12,11 @@
 // forward is libtorch's.
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include <limits>
 
 #include "models/common/flash_attention_cpu.h"
+#include "models/common/torch_api.h"
 #include "tests/unit/models/common/flash_isa_cases.h"
 
 namespace titan {

@@ -1,9 +1,9 @@
 // bf16 matmuls with fp32 accumulation: every result, forward and backward, is the float64
 // product of the bf16 operands rounded once to bf16 (within one bf16 ulp for ties near a boundary).
 #include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include "models/common/matmul.h"
+#include "models/common/torch_api.h"
 
 namespace titan {
 namespace {

@@ -1,10 +1,10 @@
 // The Llama 3 model against tests/reference/llama3_reference.py (an independent eager-PyTorch
 // implementation) and against TorchTitan's published dimensions.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include <cmath>
 
+#include "models/common/torch_api.h"
 #include "models/llama3/activation_checkpoint.h"
 #include "models/llama3/model.h"
 #include "models/llama3/rope.h"

@@ -2,8 +2,8 @@
 // generate_llm_fqn_per_model_part on the debug model), its checks of named stages, TorchTitan's
 // stage-count rules, and a stage's part of the model computing what the whole model computes.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
 
+#include "models/common/torch_api.h"
 #include "models/llama3/model.h"
 #include "models/llama3/parallelize.h"
 #include "parallel/pipeline_schedule.h"

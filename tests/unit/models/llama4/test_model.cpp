@@ -1,10 +1,10 @@
 // The Llama 4 (MoE) model against tests/reference/llama4_reference.py (an independent eager-PyTorch
 // MoE: every expert on every token, masked) and against TorchTitan's published dimensions.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include <cmath>
 
+#include "models/common/torch_api.h"
 #include "models/llama3/model.h"
 #include "models/llama4/model_args.h"
 #include "parallel/grad_norm.h"

@@ -1,9 +1,9 @@
 // The MoE layer against hand-computed routing and a dense per-expert reference.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include <cmath>
 
+#include "models/common/torch_api.h"
 #include "models/moe/moe.h"
 
 namespace titan {
