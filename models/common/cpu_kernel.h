@@ -55,6 +55,7 @@ TITAN_ALWAYS_INLINE void store(float v, uint16_t* out) {  // round to nearest ev
 namespace exp_terms {
 constexpr float log2e = 1.44269504f, ln2_hi = 0.693145752f, ln2_lo = 1.42860677e-6f;
 constexpr float taylor[8] = {1.f / 5040, 1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f};
+constexpr float shifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer, branch-free
 constexpr float minimax5[6] = {0.00828929059f, 0.0418978221f, 0.166676521f, 0.499991506f, 0.999999701f, 1.f};
 }  // namespace exp_terms
 
@@ -65,7 +66,6 @@ constexpr float minimax5[6] = {0.00828929059f, 0.0418978221f, 0.166676521f, 0.49
 TITAN_ALWAYS_INLINE float exp_f32(float x) {
   using namespace exp_terms;
   x = std::min(std::max(x, -87.f), 88.f);
-  const float shifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer, branch-free
   const float n = (x * log2e + shifter) - shifter;
   const float r = (x - n * ln2_hi) - n * ln2_lo;
   float p = taylor[0];
@@ -104,7 +104,6 @@ struct Lanes16 {
   TITAN_AVX512 static float reduce_add(V x) { return _mm512_reduce_add_ps(x); }
   // e^x for softmax's shifted scores (x <= 0) within 2 ulp, as exp_f32 but by exp_terms::minimax5 and with 2^n
   // applied by vscalefps; e^-87 below -87, valid to 88.7, NaN stays NaN (the clamp keeps x, its second operand).
-  // A softmax row's loop on AVX2: 1.2x the same with exp_f32's terms (Taylor's degree 7, two FMAs more).
   TITAN_AVX512 static V exp(V x) {
     using namespace exp_terms;
     x = _mm512_max_ps(_mm512_set1_ps(-87.f), x);
@@ -145,13 +144,14 @@ struct Lanes8 {
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
   }
-  // Lanes16::exp on 8 lanes, valid up to 88: n rounded by adding a shifter, whose bits, shifted up, are 2^n.
+  // Lanes16::exp on 8 lanes, valid up to 88: n rounded by adding exp_terms::shifter + 127, whose bits, shifted up,
+  // are 2^n. A softmax row's loop: 1.2x the same with exp_f32's terms (Taylor's degree 7, two FMAs more).
   TITAN_AVX2 static V exp(V x) {
     using namespace exp_terms;
-    const V shifter = _mm256_set1_ps(12582912.f + 127.f);  // 1.5 * 2^23 + 127: the sum's low bits hold n + 127
+    const V biased_shifter = _mm256_set1_ps(shifter + 127.f);  // the sum's low bits hold n + 127
     x = _mm256_max_ps(_mm256_set1_ps(-87.f), x);
-    const V biased = _mm256_fmadd_ps(x, _mm256_set1_ps(log2e), shifter);
-    const V n = _mm256_sub_ps(biased, shifter);
+    const V biased = _mm256_fmadd_ps(x, _mm256_set1_ps(log2e), biased_shifter);
+    const V n = _mm256_sub_ps(biased, biased_shifter);
     const V r = _mm256_fnmadd_ps(n, _mm256_set1_ps(ln2_lo), _mm256_fnmadd_ps(n, _mm256_set1_ps(ln2_hi), x));
     V p = _mm256_set1_ps(minimax5[0]);
     for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(minimax5[i]));
