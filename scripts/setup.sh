@@ -23,7 +23,7 @@ PACKAGES=(
 )
 # Python packages of the venv: the torch wheel brings libtorch, CUDA 13 and NCCL; the rest are the
 # ecosystem's own readers and writers that the tests check our formats against.
-PIP_PACKAGES=(torch==2.11.0 numpy safetensors==0.8.0 transformers==5.25.0 tokenizers==0.23.3 tensorboard==2.21.0)
+PIP_PACKAGES=(torch==2.11.0 numpy safetensors==0.8.0 transformers==5.25.0 tokenizers==0.23.3 tensorboard==2.21.0 bochscpu-python==0.4.0)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -65,6 +65,7 @@ if [[ ! -x "$TITAN_PYTHON" || "$(cat "$STAMP" 2>/dev/null)" != "${PIP_PACKAGES[*
     { grep --line-buffered -E "^ *(Downloading|Installing|Successfully|ERROR)" || true; } | sed -u 's/^ */setup:   /'; then
     die "pip could not install ${PIP_PACKAGES[*]} into $TITAN_VENV (is PyPI reachable?)"
   fi
+  # bochscpu imports only after its glibc shim (tests/reference/avx512_machine.py): its test checks it
   "$TITAN_PYTHON" -c "import torch, numpy, safetensors, transformers, tokenizers, tensorboard" 2>/dev/null || die "pip could not install ${PIP_PACKAGES[*]} into $TITAN_VENV (is PyPI reachable?)"
   echo "${PIP_PACKAGES[*]}" >"$STAMP"
   echo "setup: venv ready in $(elapsed "$start"): $("$TITAN_PYTHON" -c 'import torch; print("torch", torch.__version__)')"

@@ -14,7 +14,7 @@ offline() {  # offline NAME VARS...: runs setup.sh with those variables; stdout,
   [[ $(wc -l <"$WORK/$name.err") -eq 1 ]] || { cat "$WORK/$name.err"; fail "$name: not one line on stderr"; }
 }
 offline pip TITAN_VENV="$WORK/venv" TITAN_DEPS="$WORK/deps"
-grep -q "^setup: error: pip could not install torch==2.11.0 numpy safetensors==0.8.0 transformers==5.25.0 tokenizers==0.23.3 tensorboard==2.21.0 into $WORK/venv (is PyPI reachable?)$" "$WORK/pip.err" ||
+grep -q "^setup: error: pip could not install torch==2.11.0 numpy safetensors==0.8.0 transformers==5.25.0 tokenizers==0.23.3 tensorboard==2.21.0 bochscpu-python==0.4.0 into $WORK/venv (is PyPI reachable?)$" "$WORK/pip.err" ||
   { cat "$WORK/pip.err"; fail "pip error line"; }
 offline gloo TITAN_DEPS="$WORK/deps"  # the project's venv, but no gloo headers yet
 grep -q "^setup: error: could not download libgloo-dev_.*_amd64.deb from deb.debian.org (Debian's package registry): .*$" "$WORK/gloo.err" ||

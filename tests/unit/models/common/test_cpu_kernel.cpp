@@ -1,7 +1,8 @@
 // The CPU kernels' exp: exp_f32 (every vector width) and the lanes' (AVX-512's 16, AVX2's 8) against float64's
 // over fp32's whole normal range, within 2 ulp; below it all give e^-87, above it exp_f32 gives e^88 (the lanes'
 // go to 88 only); NaN stays NaN, and the lanes' e^0 is 1. The lanes' masks (first n lanes, for n below 0 to past the
-// width) and reductions against hand-computed values.
+// width) and reductions against hand-computed values. test_avx512_emulated.py also runs the Lanes16 cases'
+// functions on an emulated AVX-512 CPU, so machines without AVX-512 check them too.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -122,7 +123,8 @@ void expect_lane_ops(void (*lane_ops_fn)(float*, float*, float*), int width) {
 }
 
 TEST(CpuKernel, Lanes16MasksAndReductions) {
-  if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "this CPU has no AVX-512";
+  if (!__builtin_cpu_supports("avx512f"))
+    GTEST_SKIP() << "this CPU has no AVX-512 (unit.avx512_emulated runs it emulated)";
   expect_lane_ops(lane_ops16, 16);
 }
 
@@ -142,7 +144,8 @@ void expect_lanes_exp(void (*exp_all_fn)(const float*, int64_t, float*)) {
 }
 
 TEST(CpuKernel, Lanes16ExpWithinTwoUlpUpTo88AndE87BelowTheRange) {
-  if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "this CPU has no AVX-512";
+  if (!__builtin_cpu_supports("avx512f"))
+    GTEST_SKIP() << "this CPU has no AVX-512 (unit.avx512_emulated runs it emulated)";
   expect_lanes_exp(exp16_all);
 }
 
