@@ -57,11 +57,14 @@ class Avx512Machine:
             elf = os.path.join(folder, "linked.elf")
             _run(["ld", "-static", "-e", "0", "--no-dynamic-linker", "-z", "norelro", "--unresolved-symbols=ignore-all",
                   "--defsym=__dso_handle=0", "-o", elf, *objects])
-            self.symbols = {}  # demangled name -> address
-            for line in _run(["nm", "-C", elf]).splitlines():
-                m = re.match(r"([0-9a-f]+) [tTwW] (.+)", line)
-                if m:
-                    self.symbols.setdefault(m.group(2), int(m.group(1), 16))
+            self.functions = []  # (source file, demangled name, address); local names repeat across files
+            source = ""
+            for line in _run(["readelf", "-sW", "-C", elf]).splitlines():
+                m = re.match(r"\s*\d+: ([0-9a-f]+) +\d+ (FUNC|FILE) +\w+ +\w+ +\w+ (.*)", line)
+                if m and m.group(2) == "FILE":
+                    source = m.group(3)
+                elif m:
+                    self.functions.append((source, m.group(3), int(m.group(1), 16)))
             with open(elf, "rb") as f:
                 segments = _segments(f.read())
         bochscpu = self.bx
@@ -126,14 +129,23 @@ class Avx512Machine:
         self.write(addr, data)
         return addr
 
-    def call(self, name, *args):
-        """Calls the function of demangled name `name` (up to its "(", without a template's return type): ints
-        (pointers, integers, bools) and floats (as fp32) by the System V ABI. Returns nothing; results are in
-        the buffers it wrote."""
+    def call(self, name, *args, source=None, clone=None):
+        """Calls the function of demangled name `name` (without a template's return type; up to its "(", or on
+        to its first parameters where overloaded) from the object of `source` file, or its target_clones clone `clone`
+        ("arch_x86_64_v4"): ints (pointers, integers, bools) and floats (as fp32) by the System V ABI. Returns rax
+        and xmm0's low 64 bits; results are in the buffers it wrote."""
         bochscpu = self.bx
-        matches = {a for s, a in self.symbols.items() if s.removeprefix("void ").startswith(name + "(")}
+        suffix = f" [clone .{clone}]" if clone else ""
+        matches = set()
+        for file, symbol, address in self.functions:
+            symbol = symbol.removeprefix("void ")
+            if source not in (None, file) or not symbol.endswith(suffix) or "[clone" in symbol[:len(symbol) - len(suffix)]:
+                continue
+            symbol = symbol[:len(symbol) - len(suffix)]
+            if symbol.startswith(name) and symbol[len(name):len(name) + 1] in ("", "(", ",", ")"):
+                matches.add(address)
         if len(matches) != 1:
-            raise KeyError(f"avx512_machine: {len(matches)} functions named {name} in the objects")
+            raise KeyError(f"avx512_machine: {len(matches)} functions {name}{suffix} in {source or 'the objects'}")
         for a in args:
             if not isinstance(a, numbers.Real):
                 raise TypeError(f"avx512_machine: {name}'s argument {a!r} is not a number")
@@ -168,5 +180,7 @@ class Avx512Machine:
         self.sess.run([self.hook])
         rip = self.sess.cpu.state.rip
         if self.fault is not None or rip != _STOP + 1:
-            raise RuntimeError(f"avx512_machine: {name} stopped at {rip:#x} with exception {self.fault} "
+            raise RuntimeError(f"avx512_machine: {name}{suffix} stopped at {rip:#x} with exception {self.fault} "
                                "(6: an instruction the emulated CPU lacks; 14: a call out of the function)")
+        end = self.sess.cpu.state
+        return end.rax, end.zmm[0].q[0]

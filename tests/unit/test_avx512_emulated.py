@@ -1,20 +1,23 @@
 """Our AVX-512 CPU kernels run on an emulated AVX-512 CPU (tests/reference/avx512_machine.py), so they are checked
-on every machine, not only on those that have it (where test_cpu_kernel.cpp's Lanes16 cases and the flash attention's
-Isa cases also run them natively). Against float64 (numpy) and hand-computed values:
-  * cpu::Lanes16's exp within 2 ulp over [-87, 88], e^-87 below, e^0 = 1, NaN kept; its masks and reductions
-    (test_cpu_kernel.cpp's exp16_all and lane_ops16, the same inputs as its native cases);
-  * the attention's softmax kernels on 16 lanes, and on AVX2's 8 beside them: one online-softmax step of the forward
-    (softmax_step16/8: running max and sum, rescaled accumulator, probabilities) and the backward's P and dS
-    (probs_and_grads16/8), on 128 x 128 blocks with no mask, and causal ones whose last visible key falls on every
-    kind of lane (block starts, mid-vector, past the block).
-Usage: test_avx512_emulated.py SHIM OBJECT... (the objects of titan_models and titan_unit_tests; tests/CMakeLists.txt)
+on every machine, not only on those that have it (where test_cpu_kernel.cpp's Lanes16 cases, the flash attention's
+Isa cases and every kernel's unit tests also run them natively):
+  * cpu::Lanes16's exp within 2 ulp of float64's over [-87, 88], e^-87 below, e^0 = 1, NaN kept; its masks and
+    reductions against hand-computed values (test_cpu_kernel.cpp's exp16_all and lane_ops16, its inputs);
+  * the attention's softmax kernels on 16 lanes, and on AVX2's 8 beside them, against float64: one online-softmax
+    step of the forward (softmax_step16/8: running max and sum, rescaled accumulator, probabilities) and the
+    backward's P and dS (probs_and_grads16/8), on 128 x 128 blocks with no mask and causal ones;
+  * the kernels built as target_clones (SwiGLU, the cross-entropy's backward, RMSNorm, the attention's row dots,
+    the gradient norm's sums, AdamW; fp32 and bf16): the AVX-512 clone's outputs equal to the AVX2 clone's. (The
+    cross-entropy's forward and the attention's finish_rows call libm, which a freestanding link lacks.)
+Only the bf16 softmax's rounding (AVX512-BF16) is left to machines that have it: the emulated CPU has none.
+Usage: test_avx512_emulated.py SHIM OBJECT... (tests/CMakeLists.txt passes the objects of those files)
 """
 import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../reference"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../reference"))
 from avx512_machine import Avx512Machine  # noqa: E402
 
 NS = "titan::(anonymous namespace)::"
@@ -123,13 +126,99 @@ def check_softmax(machine, lanes, rng):
         check(worst[key] < bound, f"{lanes} lanes: {key} within {bound:g} of float64's (worst {worst[key]:.3g})")
 
 
+def bf16(x):  # fp32 values rounded to bf16 bits (nearest even), as c10::BFloat16
+    bits = np.asarray(x, np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def widened(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def adam_constants(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1, step=3):
+    # trainer/adam_cpu.cpp's Constants: 9 floats and lerp_small, padded to 40 bytes
+    bc1, bc2 = 1 - beta1**step, 1 - beta2**step
+    fields = (1.0, 1 - lr * weight_decay, 0.0, 1 - beta1, beta2, 1 - beta2, 1 / bc2**0.5, eps, -lr / bc1)
+    return np.array(fields, np.float32).tobytes() + bytes([1, 0, 0, 0])
+
+
+def clone_cases(rng):
+    """The kernels compiled as target_clones: (source, function, arguments), each argument an int, a float, or an
+    array (its buffer's address is passed; the function writes the outputs into these). Lengths that are not
+    multiples of 16 keep each vector loop's tail in the run."""
+    n, rows, D, V = 1000, 6, 1000, 1000
+    a, b, g = (rng.standard_normal(n).astype(np.float32) * 3 for _ in range(3))
+    x = rng.standard_normal((rows, D)).astype(np.float32)
+    w = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
+    r = (1 / np.sqrt((x.astype(np.float64) ** 2).mean(1) + 1e-5)).astype(np.float32)
+    logits = (rng.standard_normal((rows, V)) * 4).astype(np.float32)
+    labels = rng.integers(0, V, rows).astype(np.int64)
+    labels[2] = -100  # an ignored row
+    lse = np.log(np.exp(logits.astype(np.float64)).sum(1)).astype(np.float32)
+    hd, stride = 64, 96  # a head's rows inside wider ones, as the model's (B, T, H, hd) views
+    dout, out = (rng.standard_normal((130, stride)).astype(np.float32) for _ in range(2))
+    moments = (rng.standard_normal(n) * 0.01).astype(np.float32), (rng.uniform(0, 1e-4, n)).astype(np.float32)
+    zeros = np.zeros
+    cases = []
+    for t, cast, ident in ((np.float32, lambda v: v.astype(np.float32), "f32"), (np.uint16, bf16, "bf16")):
+        heads = "float" if ident == "f32" else "c10::BFloat16"
+        cases += [
+            ("swiglu.cpp", f"forward_{ident}", (cast(a), cast(b), zeros(n, t), n)),
+            ("swiglu.cpp", f"backward_{ident}", (cast(g), cast(a), cast(b), zeros(n, t), zeros(n, t), n)),
+            ("cross_entropy.cpp", f"backward_{ident}", (cast(logits), labels, lse, 1.0 / rows, zeros((rows, V), t), rows,
+                                                         V, -100)),
+            ("rms_norm.cpp", f"forward_{ident}", (cast(x), cast(w), zeros((rows, D), t), zeros(rows, np.float32), rows,
+                                                   D, 1e-5)),
+            ("rms_norm.cpp", f"backward_{ident}", (cast(x[::-1].copy()), cast(x), cast(w), r, zeros((rows, D), t),
+                                                    zeros(D, np.float64), rows, D)),
+            ("flash_attention_cpu.cpp", f"row_dots(titan::(anonymous namespace)::HeadRows<{heads}>",
+             (cast(dout), stride, cast(out), stride, 130, hd, zeros(130, np.float32))),
+            ("grad_norm.cpp", f"sum_of_squares_{ident}", (cast(a), n)),
+            ("adam_cpu.cpp", f"adam_{ident}", (cast(a * 0.1), cast(g), cast(moments[0]), cast(moments[1]), n,
+                                              np.frombuffer(adam_constants(), np.uint8))),
+        ]
+    return cases
+
+
+def check_clones(machine, rng):
+    """Each kernel's AVX-512 clone (x86-64-v4) against its AVX2 one (x86-64-v3, the one this machine's unit tests
+    check against float64 where it lacks AVX-512) on the same inputs: every array argument after the call (the
+    outputs; the inputs unchanged), and the double that sum_of_squares returns. Equal within 1e-6, or one bf16 ulp
+    where an fp32 value rounds the other way."""
+    for source, name, args in clone_cases(rng):
+        results, wrote = [], True
+        for clone in ("arch_x86_64_v4", "arch_x86_64_v3"):
+            call_args = [machine.buffer(a.tobytes()) if isinstance(a, np.ndarray) else a for a in args]
+            _, xmm0 = machine.call(NS + name, *call_args, source=source, clone=clone)
+            arrays = [np.frombuffer(machine.read(addr, a.nbytes), a.dtype) for addr, a in zip(call_args, args)
+                      if isinstance(a, np.ndarray)]
+            if name.startswith("sum_of_squares"):
+                arrays.append(np.array([xmm0], np.uint64).view(np.float64))
+            else:  # two runs that wrote nothing would compare equal
+                inputs = [a.reshape(-1) for a in args if isinstance(a, np.ndarray)]
+                wrote &= any(not np.array_equal(o, i) for o, i in zip(arrays, inputs))
+            results.append(arrays)
+        worst, ok = 0.0, wrote
+        for v4, v3 in zip(*results):
+            f4, f3 = (widened(o) if o.dtype == np.uint16 else o.astype(np.float64) for o in (v4, v3))
+            diff = np.where(f4 == f3, 0, np.abs(f4 - f3) / np.maximum(np.abs(f3), 1e-30))
+            ok &= bool(np.all(diff <= (2.0**-7 if v4.dtype == np.uint16 else 1e-6)))
+            worst = max(worst, float(diff.max()))
+        check(ok, f"{source} {name}: the AVX-512 clone equals the AVX2 one (largest relative difference {worst:.3g})")
+        if name.startswith("sum_of_squares"):
+            x = widened(args[0]) if args[0].dtype == np.uint16 else args[0]
+            exact = np.sum(x.astype(np.float64) ** 2)
+            check(abs(results[0][-1][0] - exact) <= 1e-12 * exact, f"{name}: the sum of squares is float64's")
+
+
 def main():
-    shim, objects = sys.argv[1], sys.argv[2:]
+    shim, objects = sys.argv[1], [o for arg in sys.argv[2:] for o in arg.split(";")]  # CMake's lists, unexpanded
     machine = Avx512Machine(objects, shim)
     check_exp(machine)
     check_lane_ops(machine)
     for lanes in (16, 8):
         check_softmax(machine, lanes, np.random.default_rng(0))
+    check_clones(machine, np.random.default_rng(1))
     print(f"{len(failures)} failed: " + "; ".join(failures) if failures else "all passed on the emulated AVX-512 CPU")
     sys.stdout.flush()
     os._exit(1 if failures else 0)  # skips the extension's leak report at interpreter exit
