@@ -13,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
+
 PAGE = 4096
 _ARENA, _ARENA_SIZE = 0x2000_0000, 16 << 20  # the buffers the functions read and write
 _STACK, _STACK_SIZE = 0x7100_0000, 64 * PAGE
@@ -60,11 +62,12 @@ class Avx512Machine:
             self.functions = []  # (source file, demangled name, address); local names repeat across files
             source = ""
             for line in _run(["readelf", "-sW", "-C", elf]).splitlines():
-                m = re.match(r"\s*\d+: ([0-9a-f]+) +\d+ (FUNC|FILE) +\w+ +\w+ +\w+ (.*)", line)
+                m = re.match(r"\s*\d+: ([0-9a-f]+) +\S+ (FUNC|FILE) +(\w+) +\w+ +\w+ (.*)", line)
                 if m and m.group(2) == "FILE":
-                    source = m.group(3)
-                elif m:
-                    self.functions.append((source, m.group(3), int(m.group(1), 16)))
+                    source = m.group(4)
+                elif m:  # a local symbol follows its file's FILE symbol; globals come after them all
+                    file = source if m.group(3) == "LOCAL" else None
+                    self.functions.append((file, m.group(4), int(m.group(1), 16)))
             with open(elf, "rb") as f:
                 segments = _segments(f.read())
         bochscpu = self.bx
@@ -131,17 +134,18 @@ class Avx512Machine:
 
     def call(self, name, *args, source=None, clone=None):
         """Calls the function of demangled name `name` (without a template's return type; up to its "(", or on
-        to its first parameters where overloaded) from the object of `source` file, or its target_clones clone `clone`
-        ("arch_x86_64_v4"): ints (pointers, integers, bools) and floats (as fp32) by the System V ABI. Returns rax
-        and xmm0's low 64 bits; results are in the buffers it wrote."""
+        to its first parameters where overloaded) from the object of `source` file, or its target_clones clone
+        `clone` ("arch_x86_64_v4"), by the System V ABI: ints (pointers, integers, bools), floats (as fp32) and
+        numpy float64s (as doubles). Returns rax and xmm0's low 64 bits; results are in the buffers it wrote."""
         bochscpu = self.bx
         suffix = f" [clone .{clone}]" if clone else ""
         matches = set()
         for file, symbol, address in self.functions:
             symbol = symbol.removeprefix("void ")
-            if source not in (None, file) or not symbol.endswith(suffix) or "[clone" in symbol[:len(symbol) - len(suffix)]:
+            base = symbol[:len(symbol) - len(suffix)]
+            if source not in (None, file) or not symbol.endswith(suffix) or "[clone" in base:
                 continue
-            symbol = symbol[:len(symbol) - len(suffix)]
+            symbol = base
             if symbol.startswith(name) and symbol[len(name):len(name) + 1] in ("", "(", ",", ")"):
                 matches.add(address)
         if len(matches) != 1:
@@ -150,7 +154,7 @@ class Avx512Machine:
             if not isinstance(a, numbers.Real):
                 raise TypeError(f"avx512_machine: {name}'s argument {a!r} is not a number")
         ints = [int(a) & (2**64 - 1) for a in args if isinstance(a, numbers.Integral)]  # bools too
-        floats = [float(a) for a in args if not isinstance(a, numbers.Integral)]
+        floats = [a for a in args if not isinstance(a, numbers.Integral)]
         assert len(floats) <= 8
         stack_args = ints[6:]
         rsp = _STACK - 8 * (len(stack_args) + 1) - 8 * (len(stack_args) % 2)  # rsp + 8 16-byte aligned at entry
@@ -167,7 +171,8 @@ class Avx512Machine:
         zmm = st.zmm
         for i, f in enumerate(floats):
             z = bochscpu._bochscpu.Zmm()
-            z.q = [struct.unpack("<I", struct.pack("<f", f))[0]] + [0] * 7
+            double = isinstance(f, np.float64)  # a double; Python's floats go as fp32
+            z.q = [struct.unpack("<Q" if double else "<I", struct.pack("<d" if double else "<f", f))[0]] + [0] * 7
             zmm[i] = z
         st.zmm = zmm
         code, data = bochscpu.Segment(), bochscpu.Segment()  # ring 0, flat: 64-bit code and data

@@ -7,8 +7,9 @@ Isa cases and every kernel's unit tests also run them natively):
     step of the forward (softmax_step16/8: running max and sum, rescaled accumulator, probabilities) and the
     backward's P and dS (probs_and_grads16/8), on 128 x 128 blocks with no mask and causal ones;
   * the kernels built as target_clones (SwiGLU, the cross-entropy's backward, RMSNorm, the attention's row dots,
-    the gradient norm's sums, AdamW; fp32 and bf16): the AVX-512 clone's outputs equal to the AVX2 clone's. (The
-    cross-entropy's forward and the attention's finish_rows call libm, which a freestanding link lacks.)
+    the gradient norm's sums, AdamW; fp32, bf16 and fp64 where built): the AVX-512 clone's outputs bit-equal to the
+    AVX2 clone's. Left out: the cross-entropy's forward and loss_and_grad and the attention's finish_rows, which call
+    logf or memset, absent from a freestanding link (RMSNorm's forward calls sqrtf only for a negative sum: never).
 Only the bf16 softmax's rounding (AVX512-BF16) is left to machines that have it: the emulated CPU has none.
 Usage: test_avx512_emulated.py SHIM OBJECT... (tests/CMakeLists.txt passes the objects of those files)
 """
@@ -142,73 +143,93 @@ def adam_constants(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1, 
     return np.array(fields, np.float32).tobytes() + bytes([1, 0, 0, 0])
 
 
+class Out:
+    """An output the function must write whole: its buffer starts as 0xFF bytes (NaN in every float type)."""
+
+    def __init__(self, shape, dtype):
+        self.array = np.frombuffer(b"\xff" * (int(np.prod(shape)) * np.dtype(dtype).itemsize), dtype).reshape(shape)
+
+
+class InPlace:
+    """An array the function updates: it must change (not every element: a bf16 one may round back to itself)."""
+
+    def __init__(self, array):
+        self.array = array
+
+
 def clone_cases(rng):
-    """The kernels compiled as target_clones: (source, function, arguments), each argument an int, a float, or an
-    array (its buffer's address is passed; the function writes the outputs into these). Lengths that are not
-    multiples of 16 keep each vector loop's tail in the run."""
-    n, rows, D, V = 1000, 6, 1000, 1000
-    a, b, g = (rng.standard_normal(n).astype(np.float32) * 3 for _ in range(3))
-    x = rng.standard_normal((rows, D)).astype(np.float32)
-    w = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
-    r = (1 / np.sqrt((x.astype(np.float64) ** 2).mean(1) + 1e-5)).astype(np.float32)
-    logits = (rng.standard_normal((rows, V)) * 4).astype(np.float32)
+    """The kernels compiled as target_clones, fp32, bf16 and fp64 where built: (source, function, arguments), each
+    argument an int, a float, an array (an input: its buffer's address is passed), an Out or an InPlace. n, D, V and
+    hd are no multiples of 8, so every vector loop's tail runs; a row is ignored by the cross-entropy, and row_dots
+    reads a head's rows inside wider ones, as the model's (B, T, H, hd) views."""
+    n, rows, D, V, hd, stride = 1007, 6, 1007, 1007, 72, 96
+    a, b, g = (rng.standard_normal(n) * 3 for _ in range(3))
+    x = rng.standard_normal((rows, D))
+    w = 1 + 0.1 * rng.standard_normal(D)
+    r = 1 / np.sqrt((x**2).mean(1) + 1e-5)
+    logits = rng.standard_normal((rows, V)) * 4
     labels = rng.integers(0, V, rows).astype(np.int64)
-    labels[2] = -100  # an ignored row
-    lse = np.log(np.exp(logits.astype(np.float64)).sum(1)).astype(np.float32)
-    hd, stride = 64, 96  # a head's rows inside wider ones, as the model's (B, T, H, hd) views
-    dout, out = (rng.standard_normal((130, stride)).astype(np.float32) for _ in range(2))
-    moments = (rng.standard_normal(n) * 0.01).astype(np.float32), (rng.uniform(0, 1e-4, n)).astype(np.float32)
-    zeros = np.zeros
+    labels[2] = -100
+    lse = np.log(np.exp(logits).sum(1)).astype(np.float32)
+    dout, out = rng.standard_normal((130, stride)), rng.standard_normal((130, stride))
+    exp_avg, exp_avg_sq = rng.standard_normal(n) * 0.01, rng.uniform(0, 1e-4, n)
+    constants = np.frombuffer(adam_constants(), np.uint8)
+    f32 = lambda v: np.ascontiguousarray(v, np.float32)  # noqa: E731
+    f64 = lambda v: np.ascontiguousarray(v, np.float64)  # noqa: E731
     cases = []
-    for t, cast, ident in ((np.float32, lambda v: v.astype(np.float32), "f32"), (np.uint16, bf16, "bf16")):
+    for ident, cast, t in (("f32", f32, np.float32), ("bf16", bf16, np.uint16), ("f64", f64, np.float64)):
+        acc = np.float64 if ident == "f64" else np.float32  # RMSNorm's r and eps
+        cases += [
+            ("rms_norm.cpp", f"forward_{ident}", (cast(x), cast(w), Out((rows, D), t), Out(rows, acc), rows, D,
+                                                   acc(1e-5))),
+            ("rms_norm.cpp", f"backward_{ident}", (cast(x[::-1]), cast(x), cast(w), r.astype(acc), Out((rows, D), t),
+                                                    InPlace(np.zeros(D)), rows, D)),
+            ("grad_norm.cpp", f"sum_of_squares_{ident}", (cast(a), n)),
+        ]
+        if ident == "f64":
+            continue
         heads = "float" if ident == "f32" else "c10::BFloat16"
         cases += [
-            ("swiglu.cpp", f"forward_{ident}", (cast(a), cast(b), zeros(n, t), n)),
-            ("swiglu.cpp", f"backward_{ident}", (cast(g), cast(a), cast(b), zeros(n, t), zeros(n, t), n)),
-            ("cross_entropy.cpp", f"backward_{ident}", (cast(logits), labels, lse, 1.0 / rows, zeros((rows, V), t), rows,
+            ("swiglu.cpp", f"forward_{ident}", (cast(a), cast(b), Out(n, t), n)),
+            ("swiglu.cpp", f"backward_{ident}", (cast(g), cast(a), cast(b), Out(n, t), Out(n, t), n)),
+            ("cross_entropy.cpp", f"backward_{ident}", (cast(logits), labels, lse, 1.0 / rows, Out((rows, V), t), rows,
                                                          V, -100)),
-            ("rms_norm.cpp", f"forward_{ident}", (cast(x), cast(w), zeros((rows, D), t), zeros(rows, np.float32), rows,
-                                                   D, 1e-5)),
-            ("rms_norm.cpp", f"backward_{ident}", (cast(x[::-1].copy()), cast(x), cast(w), r, zeros((rows, D), t),
-                                                    zeros(D, np.float64), rows, D)),
             ("flash_attention_cpu.cpp", f"row_dots(titan::(anonymous namespace)::HeadRows<{heads}>",
-             (cast(dout), stride, cast(out), stride, 130, hd, zeros(130, np.float32))),
-            ("grad_norm.cpp", f"sum_of_squares_{ident}", (cast(a), n)),
-            ("adam_cpu.cpp", f"adam_{ident}", (cast(a * 0.1), cast(g), cast(moments[0]), cast(moments[1]), n,
-                                              np.frombuffer(adam_constants(), np.uint8))),
+             (cast(dout), stride, cast(out), stride, 130, hd, Out(130, np.float32))),
+            ("adam_cpu.cpp", f"adam_{ident}", (InPlace(cast(a * 0.1)), cast(g), InPlace(cast(exp_avg)),
+                                              InPlace(cast(exp_avg_sq)), n, constants)),
         ]
     return cases
 
 
 def check_clones(machine, rng):
     """Each kernel's AVX-512 clone (x86-64-v4) against its AVX2 one (x86-64-v3, the one this machine's unit tests
-    check against float64 where it lacks AVX-512) on the same inputs: every array argument after the call (the
-    outputs; the inputs unchanged), and the double that sum_of_squares returns. Equal within 1e-6, or one bf16 ulp
-    where an fp32 value rounds the other way."""
+    check against float64 where it lacks AVX-512) on the same inputs: bit-equal outputs (the same operations in the
+    same order: sums run in 16 running sums at every width, cpu::sum16), and sum_of_squares' double equal to
+    float64's too. Each Out written whole, each InPlace changed, each input left as it was."""
     for source, name, args in clone_cases(rng):
-        results, wrote = [], True
+        arrays = [a.array if isinstance(a, (Out, InPlace)) else a for a in args]
+        results, ok = [], True
         for clone in ("arch_x86_64_v4", "arch_x86_64_v3"):
-            call_args = [machine.buffer(a.tobytes()) if isinstance(a, np.ndarray) else a for a in args]
+            call_args = [machine.buffer(a.tobytes()) if isinstance(a, np.ndarray) else a for a in arrays]
             _, xmm0 = machine.call(NS + name, *call_args, source=source, clone=clone)
-            arrays = [np.frombuffer(machine.read(addr, a.nbytes), a.dtype) for addr, a in zip(call_args, args)
-                      if isinstance(a, np.ndarray)]
+            after = [machine.read(addr, a.nbytes) for addr, a in zip(call_args, arrays) if isinstance(a, np.ndarray)]
+            for arg, before, got in zip((a for a in args if isinstance(a, (np.ndarray, Out, InPlace))),
+                                        (a for a in arrays if isinstance(a, np.ndarray)), after):
+                if isinstance(arg, Out):  # no element left all 0xFF bytes
+                    ok &= not np.any(np.all(np.frombuffer(got, np.uint8).reshape(-1, before.itemsize) == 0xFF, axis=1))
+                elif isinstance(arg, InPlace):
+                    ok &= got != before.tobytes()
+                else:
+                    ok &= got == before.tobytes()
             if name.startswith("sum_of_squares"):
-                arrays.append(np.array([xmm0], np.uint64).view(np.float64))
-            else:  # two runs that wrote nothing would compare equal
-                inputs = [a.reshape(-1) for a in args if isinstance(a, np.ndarray)]
-                wrote &= any(not np.array_equal(o, i) for o, i in zip(arrays, inputs))
-            results.append(arrays)
-        worst, ok = 0.0, wrote
-        for v4, v3 in zip(*results):
-            f4, f3 = (widened(o) if o.dtype == np.uint16 else o.astype(np.float64) for o in (v4, v3))
-            diff = np.where(f4 == f3, 0, np.abs(f4 - f3) / np.maximum(np.abs(f3), 1e-30))
-            ok &= bool(np.all(diff <= (2.0**-7 if v4.dtype == np.uint16 else 1e-6)))
-            worst = max(worst, float(diff.max()))
-        check(ok, f"{source} {name}: the AVX-512 clone equals the AVX2 one (largest relative difference {worst:.3g})")
-        if name.startswith("sum_of_squares"):
-            x = widened(args[0]) if args[0].dtype == np.uint16 else args[0]
-            exact = np.sum(x.astype(np.float64) ** 2)
-            check(abs(results[0][-1][0] - exact) <= 1e-12 * exact, f"{name}: the sum of squares is float64's")
+                total = np.array([xmm0], np.uint64).view(np.float64)[0]
+                x = widened(args[0]) if args[0].dtype == np.uint16 else args[0]
+                exact = np.sum(x.astype(np.float64) ** 2)
+                ok &= abs(total - exact) <= 1e-12 * exact
+                after.append(total.tobytes())
+            results.append(after)
+        check(ok and results[0] == results[1], f"{source} {name}: the AVX-512 clone's outputs bit-equal the AVX2 one's")
 
 
 def main():
