@@ -132,24 +132,27 @@ class Avx512Machine:
         self.write(addr, data)
         return addr
 
+    def _address(self, name, source, clone):  # see call
+        suffix = f" [clone .{clone}]" if clone else ""
+        matches = set()
+        for file, symbol, address in self.functions:
+            symbol = symbol.removeprefix("void ")
+            if source not in (None, file) or not symbol.endswith(suffix):
+                continue
+            symbol = symbol[:len(symbol) - len(suffix)]
+            if "[clone" not in symbol and symbol.startswith(name) and symbol[len(name):len(name) + 1] in ("", "(", ",", ")"):
+                matches.add(address)
+        if len(matches) != 1:
+            raise KeyError(f"avx512_machine: {len(matches)} functions {name}{suffix} in {source or 'the objects'}")
+        return matches.pop()
+
     def call(self, name, *args, source=None, clone=None):
         """Calls the function of demangled name `name` (without a template's return type; up to its "(", or on
         to its first parameters where overloaded) from the object of `source` file, or its target_clones clone
         `clone` ("arch_x86_64_v4"), by the System V ABI: ints (pointers, integers, bools), floats (as fp32) and
         numpy float64s (as doubles). Returns rax and xmm0's low 64 bits; results are in the buffers it wrote."""
         bochscpu = self.bx
-        suffix = f" [clone .{clone}]" if clone else ""
-        matches = set()
-        for file, symbol, address in self.functions:
-            symbol = symbol.removeprefix("void ")
-            base = symbol[:len(symbol) - len(suffix)]
-            if source not in (None, file) or not symbol.endswith(suffix) or "[clone" in base:
-                continue
-            symbol = base
-            if symbol.startswith(name) and symbol[len(name):len(name) + 1] in ("", "(", ",", ")"):
-                matches.add(address)
-        if len(matches) != 1:
-            raise KeyError(f"avx512_machine: {len(matches)} functions {name}{suffix} in {source or 'the objects'}")
+        entry = self._address(name, source, clone)
         for a in args:
             if not isinstance(a, numbers.Real):
                 raise TypeError(f"avx512_machine: {name}'s argument {a!r} is not a number")
@@ -165,7 +168,7 @@ class Avx512Machine:
         st.xcr0 = 0xE7  # x87, SSE, AVX, and AVX-512's opmask, ZMM_Hi256 and Hi16_ZMM state
         st.mxcsr = 0x1F80
         st.cr3 = _PML4
-        st.rsp, st.rip = rsp, matches.pop()
+        st.rsp, st.rip = rsp, entry
         for reg, value in zip(("rdi", "rsi", "rdx", "rcx", "r8", "r9"), ints):
             setattr(st, reg, value)
         zmm = st.zmm
@@ -185,7 +188,7 @@ class Avx512Machine:
         self.sess.run([self.hook])
         rip = self.sess.cpu.state.rip
         if self.fault is not None or rip != _STOP + 1:
-            raise RuntimeError(f"avx512_machine: {name}{suffix} stopped at {rip:#x} with exception {self.fault} "
+            raise RuntimeError(f"avx512_machine: {name} ({clone or 'no clone'}) stopped at {rip:#x} with exception {self.fault} "
                                "(6: an instruction the emulated CPU lacks; 14: a call out of the function)")
         end = self.sess.cpu.state
         return end.rax, end.zmm[0].q[0]

@@ -208,14 +208,20 @@ def check_clones(machine, rng):
     same order: sums run in 16 running sums at every width, cpu::sum16), and sum_of_squares' double equal to
     float64's too. Each Out written whole, each InPlace changed, each input left as it was."""
     for source, name, args in clone_cases(rng):
-        arrays = [a.array if isinstance(a, (Out, InPlace)) else a for a in args]
+        # (argument, the array behind it) for each buffer argument
+        buffers = [(a, a.array if isinstance(a, (Out, InPlace)) else a) for a in args
+                   if isinstance(a, (np.ndarray, Out, InPlace))]
+        if name.startswith("sum_of_squares"):
+            x = widened(args[0]) if args[0].dtype == np.uint16 else args[0]
+            exact = np.sum(x.astype(np.float64) ** 2)
         results, ok = [], True
         for clone in ("arch_x86_64_v4", "arch_x86_64_v3"):
-            call_args = [machine.buffer(a.tobytes()) if isinstance(a, np.ndarray) else a for a in arrays]
+            addresses = [machine.buffer(array.tobytes()) for _, array in buffers]
+            next_address = iter(addresses)
+            call_args = [next(next_address) if isinstance(a, (np.ndarray, Out, InPlace)) else a for a in args]
             _, xmm0 = machine.call(NS + name, *call_args, source=source, clone=clone)
-            after = [machine.read(addr, a.nbytes) for addr, a in zip(call_args, arrays) if isinstance(a, np.ndarray)]
-            for arg, before, got in zip((a for a in args if isinstance(a, (np.ndarray, Out, InPlace))),
-                                        (a for a in arrays if isinstance(a, np.ndarray)), after):
+            after = [machine.read(addr, array.nbytes) for addr, (_, array) in zip(addresses, buffers)]
+            for (arg, before), got in zip(buffers, after):
                 if isinstance(arg, Out):  # no element left all 0xFF bytes
                     ok &= not np.any(np.all(np.frombuffer(got, np.uint8).reshape(-1, before.itemsize) == 0xFF, axis=1))
                 elif isinstance(arg, InPlace):
@@ -224,8 +230,6 @@ def check_clones(machine, rng):
                     ok &= got == before.tobytes()
             if name.startswith("sum_of_squares"):
                 total = np.array([xmm0], np.uint64).view(np.float64)[0]
-                x = widened(args[0]) if args[0].dtype == np.uint16 else args[0]
-                exact = np.sum(x.astype(np.float64) ** 2)
                 ok &= abs(total - exact) <= 1e-12 * exact
                 after.append(total.tobytes())
             results.append(after)
