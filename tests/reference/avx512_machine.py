@@ -1,8 +1,9 @@
 """Functions of our compiled object files run on an emulated AVX-512 CPU: BochsCPU's Skylake-X model (AVX-512 F,
-CD, BW, DQ, VL; no BF16 or AMX), from PyPI's bochscpu-python. The object files are linked into one freestanding
-ELF (unresolved symbols left at 0, so a call out of the function under test faults instead of running), loaded at
-its addresses into identity-mapped pages, and a function is called by the System V ABI with a return address
-on a `hlt`. Lets AVX-512 code be checked on machines without it.
+CD, BW, DQ, VL) with AVX512-BF16 added (no AMX; its vcvtne2ps2bf16 writes the second source's 16 values into both
+halves of the result), from PyPI's bochscpu-python. The object files are linked into one
+freestanding ELF (unresolved symbols left at 0, so a call out of the function under test faults instead of running),
+loaded at its addresses into identity-mapped pages, and a function is called by the System V ABI with a return
+address on a `hlt`. Lets AVX-512 code be checked on machines without it.
 """
 import ctypes
 import numbers
@@ -32,6 +33,22 @@ def _import_bochscpu(shim):
     import bochscpu.memory
 
     return bochscpu
+
+
+_FEATURES = ctypes.create_string_buffer(b"avx512bf16")  # Bochs's name; kept alive: the parameter points at it
+
+
+def _add_features(bochscpu):
+    """Adds _FEATURES to the CPU the next Session builds, through the `cpu.add_features` parameter its
+    BX_CPU_C::initialize reads. That parameter's setter copies at most its (empty) default's size, so the value's
+    pointer is replaced: the field at 0x70 of bochscpu-python 0.4.0's bx_param_string_c, where initialize reads it."""
+    lib = ctypes.CDLL(bochscpu._bochscpu.__file__)
+    lib.sim_get_param_string.restype = ctypes.c_void_p
+    param = lib.sim_get_param_string(b"cpu.add_features")
+    value = ctypes.c_void_p.from_address(param + 0x70)
+    if value.value != ctypes.addressof(_FEATURES) and ctypes.string_at(value.value) != b"":
+        raise RuntimeError("avx512_machine: bochscpu's cpu.add_features is not the empty string at 0x70 this expects")
+    value.value = ctypes.addressof(_FEATURES)
 
 
 def _run(command):  # a tool's stdout; its stderr in the error when it fails
@@ -71,6 +88,7 @@ class Avx512Machine:
             with open(elf, "rb") as f:
                 segments = _segments(f.read())
         bochscpu = self.bx
+        _add_features(bochscpu)
         self.sess = bochscpu.Session()
         self.sess.missing_page_handler = self._missing_page
         self.pages = {}  # guest page -> host page
@@ -166,7 +184,7 @@ class Avx512Machine:
         bochscpu.cpu.set_long_mode(st)
         st.cr4 = st.cr4 | (1 << 9) | (1 << 10) | (1 << 18)  # OSFXSR, OSXMMEXCPT, OSXSAVE
         st.xcr0 = 0xE7  # x87, SSE, AVX, and AVX-512's opmask, ZMM_Hi256 and Hi16_ZMM state
-        st.mxcsr = 0x1F80
+        st.mxcsr, st.fpcw, st.fptw = 0x1F80, 0x37F, 0xFFFF  # the ABI's: exceptions masked, the x87 stack empty
         st.cr3 = _PML4
         st.rsp, st.rip = rsp, entry
         for reg, value in zip(("rdi", "rsi", "rdx", "rcx", "r8", "r9"), ints):

@@ -6,11 +6,15 @@ Isa cases and every kernel's unit tests also run them natively):
   * the attention's softmax kernels on 16 lanes, and on AVX2's 8 beside them, against float64: one online-softmax
     step of the forward (softmax_step16/8: running max and sum, rescaled accumulator, probabilities) and the
     backward's P and dS (probs_and_grads16/8), on 128 x 128 blocks with no mask and causal ones;
-  * the kernels built as target_clones (SwiGLU, the cross-entropy's backward, RMSNorm, the attention's row dots,
-    the gradient norm's sums, AdamW; fp32, bf16 and fp64 where built): the AVX-512 clone's outputs bit-equal to the
-    AVX2 clone's. Left out: the cross-entropy's forward and loss_and_grad and the attention's finish_rows, which call
-    logf or memset, absent from a freestanding link (RMSNorm's forward calls sqrtf only for a negative sum: never).
-Only the bf16 softmax's rounding (AVX512-BF16) is left to machines that have it: the emulated CPU has none.
+  * the attention's bf16 rounding by AVX512-BF16 (`store`, and probs_and_grads16 in bf16, the AMX path's) against
+    the instruction's definition: nearest even, denormal inputs read as zero, NaN kept quiet with its top bits. Only
+    the first 16 values of each 32 that one vcvtne2ps2bf16 converts: the emulator writes its second source's 16 into
+    both halves (bochscpu-python 0.4.0; Intel's SDM, and the native bf16 attention tests, have the first source's
+    in the upper half);
+  * the kernels built as target_clones (SwiGLU, the cross-entropy, RMSNorm, the attention's row dots and finished
+    rows, the gradient norm's sums, AdamW; fp32, bf16 and fp64 where built): the AVX-512 clone's outputs bit-equal
+    to the AVX2 clone's. The logf and memset that some call come from tests/reference/freestanding_libc.cpp, its
+    logf checked against float64 here.
 Usage: test_avx512_emulated.py SHIM OBJECT... (tests/CMakeLists.txt passes the objects of those files)
 """
 import os
@@ -68,6 +72,21 @@ def check_lane_ops(machine):
     check(list(floats(machine, reduced, 4)) == [16, 136, 0, 7], "Lanes16 reduce_max, reduce_add")
 
 
+def bf16(x):  # fp32 values rounded to bf16 bits (nearest even), as c10::BFloat16
+    bits = np.asarray(x, np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def bf16_instruction(x):
+    """fp32 values rounded to bf16 bits as AVX512-BF16's vcvtne2ps2bf16 (Intel's SDM): nearest even after denormal
+    inputs are read as zero (c10::BFloat16 keeps them), a NaN kept quiet with its sign and top payload bits."""
+    x = np.asarray(x, np.float32)
+    bits = x.view(np.uint32)
+    flushed = np.where(np.abs(x) < np.finfo(np.float32).tiny, bits & 0x8000_0000, bits).view(np.float32)
+    with np.errstate(over="ignore"):
+        return np.where(np.isnan(x), (bits >> 16) | 0x40, bf16(flushed)).astype(np.uint16)
+
+
 # (causal, q0, k0): no mask; the diagonal block (rows see 1 to 128 keys: every partial vector); a block wholly
 # visible; causal blocks whose queries are 5, 9, 100 and 3 positions past the keys (rows see 6, 10, 101, 4 keys on)
 CASES = [(False, 0, 0), (True, 0, 0), (True, 256, 128), (True, 133, 128), (True, 137, 128), (True, 100, 0),
@@ -80,7 +99,7 @@ def visible(causal, q0, k0):
 
 def check_softmax(machine, lanes, rng):
     worst = {"p": 0.0, "l": 0.0, "acc": 0.0, "P": 0.0, "dS": 0.0}
-    zeros_ok, m_ok = True, True
+    zeros_ok, m_ok, rounded_ok = True, True, True
     scale = 0.25  # 1 / sqrt(16): s * scale is exact, so the running max is too
     for causal, q0, k0 in CASES:
         vis = visible(causal, q0, k0)
@@ -120,16 +139,50 @@ def check_softmax(machine, lanes, rng):
         zeros_ok &= bool(np.all(got_p[~vis] == 0) and np.all(got_ds[~vis] == 0))
         worst["P"] = max(worst["P"], np.max(np.abs(got_p - p_ref)))
         worst["dS"] = max(worst["dS"], np.max(np.abs(got_ds - ds_ref)))
+        if lanes == 16:  # bf16 (AMX machines): the same fp32 P and dS, each rounded once by AVX512-BF16
+            p16, ds16 = machine.buffer(BLOCK * BLOCK * 2), machine.buffer(BLOCK * BLOCK * 2)
+            machine.call(NS + "probs_and_grads16<c10::BFloat16>", machine.buffer(s.tobytes()),
+                         machine.buffer(dp.tobytes()), machine.buffer(lse.tobytes()), machine.buffer(d.tobytes()), scale,
+                         causal, q0, k0, p16, ds16)
+            for got, fp32 in ((p16, got_p), (ds16, got_ds)):
+                got = np.frombuffer(machine.read(got, BLOCK * BLOCK * 2), np.uint16)
+                rounded_ok &= np.array_equal(lower_halves(got), lower_halves(bf16_instruction(fp32).ravel()))
     # Bounds: the shifted score's fp32 rounding (|s scale| <= ~4: 5e-7 relative) and 2 ulp of the exp; a sum of 128.
     check(m_ok, f"softmax_step{lanes}: running max equal to float64's")
     check(zeros_ok, f"softmax_step{lanes}, probs_and_grads{lanes}: keys after the query exactly 0")
     for key, bound in (("p", 1e-6), ("l", 4e-6), ("acc", 2e-6), ("P", 1e-6), ("dS", 1e-6)):
         check(worst[key] < bound, f"{lanes} lanes: {key} within {bound:g} of float64's (worst {worst[key]:.3g})")
+    if lanes == 16:
+        check(rounded_ok, "probs_and_grads16 in bf16: the fp32 P and dS, each rounded by AVX512-BF16's definition")
 
 
-def bf16(x):  # fp32 values rounded to bf16 bits (nearest even), as c10::BFloat16
-    bits = np.asarray(x, np.float32).view(np.uint32)
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+def lower_halves(bits):  # the first 16 of each 32 values: those the emulated vcvtne2ps2bf16 converts right
+    return bits.reshape(-1, 2, 16)[:, 0]
+
+
+def check_bf16_store(machine, rng):
+    """The attention's `store` (AVX512-BF16's vcvtne2ps2bf16) on ties, edges and random bit patterns (NaNs and
+    denormals among them), bit for bit against the instruction's definition."""
+    edges = np.float32([1, 1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 0.1, -2.5, 0, -0.0, np.inf, -np.inf, np.nan,
+                        np.finfo(np.float32).max, np.finfo(np.float32).tiny, 1e-39, -1e-39, 3e38])
+    x = np.concatenate([edges, rng.integers(0, 2**32, 4096 - len(edges), dtype=np.uint32).view(np.float32)])
+    out = machine.buffer(2 * len(x))
+    machine.call(NS + "store", machine.buffer(x.tobytes()), len(x), out, source="flash_attention_cpu.cpp")
+    got = lower_halves(np.frombuffer(machine.read(out, 2 * len(x)), np.uint16)).ravel()
+    want = lower_halves(bf16_instruction(x)).ravel()
+    check(np.array_equal(got, want), f"store: fp32 to bf16 by AVX512-BF16 as its definition ({np.sum(got != want)} "
+          f"of {len(got)} differ; ties to even: {got[1]:#x} {got[2]:#x}, 1e-39 -> {got[13]:#x})")
+
+
+def check_logf(machine):
+    """freestanding_libc.cpp's logf, which the cross-entropy's and the attention's clones call here, against float64."""
+    x = [1e-38, 1e-30, 0.1, 0.5, 1.0, 2.0, np.e, 10.0, 1007.0, 3e38]
+    got = np.array([machine.call("logf", v)[1] & 0xFFFF_FFFF for v in x], np.uint32).view(np.float32)
+    exact = np.log(np.float32(x).astype(np.float64))
+    worst = np.max(np.abs(got - exact) / np.maximum(np.abs(exact), 1e-30))
+    check(got[4] == 0 and worst < 2**-23, f"logf within an ulp of float64's, logf(1) = 0 (worst {worst:.3g})")
+
+
 
 
 def widened(bits):
@@ -192,6 +245,10 @@ def clone_cases(rng):
         cases += [
             ("swiglu.cpp", f"forward_{ident}", (cast(a), cast(b), Out(n, t), n)),
             ("swiglu.cpp", f"backward_{ident}", (cast(g), cast(a), cast(b), Out(n, t), Out(n, t), n)),
+            ("cross_entropy.cpp", f"forward_{ident}", (cast(logits), labels, Out(rows, np.float32),
+                                                        Out(rows, np.float32), rows, V, -100, Out(V, np.float32))),
+            ("cross_entropy.cpp", f"loss_and_grad_{ident}", (InPlace(cast(logits)), labels, Out(rows, np.float32), rows,
+                                                              V, -100, Out(V, np.float32))),
             ("cross_entropy.cpp", f"backward_{ident}", (cast(logits), labels, lse, 1.0 / rows, Out((rows, V), t), rows,
                                                          V, -100)),
             ("flash_attention_cpu.cpp", f"row_dots(titan::(anonymous namespace)::HeadRows<{heads}>",
@@ -199,6 +256,9 @@ def clone_cases(rng):
             ("adam_cpu.cpp", f"adam_{ident}", (InPlace(cast(a * 0.1)), cast(g), InPlace(cast(exp_avg)),
                                               InPlace(cast(exp_avg_sq)), n, constants)),
         ]
+    sums, maxima, totals = rng.standard_normal((BLOCK, hd)), rng.standard_normal(BLOCK), rng.uniform(1, 100, BLOCK)
+    cases.append(("flash_attention_cpu.cpp", "finish_rows", (f32(sums), f32(maxima), f32(totals), hd,
+                                                            Out((BLOCK, hd), np.float32), Out(BLOCK, np.float32))))
     return cases
 
 
@@ -243,6 +303,8 @@ def main():
     check_lane_ops(machine)
     for lanes in (16, 8):
         check_softmax(machine, lanes, np.random.default_rng(0))
+    check_bf16_store(machine, np.random.default_rng(2))
+    check_logf(machine)
     check_clones(machine, np.random.default_rng(1))
     print(f"{len(failures)} failed: " + "; ".join(failures) if failures else "all passed on the emulated AVX-512 CPU")
     sys.stdout.flush()
