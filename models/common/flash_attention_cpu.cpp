@@ -120,8 +120,8 @@ void transpose_blocks(HeadRows<T> x, int64_t blocks, int64_t hd, T* out) {
   for (int64_t j = 0; j < blocks; ++j) transpose(x.row(j * kBlock), x.stride, kBlock, hd, out + j * hd * kBlock);
 }
 
-// x (n floats, n a multiple of 32) rounded to bf16, to nearest even, by AVX512-BF16's conversion
-// (every CPU with AMX has it; it reads denormals as 0): a third of the element-wise work below as cpu::store.
+// x (n floats, n a multiple of 32) rounded to bf16, to nearest even, by AVX512-BF16's conversion (every CPU
+// with AMX has it; it reads denormals as 0): written as cpu::store, it was a third of the element-wise work below.
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void store(const float* x, int64_t n, bf16* out) {
   for (int64_t i = 0; i < n; i += 32)
     _mm512_storeu_si512(out + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));

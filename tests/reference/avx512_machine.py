@@ -1,9 +1,10 @@
 """Functions of our compiled object files run on an emulated AVX-512 CPU: BochsCPU's Skylake-X model (AVX-512 F,
-CD, BW, DQ, VL) with AVX512-BF16 added (no AMX; its vcvtne2ps2bf16 writes the second source's 16 values into both
-halves of the result), from PyPI's bochscpu-python. The object files are linked into one
-freestanding ELF (unresolved symbols left at 0, so a call out of the function under test faults instead of running),
-loaded at its addresses into identity-mapped pages, and a function is called by the System V ABI with a return
-address on a `hlt`. Lets AVX-512 code be checked on machines without it.
+CD, BW, DQ, VL) with AVX512-BF16 added (no AMX; its 512-bit vcvtne2ps2bf16 writes the second source's 16 values into
+both halves of the result), from PyPI's bochscpu-python. The object files are linked into one freestanding ELF
+(symbols none of them defines left at 0, so a call out of the function under test faults instead of running; the
+tests link logf and memset from freestanding_libc.cpp), loaded at its addresses into identity-mapped pages, and a
+function is called by the System V ABI with a return address on a `hlt`. Lets AVX-512 code be checked on machines
+without it.
 """
 import ctypes
 import numbers
@@ -35,20 +36,24 @@ def _import_bochscpu(shim):
     return bochscpu
 
 
-_FEATURES = ctypes.create_string_buffer(b"avx512bf16")  # Bochs's name; kept alive: the parameter points at it
-
-
-def _add_features(bochscpu):
-    """Adds _FEATURES to the CPU the next Session builds, through the `cpu.add_features` parameter its
-    BX_CPU_C::initialize reads. That parameter's setter copies at most its (empty) default's size, so the value's
-    pointer is replaced: the field at 0x70 of bochscpu-python 0.4.0's bx_param_string_c, where initialize reads it."""
+def _session(bochscpu):
+    """A Session whose CPU has AVX512-BF16 added: BX_CPU_C::initialize reads Bochs's `cpu.add_features` parameter as
+    it builds the CPU. The parameter's setter copies at most its default's size (1, the empty string), so its value
+    pointer is swapped for the build and put back (bochscpu-python 0.4.0's bx_param_string_c: size at 0x6c, value
+    at 0x70)."""
     lib = ctypes.CDLL(bochscpu._bochscpu.__file__)
     lib.sim_get_param_string.restype = ctypes.c_void_p
     param = lib.sim_get_param_string(b"cpu.add_features")
-    value = ctypes.c_void_p.from_address(param + 0x70)
-    if value.value != ctypes.addressof(_FEATURES) and ctypes.string_at(value.value) != b"":
-        raise RuntimeError("avx512_machine: bochscpu's cpu.add_features is not the empty string at 0x70 this expects")
-    value.value = ctypes.addressof(_FEATURES)
+    size, value = ctypes.c_int32.from_address(param + 0x6C), ctypes.c_void_p.from_address(param + 0x70)
+    if size.value != 1 or not value.value or ctypes.string_at(value.value) != b"":
+        raise RuntimeError("avx512_machine: bochscpu's cpu.add_features is not the empty string of size 1 that "
+                           "bochscpu-python 0.4.0 has")
+    features = ctypes.create_string_buffer(b"avx512bf16")  # Bochs's name
+    default, value.value = value.value, ctypes.addressof(features)
+    try:
+        return bochscpu.Session()
+    finally:
+        value.value = default
 
 
 def _run(command):  # a tool's stdout; its stderr in the error when it fails
@@ -88,8 +93,7 @@ class Avx512Machine:
             with open(elf, "rb") as f:
                 segments = _segments(f.read())
         bochscpu = self.bx
-        _add_features(bochscpu)
-        self.sess = bochscpu.Session()
+        self.sess = _session(bochscpu)
         self.sess.missing_page_handler = self._missing_page
         self.pages = {}  # guest page -> host page
         self.table = bochscpu.memory.PageMapLevel4Table()
@@ -158,7 +162,8 @@ class Avx512Machine:
             if source not in (None, file) or not symbol.endswith(suffix):
                 continue
             symbol = symbol[:len(symbol) - len(suffix)]
-            if "[clone" not in symbol and symbol.startswith(name) and symbol[len(name):len(name) + 1] in ("", "(", ",", ")"):
+            after = symbol[len(name):len(name) + 1]
+            if "[clone" not in symbol and symbol.startswith(name) and after in ("", "(", ",", ")"):
                 matches.add(address)
         if len(matches) != 1:
             raise KeyError(f"avx512_machine: {len(matches)} functions {name}{suffix} in {source or 'the objects'}")
@@ -206,7 +211,7 @@ class Avx512Machine:
         self.sess.run([self.hook])
         rip = self.sess.cpu.state.rip
         if self.fault is not None or rip != _STOP + 1:
-            raise RuntimeError(f"avx512_machine: {name} ({clone or 'no clone'}) stopped at {rip:#x} with exception {self.fault} "
-                               "(6: an instruction the emulated CPU lacks; 14: a call out of the function)")
+            raise RuntimeError(f"avx512_machine: {name} ({clone or 'no clone'}) stopped at {rip:#x} with exception "
+                               f"{self.fault} (6: an instruction the emulated CPU lacks; 14: a call out of the function)")
         end = self.sess.cpu.state
         return end.rax, end.zmm[0].q[0]
