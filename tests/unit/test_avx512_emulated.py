@@ -37,8 +37,8 @@ def check(ok, what):
         failures.append(what)
 
 
-def floats(machine, addr, n):
-    return np.frombuffer(machine.read(addr, 4 * n), np.float32).copy()
+def values(machine, addr, n, dtype=np.float32):  # n values of dtype at a guest address
+    return np.frombuffer(machine.read(addr, n * np.dtype(dtype).itemsize), dtype).copy()
 
 
 def check_exp(machine):
@@ -49,12 +49,12 @@ def check_exp(machine):
     y = machine.buffer(x.nbytes)
     machine.call(NS + "exp16_all", machine.buffer(x.tobytes()), len(x), y)
     exact = np.exp(x.astype(np.float64))
-    worst = np.max(np.abs(floats(machine, y, len(x)) - exact) / exact)
+    worst = np.max(np.abs(values(machine, y, len(x)) - exact) / exact)
     check(worst < TWO_ULP, f"Lanes16 exp over [-87, 88]: worst {worst * 2**23:.2f} ulp (< 2)")
     edges = np.float32([-1000, -np.inf, -87, 88, 50, -50, 0, 1, -1, 10, -10, 20, -20, 30, -30, np.nan])
     out = machine.buffer(64)
     machine.call(NS + "exp16_all", machine.buffer(edges.tobytes()), 16, out)
-    e = floats(machine, out, 16)
+    e = values(machine, out, 16)
     check(e[0] == e[2] and e[1] == e[2], f"Lanes16 exp below -87 is e^-87: {e[:3]}")
     inside = np.abs(e[2:15] - np.exp(edges[2:15].astype(np.float64))) / np.exp(edges[2:15].astype(np.float64))
     check(np.all(inside < TWO_ULP), f"Lanes16 exp at -87, 88 and in between: worst {inside.max() * 2**23:.2f} ulp")
@@ -66,10 +66,10 @@ def check_lane_ops(machine):
     keep, select, reduced = machine.buffer(64 * len(counts)), machine.buffer(64 * len(counts)), machine.buffer(16)
     machine.call(NS + "lane_ops16", keep, select, reduced)
     below = np.array([[1.0 if lane < n else 0.0 for lane in range(16)] for n in counts], np.float32)
-    check(np.array_equal(floats(machine, keep, 16 * len(counts)).reshape(-1, 16), below), "Lanes16 keep(first(n))")
-    check(np.array_equal(floats(machine, select, 16 * len(counts)).reshape(-1, 16), 2 - below),
+    check(np.array_equal(values(machine, keep, 16 * len(counts)).reshape(-1, 16), below), "Lanes16 keep(first(n))")
+    check(np.array_equal(values(machine, select, 16 * len(counts)).reshape(-1, 16), 2 - below),
           "Lanes16 select(first(n))")
-    check(list(floats(machine, reduced, 4)) == [16, 136, 0, 7], "Lanes16 reduce_max, reduce_add")
+    check(list(values(machine, reduced, 4)) == [16, 136, 0, 7], "Lanes16 reduce_max, reduce_add")
 
 
 def bf16(x):  # fp32 values rounded to bf16 bits (nearest even), as c10::BFloat16 (NaNs aside)
@@ -118,14 +118,14 @@ def check_softmax(machine, lanes, rng):
             m_new = np.maximum(m0.astype(np.float64), row_max)
             correction = np.exp(m0 - m_new)
             p_ref = np.where(vis, np.exp(s64 - m_new[:, None]), 0)
-            got_p = floats(machine, p, BLOCK * BLOCK).reshape(BLOCK, BLOCK)
+            got_p = values(machine, p, BLOCK * BLOCK).reshape(BLOCK, BLOCK)
             zeros_ok &= bool(np.all(got_p[~vis] == 0))
-            m_ok &= bool(np.array_equal(floats(machine, m, BLOCK), m_new.astype(np.float32)))
+            m_ok &= bool(np.array_equal(values(machine, m, BLOCK), m_new.astype(np.float32)))
             worst["p"] = max(worst["p"], np.max(np.abs(got_p - p_ref)))
             l_ref = l0 * correction + p_ref.sum(1)
-            worst["l"] = max(worst["l"], np.max(np.abs(floats(machine, l, BLOCK) - l_ref) / l_ref))
+            worst["l"] = max(worst["l"], np.max(np.abs(values(machine, l, BLOCK) - l_ref) / l_ref))
             acc_ref = acc0 * correction[:, None]
-            got_acc = floats(machine, acc, BLOCK * HD).reshape(BLOCK, HD)
+            got_acc = values(machine, acc, BLOCK * HD).reshape(BLOCK, HD)
             worst["acc"] = max(worst["acc"], np.max(np.abs(got_acc - acc_ref)))
         # the backward's P = exp(S scale - lse) and dS = P (dP - D) scale
         lse = (np.log(np.where(vis, np.exp(s64), 0).sum(1)) + 0.1).astype(np.float32)
@@ -136,8 +136,8 @@ def check_softmax(machine, lanes, rng):
         machine.call(NS + name, *inputs, scale, causal, q0, k0, p, ds)
         p_ref = np.where(vis, np.exp(s64 - lse[:, None]), 0)
         ds_ref = p_ref * (dp - d[:, None]) * scale
-        got_p = floats(machine, p, BLOCK * BLOCK).reshape(BLOCK, BLOCK)
-        got_ds = floats(machine, ds, BLOCK * BLOCK).reshape(BLOCK, BLOCK)
+        got_p = values(machine, p, BLOCK * BLOCK).reshape(BLOCK, BLOCK)
+        got_ds = values(machine, ds, BLOCK * BLOCK).reshape(BLOCK, BLOCK)
         zeros_ok &= bool(np.all(got_p[~vis] == 0) and np.all(got_ds[~vis] == 0))
         worst["P"] = max(worst["P"], np.max(np.abs(got_p - p_ref)))
         worst["dS"] = max(worst["dS"], np.max(np.abs(got_ds - ds_ref)))
@@ -145,7 +145,7 @@ def check_softmax(machine, lanes, rng):
             p16, ds16 = machine.buffer(BLOCK * BLOCK * 2), machine.buffer(BLOCK * BLOCK * 2)
             machine.call(NS + "probs_and_grads16<c10::BFloat16>", *inputs, scale, causal, q0, k0, p16, ds16)
             for got, fp32 in ((p16, got_p), (ds16, got_ds)):
-                got = np.frombuffer(machine.read(got, BLOCK * BLOCK * 2), np.uint16)
+                got = values(machine, got, BLOCK * BLOCK, np.uint16)
                 rounded_ok &= np.array_equal(lower_halves(got), lower_halves(bf16_instruction(fp32).ravel()))
     # Bounds: the shifted score's fp32 rounding (|s scale| <= ~4: 5e-7 relative) and 2 ulp of the exp; a sum of 128.
     check(m_ok, f"softmax_step{lanes}: running max equal to float64's")
@@ -172,7 +172,7 @@ def check_bf16_store(machine, rng):
     x = np.concatenate([edges, rng.integers(0, 2**32, 4096 - len(edges), dtype=np.uint32).view(np.float32)])
     out = machine.buffer(2 * len(x))
     machine.call(NS + "store", machine.buffer(x.tobytes()), len(x), out, source="flash_attention_cpu.cpp")
-    got = lower_halves(np.frombuffer(machine.read(out, 2 * len(x)), np.uint16)).ravel()
+    got = lower_halves(values(machine, out, len(x), np.uint16)).ravel()
     want = lower_halves(bf16_instruction(x)).ravel()
     check(np.array_equal(got, want), f"store: fp32 to bf16 by AVX512-BF16 as its definition ({np.sum(got != want)} "
           f"of {len(got)} differ; ties to even: {got[1]:#x} {got[2]:#x}, 1e-39 -> {got[13]:#x})")
